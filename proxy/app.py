@@ -1,0 +1,114 @@
+"""create_app: the whole request path of DESIGN.md, declared in one place."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.catalog import Catalog
+from proxy.context import AppContext
+from proxy.errors import GatewayError, MethodNotAllowed, NotFound
+from proxy.gateway import Gateway
+from proxy.middleware import ErrorGuardMiddleware, RequestIdMiddleware, request_id_of
+from proxy.responses import error_response
+from proxy.routes import chat, ops
+from proxy.settings import Settings
+from proxy.upstreams import build_upstream
+
+logger = logging.getLogger("proxy.app")
+
+CORS_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "Cache-Control", "Accept"]
+EXPOSED_HEADERS = ["X-Request-ID", "X-Cache", "X-Upstream", "Retry-After", "Age"]
+
+
+def cors_options(settings: Settings) -> dict[str, Any]:
+    """CORSMiddleware arguments from ALLOWED_ORIGINS; ``host:*`` means any port of that host."""
+    origins = settings.allowed_origins
+    exact = [o for o in origins if not o.endswith(":*")]
+    patterns = [
+        re.escape(o.removesuffix(":*")) + r"(?::\d{1,5})?" for o in origins if o.endswith(":*")
+    ]
+    return {
+        "allow_origins": exact,
+        "allow_origin_regex": "|".join(patterns) or None,
+        "allow_methods": ["GET", "POST", "DELETE", "OPTIONS"],
+        "allow_headers": CORS_HEADERS,
+        "expose_headers": EXPOSED_HEADERS,
+        "allow_credentials": settings.cors_allow_credentials,
+        "max_age": 600,
+    }
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc, request_id_of(request.scope))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    where = f"{request.method} {request.url.path[:100]}"
+    error: GatewayError
+    if exc.status_code == 404:
+        error = NotFound(f"no route {where}; see the README for the API")
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        error = MethodNotAllowed(
+            f"{where} is not allowed; use {allowed or 'another method'}",
+            headers={"Allow": allowed} if allowed else None,
+        )
+    else:
+        error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
+        error.status = exc.status_code
+    return error_response(error, request_id_of(request.scope))
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the gateway app. Nothing is connected until the lifespan starts."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        gateway = Gateway(build_upstream(settings), Catalog(default=settings.default_model))
+        if gateway.upstream_name == "mock":
+            logger.warning(
+                "TEST MODE: no upstream configured (UPSTREAM_URL unset or TEST_MODE=1); "
+                "replies come from the built-in mock and are labelled X-Upstream: mock"
+            )
+        else:
+            logger.info("upstream: %s %s", gateway.upstream_name, settings.upstream_url)
+        await gateway.start()
+        try:
+            yield {"ctx": AppContext(settings=settings, gateway=gateway)}
+        finally:
+            await gateway.aclose()
+
+    routes = [
+        Route("/", ops.index, methods=["GET"]),
+        Route("/api/chat", chat.chat, methods=["POST"]),
+        Route("/api/predict", chat.chat, methods=["POST"]),
+        Route("/api/models", ops.models, methods=["GET"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(RequestIdMiddleware, vary_origin="*" not in settings.allowed_origins),
+        Middleware(CORSMiddleware, **cors_options(settings)),
+        Middleware(ErrorGuardMiddleware),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,22 @@
+"""What the lifespan builds and the routes use: settings and the gateway core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from proxy.gateway import Gateway
+from proxy.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class AppContext:
+    settings: Settings
+    gateway: Gateway
+
+
+def context_of(request: Request) -> AppContext:
+    """The app's context, put into every request's state by the lifespan."""
+    ctx: AppContext = request.state.ctx
+    return ctx

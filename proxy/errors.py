@@ -1,0 +1,135 @@
+"""The gateway's error family. Each error has an HTTP status, a stable ``code`` and a message
+that is safe to show to a browser (it never contains a token, a header or a stack trace).
+
+GatewayError
+├── ClientError (4xx: the caller can fix it)
+│   ├── InvalidRequest            400 invalid_json, invalid_request, ...
+│   ├── UnknownModel              400 unknown_model
+│   ├── NotFound                  404 not_found
+│   ├── MethodNotAllowed          405 method_not_allowed (with Allow)
+│   ├── PayloadTooLarge           413 payload_too_large
+│   ├── UnsupportedMediaType      415 unsupported_media_type
+│   └── InvalidParameter          422 invalid_parameter, empty_prompt, prompt_too_long
+└── UpstreamFailure (the model side failed; the request may succeed later)
+    ├── UpstreamUnreachable       502 upstream_unreachable
+    ├── UpstreamAppError          502 upstream_error
+    ├── UpstreamBadResponse       502 upstream_bad_response
+    ├── UpstreamAuth              502 upstream_auth
+    ├── UpstreamRateLimited       429 upstream_rate_limited (with Retry-After)
+    ├── UpstreamBusy              503 upstream_busy (with Retry-After)
+    ├── UpstreamNotReady          503 upstream_not_ready (with Retry-After)
+    └── UpstreamTimeout           504 upstream_timeout
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
+
+
+class ClientError(GatewayError):
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidRequest(ClientError):
+    status = 400
+    code = "invalid_request"
+
+
+class UnknownModel(ClientError):
+    status = 400
+    code = "unknown_model"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidParameter(ClientError):
+    status = 422
+    code = "invalid_parameter"
+
+
+class UpstreamFailure(GatewayError):
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamUnreachable(UpstreamFailure):
+    status = 502
+    code = "upstream_unreachable"
+
+
+class UpstreamAppError(UpstreamFailure):
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamBadResponse(UpstreamFailure):
+    status = 502
+    code = "upstream_bad_response"
+
+
+class UpstreamAuth(UpstreamFailure):
+    status = 502
+    code = "upstream_auth"
+
+
+class UpstreamRateLimited(UpstreamFailure):
+    status = 429
+    code = "upstream_rate_limited"
+
+
+class UpstreamBusy(UpstreamFailure):
+    status = 503
+    code = "upstream_busy"
+
+
+class UpstreamNotReady(UpstreamFailure):
+    status = 503
+    code = "upstream_not_ready"
+
+
+class UpstreamTimeout(UpstreamFailure):
+    status = 504
+    code = "upstream_timeout"

@@ -1,0 +1,40 @@
+"""``python -m proxy inspect``: what a Gradio app offers and how the gateway will call it.
+
+Uses ``gradio_client`` (the optional ``inspect`` extra), never on the request path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.errors import GatewayError
+from proxy.settings import Settings, quiet_hub_environment, space_url
+from proxy.upstreams.gradio_api import choose_endpoint, plan_endpoint
+
+
+def describe_upstream(url: str, settings: Settings) -> str:
+    """A human-readable report of the app's endpoints and the gateway's argument mapping."""
+    quiet_hub_environment()
+    try:
+        from gradio_client import Client
+    except ImportError:
+        raise RuntimeError("install the inspect extra: pip install 'proxy[inspect]'") from None
+
+    if "://" not in url and url.count("/") == 1:
+        url = space_url(url)
+    client = Client(url, token=settings.hf_token_value, verbose=False, download_files=False)
+    info: dict[str, Any] = client.view_api(return_format="dict", print_info=False)
+    prefix = str(client.config.get("api_prefix") or "").rstrip("/")
+    lines = [f"upstream {url} (gradio {client.config.get('version', '?')}, prefix {prefix!r})"]
+    for name, endpoint in sorted(info.get("named_endpoints", {}).items()):
+        params = ", ".join(str(p.get("parameter_name")) for p in endpoint.get("parameters", []))
+        lines.append(f"  endpoint {name}({params})")
+    try:
+        api_name = choose_endpoint(info, settings.space_api_name)
+        plan = plan_endpoint(info, api_name, prefix=prefix)
+    except GatewayError as exc:
+        lines.append(f"the gateway cannot use this app as configured: {exc.message}")
+        return "\n".join(lines)
+    lines.append(f"the gateway will call {api_name} via POST {plan.call_path}:")
+    lines.extend(f"  {i}. {p.describe()}" for i, p in enumerate(plan.params))
+    return "\n".join(lines)

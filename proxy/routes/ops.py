@@ -1,0 +1,58 @@
+"""Operational routes: liveness, readiness, the model list, and the landing page."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from proxy.context import context_of
+from proxy.errors import UpstreamNotReady
+from proxy.middleware import request_id_of
+from proxy.responses import JSONResponse, error_body
+
+INDEX_HTML = files("proxy").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+async def healthz(request: Request) -> Response:
+    """Always 200 while the process serves requests; touches nothing else."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """200 when the upstream can take requests, else 503 with the reason."""
+    gateway = context_of(request).gateway
+    readiness = await gateway.ready()
+    if readiness.ready:
+        return JSONResponse(
+            {"status": "ready", "upstream": gateway.upstream_name, "detail": readiness.detail}
+        )
+    error = readiness.error or UpstreamNotReady(readiness.detail)
+    body = error_body(error, request_id_of(request.scope))
+    body.update(status="unavailable", upstream=gateway.upstream_name)
+    retry = error.headers.get("Retry-After", "10")
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry})
+
+
+async def models(request: Request) -> Response:
+    """The catalogue: public names, Hub ids, chat or base, and generation defaults."""
+    ctx = context_of(request)
+    catalog = ctx.gateway.catalog
+    return JSONResponse(
+        {
+            "models": [spec.public() for spec in catalog.models],
+            "default": catalog.default.name,
+            "upstream": ctx.gateway.upstream_name,
+            "test_mode": ctx.gateway.upstream_name == "mock",
+            "limits": {
+                "max_new_tokens": ctx.settings.max_new_tokens_limit,
+                "max_prompt_chars": ctx.settings.max_prompt_chars,
+                "max_body_bytes": ctx.settings.max_body_bytes,
+            },
+        }
+    )
+
+
+async def index(request: Request) -> Response:
+    return HTMLResponse(INDEX_HTML)

@@ -1,0 +1,164 @@
+"""Request bodies of the seed-compatible routes, and their translation into GenerationRequest.
+
+Validation errors become specific client errors: 400 for a body of the wrong shape, 422 for a
+value out of range, each naming the field and what to send instead.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from proxy.catalog import Catalog
+from proxy.errors import ClientError, InvalidParameter, InvalidRequest
+from proxy.generation import GenerationRequest
+from proxy.prompts import HEALTH_SYSTEM_PROMPT, Message, is_templated, render_chat, render_plain
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+RANGES = {
+    "max_new_tokens": "an integer from 1 to {limit}",
+    "temperature": "a number from 0 to 2 (0 means greedy decoding)",
+    "top_p": "a number greater than 0 and at most 1",
+}
+
+
+class ChatMessage(BaseModel):
+    model_config = _STRICT
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Parameters(BaseModel):
+    model_config = _STRICT
+    model: str | None = None
+    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    do_sample: bool | None = None
+
+
+class ChatRequest(BaseModel):
+    """The body of POST /api/chat and /api/predict: ``inputs`` or ``messages``, plus parameters."""
+
+    model_config = _STRICT
+    inputs: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    parameters: Parameters = Parameters()
+    model: str | None = None
+    stream: bool = False
+    options: dict[str, Any] | None = Field(
+        None, description="Accepted for Inference API compatibility and ignored."
+    )
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def translate_validation_error(error: ValidationError, *, max_new_tokens_limit: int) -> ClientError:
+    """The single most useful client error for a pydantic ValidationError."""
+    details = error.errors(include_url=False)
+    first = details[0]
+    kind, loc = first["type"], tuple(first["loc"])
+    name = _field(loc)
+    if kind == "json_invalid":
+        return InvalidRequest(
+            f"request body is not valid JSON ({first['msg']}); send a JSON object",
+            code="invalid_json",
+        )
+    if kind in {"model_type", "model_attributes_type"} and not loc:
+        return InvalidRequest("request body must be a JSON object", code="invalid_json")
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        field = str(loc[-1])
+        expected = RANGES.get(field, str(first["msg"])).format(limit=max_new_tokens_limit)
+        return InvalidParameter(f"{name} must be {expected}; got {first.get('input')!r}")
+    if kind == "extra_forbidden":
+        scope = Parameters if loc[:1] == ("parameters",) else ChatRequest
+        allowed = ", ".join(scope.model_fields)
+        return InvalidRequest(
+            f"unknown field {name!r}; allowed here: {allowed}", code="unknown_field"
+        )
+    return InvalidRequest(f"{name}: {first['msg']}")
+
+
+def parse_chat_request(body: bytes, *, max_new_tokens_limit: int) -> ChatRequest:
+    """Parse and validate a request body; raises a ClientError naming what to fix."""
+    try:
+        return ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise translate_validation_error(exc, max_new_tokens_limit=max_new_tokens_limit) from None
+
+
+def to_generation_request(
+    body: ChatRequest,
+    catalog: Catalog,
+    *,
+    max_prompt_chars: int,
+    max_new_tokens_limit: int,
+    system_prompt: str | None,
+    stream: bool = False,
+) -> GenerationRequest:
+    """Normalise a validated body: resolve the model, fill defaults, render the prompt."""
+    params = body.parameters
+    if body.model and params.model and body.model.strip() != params.model.strip():
+        raise InvalidRequest(
+            "model is given twice with different values; set either model or parameters.model",
+            code="conflicting_model",
+        )
+    spec = catalog.resolve(body.model or params.model)
+
+    if body.inputs is not None and body.messages is not None:
+        raise InvalidRequest("send either inputs or messages, not both", code="invalid_request")
+    if body.inputs is None and body.messages is None:
+        raise InvalidRequest(
+            'the prompt is missing: send "inputs" (a string) or "messages" '
+            '(a list of {"role", "content"})',
+            code="missing_prompt",
+        )
+    if body.inputs is not None:
+        messages: tuple[Message, ...] = (Message("user", body.inputs),)
+    else:
+        assert body.messages is not None
+        messages = tuple(Message(m.role, m.content) for m in body.messages)
+    if not any(m.role == "user" and m.content.strip() for m in messages):
+        raise InvalidParameter(
+            "the prompt is empty: write something in inputs or in a user message",
+            code="empty_prompt",
+        )
+    size = sum(len(m.content) for m in messages)
+    if size > max_prompt_chars:
+        raise InvalidParameter(
+            f"the prompt is {size} characters long; the limit is {max_prompt_chars}",
+            code="prompt_too_long",
+        )
+
+    max_new_tokens = params.max_new_tokens or min(spec.max_new_tokens, max_new_tokens_limit)
+    if max_new_tokens > max_new_tokens_limit:
+        raise InvalidParameter(
+            f"parameters.max_new_tokens must be an integer from 1 to {max_new_tokens_limit}; "
+            f"got {max_new_tokens}"
+        )
+    temperature = spec.temperature if params.temperature is None else params.temperature
+    top_p = spec.top_p if params.top_p is None else params.top_p
+    do_sample = spec.do_sample if params.do_sample is None else params.do_sample
+    if temperature == 0:
+        do_sample = False
+
+    if body.inputs is not None and (not spec.chat or is_templated(body.inputs)):
+        prompt = body.inputs
+    elif spec.chat:
+        prompt = render_chat(messages, default_system=system_prompt or HEALTH_SYSTEM_PROMPT)
+    else:
+        prompt = render_plain(messages)
+    return GenerationRequest(
+        model=spec,
+        messages=messages,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=round(float(temperature), 4),
+        top_p=round(float(top_p), 4),
+        do_sample=do_sample,
+        stream=stream,
+    )

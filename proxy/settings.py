@@ -1,0 +1,165 @@
+"""Every setting of the gateway, read from the environment in one place.
+
+No other module reads ``os.environ``: the rest of the code receives a frozen ``Settings``.
+Invalid values stop start-up with a message that names the variable and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+UpstreamKind = Literal["gradio", "mock"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*")
+_SPACE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_ORIGIN = re.compile(r"^https?://[^/\s]+$")
+
+
+def space_url(space_id: str) -> str:
+    """The public URL of a Space id: ``owner/name`` -> ``https://owner-name.hf.space``."""
+    host = space_id.replace("/", "-").replace("_", "-").replace(".", "-").lower()
+    return f"https://{host}.hf.space"
+
+
+class Settings(BaseSettings):
+    """The gateway's configuration; see the README's table for each variable."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    upstream_url: str | None = Field(
+        None, description="Gradio app URL or Space id owner/name; unset means test mode."
+    )
+    upstream_kind: UpstreamKind | None = Field(
+        None, description="Upstream adapter; gradio when UPSTREAM_URL is set, else mock."
+    )
+    test_mode: bool = Field(False, description="Force the mock upstream even with UPSTREAM_URL.")
+    hf_token: SecretStr | None = Field(None, description="Sent upstream only.")
+    space_api_name: str | None = Field(None, description="Gradio endpoint, e.g. /predict.")
+
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_ORIGINS, description="Comma-separated CORS origins; '*' only when set."
+    )
+    cors_allow_credentials: bool = Field(False, description="Allow cookies on CORS requests.")
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    log_level: LogLevel = Field("info", description="Log level.")
+
+    upstream_connect_timeout: float = Field(10.0, gt=0, description="Seconds to connect upstream.")
+    upstream_read_timeout: float = Field(
+        30.0, gt=0, description="Seconds of upstream silence tolerated (heartbeats every 15 s)."
+    )
+    upstream_timeout: float = Field(120.0, gt=0, description="Total seconds for one generation.")
+    upstream_max_connections: int = Field(512, ge=1, description="Pooled upstream connections.")
+
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest accepted request body.")
+    max_prompt_chars: int = Field(16000, ge=1, description="Longest accepted prompt.")
+    max_new_tokens_limit: int = Field(
+        1024, ge=1, le=1024, description="Ceiling for max_new_tokens."
+    )
+    default_model: str = Field("llama-2-7b-chat", description="Model used when none is given.")
+    system_prompt: str | None = Field(
+        None, description="System prompt for chat models; a health-assistant prompt if unset."
+    )
+    mock_latency_ms: int = Field(0, ge=0, le=60000, description="Simulated mock latency.")
+
+    @field_validator("upstream_url", "space_api_name", "system_prompt", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _check_upstream_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if _SPACE_ID.match(value):
+            return space_url(value)
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(
+                "must be an http(s) URL such as https://owner-name.hf.space "
+                "or a Space id such as owner/name"
+            )
+        return value.rstrip("/")
+
+    @field_validator("space_api_name")
+    @classmethod
+    def _check_api_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = "/" + value.strip().lstrip("/")
+        if not re.fullmatch(r"/[\w.-]+", value):
+            raise ValueError("must be a Gradio endpoint name such as /predict")
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one origin, e.g. http://localhost:3000")
+        if "*" in value and len(value) > 1:
+            raise ValueError("'*' allows every origin; do not combine it with other origins")
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin.replace(":*", ":0")):
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port] with no path, "
+                    "e.g. https://app.example.com or http://localhost:*"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if "*" in self.allowed_origins and self.cors_allow_credentials:
+            raise ValueError(
+                "ALLOWED_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=1 "
+                "(browsers reject it); list the origins explicitly"
+            )
+        if self.upstream_kind == "gradio" and self.upstream_url is None and not self.test_mode:
+            raise ValueError("UPSTREAM_KIND=gradio needs UPSTREAM_URL (a Space URL or owner/name)")
+        if self.upstream_read_timeout > self.upstream_timeout:
+            raise ValueError("UPSTREAM_READ_TIMEOUT must not exceed UPSTREAM_TIMEOUT")
+        return self
+
+    @property
+    def effective_upstream(self) -> UpstreamKind:
+        """The adapter in use: mock in test mode or with no upstream, else the configured kind."""
+        if self.test_mode or self.upstream_url is None:
+            return "mock"
+        return self.upstream_kind or "gradio"
+
+    @property
+    def hf_token_value(self) -> str | None:
+        return self.hf_token.get_secret_value() if self.hf_token else None
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line per invalid variable, named as it is set in the environment."""
+    lines = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "configuration"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {message}" if item["loc"] else message)
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def quiet_hub_environment() -> None:
+    """Keep huggingface_hub and gradio_client from calling the Hub (telemetry, agent lookups).
+
+    Must run before ``gradio_client`` is imported: both read these variables at import time.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

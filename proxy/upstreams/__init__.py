@@ -1,0 +1,41 @@
+"""Upstream adapters, one module each, chosen by the ``UPSTREAM_KIND`` setting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from proxy.settings import Settings, UpstreamKind
+from proxy.upstreams.base import Readiness, Upstream
+from proxy.upstreams.gradio import GradioUpstream
+from proxy.upstreams.mock import MockUpstream
+
+
+def _mock(settings: Settings) -> Upstream:
+    return MockUpstream(latency_ms=settings.mock_latency_ms)
+
+
+def _gradio(settings: Settings) -> Upstream:
+    assert settings.upstream_url is not None
+    return GradioUpstream(
+        settings.upstream_url,
+        token=settings.hf_token_value,
+        api_name=settings.space_api_name,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        total_timeout=settings.upstream_timeout,
+        max_connections=settings.upstream_max_connections,
+    )
+
+
+UPSTREAMS: dict[UpstreamKind, Callable[[Settings], Upstream]] = {
+    "mock": _mock,
+    "gradio": _gradio,
+}
+
+
+def build_upstream(settings: Settings) -> Upstream:
+    """The adapter the settings select (mock in test mode)."""
+    return UPSTREAMS[settings.effective_upstream](settings)
+
+
+__all__ = ["UPSTREAMS", "Readiness", "Upstream", "build_upstream"]

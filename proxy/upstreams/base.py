@@ -1,0 +1,43 @@
+"""The protocol every upstream adapter implements; the gateway core is written against it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.errors import GatewayError
+from proxy.generation import Generation, GenerationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether the upstream can take requests now, and if not, the error explaining why."""
+
+    ready: bool
+    detail: str
+    error: GatewayError | None = None
+
+
+class Upstream(Protocol):
+    """A model endpoint. Methods raise GatewayError subclasses, never library exceptions."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open connections and discover the endpoint; failures are kept for ready()."""
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        """The complete generation for ``req``."""
+        ...
+
+    def stream(self, req: GenerationRequest) -> AsyncGenerator[str, None]:
+        """Text deltas for ``req`` as they are generated; concatenated they are the reply."""
+        ...
+
+    async def ready(self) -> Readiness:
+        """Whether requests can be served now (cheap; does not run a generation)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the upstream is unusable afterwards."""
