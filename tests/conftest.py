@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from proxy import Settings, create_app
+from tests.support.audit import AUDIT, AuditLogHandler
+from tests.support.fault_space import FaultSpace
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(AuditLogHandler())
+    logging.getLogger("proxy").setLevel(logging.DEBUG)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The secret audit reads what every other test recorded, so it runs last.
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_zz_secret_audit.py"))
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's own configuration."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def make_settings(**values: Any) -> Settings:
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def gateway_client(**values: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway with these settings, in process, lifespan running; responses are audited."""
+    app = create_app(make_settings(**values))
+
+    async def record(response: httpx.Response) -> None:
+        await response.aread()
+        AUDIT.record_response(response)
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", event_hooks={"response": [record]}
+        ) as client:
+            yield client
+
+
+@pytest.fixture
+async def mock_client() -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway_client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def fault_space() -> Iterator[FaultSpace]:
+    with FaultSpace() as space:
+        yield space

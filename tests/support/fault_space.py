@@ -1,0 +1,223 @@
+"""A fake Gradio Space on raw asyncio sockets, for the failures a real Gradio app cannot make
+on demand: resets, garbage, HTML error pages, 503/429 with Retry-After, error events, stalls.
+
+Each scenario is a Space of its own under ``{url}/{scenario}``: its ``/config`` and
+``/gradio_api/...`` routes answer as the scenario says. Every connection is closed after one
+response, which keeps the server simple and is legal HTTP/1.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+from collections import Counter
+from typing import Any
+
+INFO = {
+    "named_endpoints": {
+        "/predict": {
+            "parameters": [
+                {
+                    "parameter_name": "inputs",
+                    "label": "inputs",
+                    "parameter_default": None,
+                    "type": {"type": "string"},
+                },
+                {
+                    "parameter_name": "max_new_tokens",
+                    "label": "max_new_tokens",
+                    "parameter_default": 64,
+                    "type": {"type": "number", "description": "numeric value between 1 and 2048"},
+                },
+            ],
+        }
+    },
+    "unnamed_endpoints": {},
+}
+CONFIG = {"version": "6.31.0", "api_prefix": "/gradio_api", "protocol": "sse_v3"}
+SLEEPING_PAGE = b"<!doctype html><html><body><h1>This Space is sleeping</h1></body></html>"
+
+
+def _response(
+    status: int,
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    extra: dict[str, str] | None = None,
+) -> bytes:
+    reason = {
+        200: "OK",
+        401: "Unauthorized",
+        404: "Not Found",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "X")
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _json(status: int, payload: Any, **kw: Any) -> bytes:
+    return _response(status, json.dumps(payload).encode(), **kw)
+
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+    b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+)
+
+
+def _event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class FaultSpace:
+    """Serves every scenario on one free loopback port, from a thread with its own loop."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FaultSpace:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        self._server = future.result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> asyncio.base_events.Server:
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    headers[key.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0"))
+            body = await reader.readexactly(length) if length else b""
+            self.requests.append((method, target, headers))
+            scenario, _, path = target.lstrip("/").partition("/")
+            self.hits[f"{scenario} {method} /{path}"] += 1
+            await self._answer(scenario, method, "/" + path, body, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if not writer.is_closing():
+                writer.close()
+
+    @staticmethod
+    def _reset(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def _answer(
+        self, scenario: str, method: str, path: str, body: bytes, writer: asyncio.StreamWriter
+    ) -> None:
+        write = writer.write
+        if scenario == "private":
+            write(_json(401, {"error": "Invalid credentials in Authorization header"}))
+        elif scenario == "asleep":
+            write(
+                _response(503, SLEEPING_PAGE, content_type="text/html", extra={"Retry-After": "20"})
+            )
+        elif scenario == "html200" and path == "/config":
+            write(_response(200, SLEEPING_PAGE, content_type="text/html"))
+        elif path == "/config":
+            write(_json(200, CONFIG))
+        elif path == "/gradio_api/info":
+            write(_json(200, INFO))
+        elif method == "POST" and path == "/gradio_api/call/predict":
+            await self._post(scenario, writer)
+        elif method == "GET" and path.startswith("/gradio_api/call/predict/"):
+            await self._result(scenario, body, writer)
+        else:
+            write(_response(404, b'{"detail": "Not Found"}'))
+        await writer.drain()
+
+    async def _post(self, scenario: str, writer: asyncio.StreamWriter) -> None:
+        post_count = self.hits[f"{scenario} POST /gradio_api/call/predict"]
+        if scenario == "reset":
+            self._reset(writer)
+        elif scenario == "garbage":
+            writer.write(_response(200, b"\x00\xffnot json at all{{", content_type="text/plain"))
+        elif scenario == "busy" or (scenario == "flaky" and post_count == 1):
+            writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "7"}))
+        elif scenario == "ratelimit":
+            writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "42"}))
+        else:
+            writer.write(_json(200, {"event_id": f"ev-{scenario}-{post_count}"}))
+
+    async def _result(self, scenario: str, body: bytes, writer: asyncio.StreamWriter) -> None:
+        write = writer.write
+        if scenario == "apperror":
+            write(SSE_HEAD + _event("error", {"error": "CUDA out of memory", "visible": True}))
+        elif scenario == "apperror_null":
+            write(SSE_HEAD + _event("error", {"error": None}))
+        elif scenario == "quota":
+            write(
+                SSE_HEAD
+                + _event(
+                    "error",
+                    {"error": "You have exceeded your GPU quota (46s left vs. 60s requested)."},
+                )
+            )
+        elif scenario == "heartbeats":
+            write(SSE_HEAD)
+            while True:
+                write(b"event: heartbeat\ndata: null\n\n")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        elif scenario == "stall":
+            write(SSE_HEAD)
+            await writer.drain()
+            await asyncio.sleep(3600)
+        elif scenario == "reset_stream":
+            write(SSE_HEAD + _event("generating", ["partial"]))
+            await writer.drain()
+            self._reset(writer)
+        elif scenario == "nocomplete":
+            write(SSE_HEAD + _event("generating", ["partial"]))
+        elif scenario == "badevent":
+            write(SSE_HEAD + b"event: complete\ndata: {not json\n\n")
+        else:
+            write(
+                SSE_HEAD
+                + b"event: heartbeat\ndata: null\n\n"
+                + _event("generating", ["Hello"])
+                + _event("complete", [{"generated_text": "Hello from the fault space"}])
+            )

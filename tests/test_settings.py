@@ -1,0 +1,66 @@
+"""Settings: environment parsing, Space ids, and start-up errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from proxy.settings import Settings, describe_error
+
+
+def error_text(**values: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**values)
+    return describe_error(caught.value)
+
+
+def test_defaults_are_test_mode_on_localhost() -> None:
+    settings = Settings()
+    assert settings.effective_upstream == "mock"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.allowed_origins == ("http://localhost:*", "http://127.0.0.1:*")
+
+
+def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPSTREAM_URL", "https://example-space.hf.space/")
+    monkeypatch.setenv("HF_TOKEN", "hf_abc")
+    monkeypatch.setenv("ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("SPACE_API_NAME", "generate")
+    monkeypatch.setenv("PORT", "9001")
+    settings = Settings()
+    assert settings.upstream_url == "https://example-space.hf.space"
+    assert settings.effective_upstream == "gradio"
+    assert settings.hf_token_value == "hf_abc"
+    assert "hf_abc" not in repr(settings)
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert settings.space_api_name == "/generate"
+    assert settings.port == 9001
+
+
+def test_space_id_resolves_to_its_url() -> None:
+    settings = Settings(upstream_url="Health_Org/llama2.chat")
+    assert settings.upstream_url == "https://health-org-llama2-chat.hf.space"
+
+
+def test_test_mode_forces_mock() -> None:
+    assert Settings(upstream_url="https://x.hf.space", test_mode=True).effective_upstream == "mock"
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"upstream_url": "ftp://nope"}, ["UPSTREAM_URL", "owner/name"]),
+        ({"port": "eighty"}, ["PORT"]),
+        ({"upstream_kind": "bedrock"}, ["UPSTREAM_KIND", "gradio", "mock"]),
+        ({"allowed_origins": "https://a.example/path"}, ["ALLOWED_ORIGINS", "no path"]),
+        ({"allowed_origins": "*, https://a.example"}, ["ALLOWED_ORIGINS", "'*'"]),
+        ({"allowed_origins": "*", "cors_allow_credentials": True}, ["CORS_ALLOW_CREDENTIALS"]),
+        ({"upstream_kind": "gradio"}, ["UPSTREAM_URL"]),
+        ({"space_api_name": "/bad name"}, ["SPACE_API_NAME"]),
+        ({"max_new_tokens_limit": 4096}, ["MAX_NEW_TOKENS_LIMIT"]),
+    ],
+)
+def test_bad_values_name_the_variable(values: dict[str, object], words: list[str]) -> None:
+    text = error_text(**values)
+    for word in words:
+        assert word in text
