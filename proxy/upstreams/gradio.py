@@ -205,7 +205,8 @@ class GradioUpstream:
             raise UpstreamUnreachable(
                 "cannot connect to the upstream; it may be down or UPSTREAM_URL may be wrong"
             ) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
+            # ClientOSError after the connect succeeded: a reset mid-request.
             raise UpstreamBadResponse(
                 "the upstream closed the connection before answering",
                 code="upstream_disconnected",

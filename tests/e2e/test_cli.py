@@ -1,0 +1,182 @@
+"""``python -m proxy`` as a user runs it: test mode from nothing, the Procfile line, bad
+configuration, and ``inspect``. Every output is kept for the secret audit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.settings import Settings
+from tests.e2e.conftest import GradioServer, audited_client
+from tests.support.audit import AUDIT, CLIENT_AUTH, TOKEN
+from tests.support.servers import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without our settings, with this interpreter's ``python`` on PATH."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Gateway:
+    url: str
+    output: str = ""
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def running(command: list[str] | str, env: dict[str, str], port: int) -> Iterator[Gateway]:
+    """Run the gateway as a subprocess until the block ends; its output goes to the audit."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        shell=isinstance(command, str),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    gateway = Gateway(f"http://127.0.0.1:{port}")
+    output = ""
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _healthy(gateway.url),
+            timeout=30,
+            what="the gateway process",
+        )
+        assert process.poll() is None, "the gateway exited early"
+        yield gateway
+    finally:
+        # The whole process group, as a Procfile runner does: with a shell line, the shell
+        # is not the gateway.
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate(timeout=5)
+        AUDIT.add(output)
+        gateway.output = output
+
+
+def test_test_mode_from_nothing_announces_itself() -> None:
+    port = free_port()
+    with running(
+        [sys.executable, "-m", "proxy", "--port", str(port)], clean_env(), port
+    ) as gateway:
+        with audited_client(gateway.url) as client:
+            response = client.post(
+                "/api/chat", json={"inputs": "How can I lower my blood pressure?"}
+            )
+    assert response.status_code == 200
+    assert response.headers["x-upstream"] == "mock"
+    assert "blood pressure" in response.json()["generated_text"].lower()
+    assert "TEST MODE" in gateway.output
+
+
+def test_procfile_command_serves() -> None:
+    line = (ROOT / "Procfile").read_text().strip()
+    assert line.startswith("web: ")
+    port = free_port()
+    with running(line.removeprefix("web: "), clean_env(PORT=str(port)), port) as gateway:
+        with audited_client(gateway.url) as client:
+            assert client.get("/readyz").status_code == 200
+
+
+def test_real_upstream_with_debug_logging_never_logs_the_token(
+    gradio_server: GradioServer,
+) -> None:
+    port = free_port()
+    env = clean_env(
+        UPSTREAM_URL=f"{gradio_server.url}/full", HF_TOKEN=TOKEN, LOG_LEVEL="debug", PORT=str(port)
+    )
+    with running([sys.executable, "-m", "proxy"], env, port) as gateway:
+        with audited_client(gateway.url) as client:
+            ok = client.post(
+                "/api/chat", json={"inputs": "hello"}, headers={"Authorization": CLIENT_AUTH}
+            )
+            failed = client.post("/api/chat", json={"inputs": "RAISE"})
+    assert ok.status_code == 200
+    assert failed.status_code == 502
+    output = gateway.output
+    assert "upstream endpoint /predict" in output
+    assert TOKEN not in output
+    assert CLIENT_AUTH not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"PORT": "eighty"}, ["PORT"]),
+        ({"UPSTREAM_URL": "ftp://example"}, ["UPSTREAM_URL", "owner/name"]),
+        ({"ALLOWED_ORIGINS": "*", "CORS_ALLOW_CREDENTIALS": "1"}, ["CORS_ALLOW_CREDENTIALS"]),
+    ],
+)
+def test_bad_configuration_stops_start_up_naming_the_variable(
+    env: dict[str, str], words: list[str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy"],
+        env=clean_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inspect_prints_endpoints_and_mapping(gradio_server: GradioServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "inspect", f"{gradio_server.url}/seed"],
+        env=clean_env(HF_TOKEN=TOKEN),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    AUDIT.add(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stderr
+    assert "endpoint /lambda(prompt, model, max_tokens, temp)" in result.stdout
+    assert "POST /gradio_api/call/lambda" in result.stdout
+    assert "max_tokens [Max New Tokens] <- max_new_tokens (clamped to 10..1024)" in result.stdout
+
+
+def test_inspect_unreachable_says_so() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "inspect", f"http://127.0.0.1:{free_port()}"],
+        env=clean_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "proxy inspect:" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,136 @@
+"""Upstream failures a real Gradio app cannot make on demand, from a scripted fake Space.
+
+Each asserts what the browser gets: status, stable code, Retry-After where it helps, and a
+message that names no token.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import gateway_client
+from tests.support.audit import TOKEN
+from tests.support.fault_space import FaultSpace
+from tests.support.servers import free_port
+
+BODY = {"inputs": "How can I sleep better?"}
+
+
+async def ask(space_url: str, **settings: object) -> tuple[int, dict[str, str], dict[str, str]]:
+    values = {"upstream_url": space_url, "hf_token": TOKEN, "upstream_connect_timeout": 2.0}
+    values.update(settings)
+    async with gateway_client(**values) as client:
+        response = await client.post("/api/chat", json=BODY)
+    return response.status_code, response.json(), dict(response.headers)
+
+
+async def test_control_scenario_works(fault_space: FaultSpace) -> None:
+    status, body, headers = await ask(f"{fault_space.url}/ok")
+    assert status == 200
+    assert body == {"generated_text": "Hello from the fault space", "model": "llama-2-7b-chat"}
+    assert headers["x-upstream"] == "gradio"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "code", "retry_after", "words"),
+    [
+        ("reset", 502, "upstream_disconnected", None, "closed the connection"),
+        ("garbage", 502, "upstream_bad_response", None, "no event_id"),
+        ("asleep", 503, "upstream_busy", "20", "asleep or starting"),
+        ("html200", 502, "upstream_bad_response", None, "not JSON"),
+        ("busy", 503, "upstream_busy", "7", "busy"),
+        ("ratelimit", 429, "upstream_rate_limited", "42", "rate limiting"),
+        ("apperror", 502, "upstream_error", None, "CUDA out of memory"),
+        ("apperror_null", 502, "upstream_error", None, "show_error=True"),
+        ("quota", 429, "upstream_rate_limited", "60", "GPU quota"),
+        ("private", 502, "upstream_auth", None, "HF_TOKEN"),
+        ("reset_stream", 502, "upstream_disconnected", None, "closed"),
+        ("nocomplete", 502, "upstream_disconnected", None, "before completing"),
+        ("badevent", 502, "upstream_bad_response", None, "not JSON"),
+    ],
+)
+async def test_fault_maps_to_specific_error(
+    fault_space: FaultSpace,
+    scenario: str,
+    status: int,
+    code: str,
+    retry_after: str | None,
+    words: str,
+) -> None:
+    got_status, body, headers = await ask(f"{fault_space.url}/{scenario}")
+    assert (got_status, body["code"]) == (status, code), body
+    assert words in body["error"]
+    assert headers.get("retry-after") == retry_after
+    assert TOKEN not in str(body)
+
+
+async def test_unreachable_upstream_is_502(fault_space: FaultSpace) -> None:
+    status, body, _ = await ask(f"http://127.0.0.1:{free_port()}")
+    assert (status, body["code"]) == (502, "upstream_unreachable")
+    assert "UPSTREAM_URL" in body["error"]
+
+
+async def test_heartbeats_forever_hit_the_total_deadline(fault_space: FaultSpace) -> None:
+    started = time.monotonic()
+    status, body, _ = await ask(
+        f"{fault_space.url}/heartbeats", upstream_timeout=1.0, upstream_read_timeout=0.5
+    )
+    assert (status, body["code"]) == (504, "upstream_timeout")
+    assert time.monotonic() - started < 5
+
+
+async def test_silence_hits_the_read_timeout(fault_space: FaultSpace) -> None:
+    started = time.monotonic()
+    status, body, _ = await ask(
+        f"{fault_space.url}/stall", upstream_timeout=30.0, upstream_read_timeout=0.5
+    )
+    assert (status, body["code"]) == (504, "upstream_timeout")
+    assert time.monotonic() - started < 5
+
+
+async def test_busy_then_recovered(fault_space: FaultSpace) -> None:
+    url = f"{fault_space.url}/flaky"
+    async with gateway_client(upstream_url=url, hf_token=TOKEN) as client:
+        first = await client.post("/api/chat", json=BODY)
+        second = await client.post("/api/chat", json=BODY)
+    assert (first.status_code, first.json()["code"]) == (503, "upstream_busy")
+    assert second.status_code == 200
+
+
+async def test_token_sent_as_x_hf_authorization_and_client_auth_never(
+    fault_space: FaultSpace,
+) -> None:
+    url = f"{fault_space.url}/ok"
+    async with gateway_client(upstream_url=url, hf_token=TOKEN) as client:
+        response = await client.post(
+            "/api/chat", json=BODY, headers={"Authorization": "Bearer browser-token"}
+        )
+    assert response.status_code == 200
+    upstream_requests = [r for r in fault_space.requests if r[1].startswith("/ok/")]
+    assert upstream_requests
+    for _method, _target, headers in upstream_requests:
+        assert headers["x-hf-authorization"] == f"Bearer {TOKEN}"
+        assert "authorization" not in headers
+
+
+async def test_no_token_configured_sends_no_auth_header(fault_space: FaultSpace) -> None:
+    before = len(fault_space.requests)
+    async with gateway_client(upstream_url=f"{fault_space.url}/ok") as client:
+        assert (await client.post("/api/chat", json=BODY)).status_code == 200
+    for _method, _target, headers in fault_space.requests[before:]:
+        assert "x-hf-authorization" not in headers
+
+
+async def test_readyz_reports_discovery_failure_and_recovers_lazily(
+    fault_space: FaultSpace,
+) -> None:
+    async with gateway_client(upstream_url=f"{fault_space.url}/asleep") as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_busy"
+    async with gateway_client(upstream_url=f"{fault_space.url}/ok") as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert "/predict" in response.json()["detail"]
