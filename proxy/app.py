@@ -95,8 +95,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route("/", ops.index, methods=["GET"]),
-        Route("/api/chat", chat.chat, methods=["POST"]),
-        Route("/api/predict", chat.chat, methods=["POST"]),
+        Route("/api/chat", chat.ChatEndpoint(), methods=["POST"]),
+        Route("/api/predict", chat.ChatEndpoint(), methods=["POST"]),
         Route("/api/models", ops.models, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),

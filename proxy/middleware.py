@@ -5,11 +5,11 @@ Both are pure ASGI (no BaseHTTPMiddleware) so that streamed responses pass throu
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
-import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import GatewayError
@@ -32,29 +32,45 @@ class RequestIdMiddleware:
     def __init__(self, app: ASGIApp, *, vary_origin: bool) -> None:
         self.app = app
         self.vary_origin = vary_origin
+        # A random per-process prefix and a counter: unique across instances, and far
+        # cheaper per request than uuid4.
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-        if incoming is not None and _VALID_REQUEST_ID.match(incoming):
-            request_id = incoming.decode()
-        else:
-            request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                if _VALID_REQUEST_ID.match(value):
+                    request_id = value
+                break
+        if request_id is None:
+            request_id = f"{self._prefix}{next(self._counter):08x}".encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        vary_origin = self.vary_origin
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                if self.vary_origin:
-                    vary = headers.get("vary", "")
-                    if "origin" not in vary.lower():
-                        headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", request_id))
+                if vary_origin:
+                    _add_vary_origin(headers)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def _add_vary_origin(headers: list[tuple[bytes, bytes]]) -> None:
+    for index, (key, value) in enumerate(headers):
+        if key.lower() == b"vary":
+            if b"origin" not in value.lower():
+                headers[index] = (key, value + b", Origin")
+            return
+    headers.append((b"vary", b"Origin"))
 
 
 class ErrorGuardMiddleware:

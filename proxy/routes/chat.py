@@ -8,6 +8,7 @@ from contextlib import aclosing
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from proxy.context import context_of
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
@@ -62,6 +63,16 @@ async def _events(
         return
     final = {"generated_text": "".join(parts), "model": req.model.name, "finish_reason": "stop"}
     yield frame("done", final)
+
+
+class ChatEndpoint:
+    """``POST /api/chat`` and ``/api/predict`` as a plain ASGI endpoint: the hottest route skips
+    Starlette's per-request function wrapper; errors still reach the app's handlers."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await chat(request)
+        await response(scope, receive, send)
 
 
 async def chat(request: Request) -> Response:

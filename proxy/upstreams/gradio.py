@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -30,7 +32,7 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.generation import Generation, GenerationRequest
-from proxy.sse import parse_events
+from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
 from proxy.upstreams.gradio_api import (
     EndpointPlan,
@@ -41,7 +43,6 @@ from proxy.upstreams.gradio_api import (
 )
 
 logger = logging.getLogger("proxy.upstream.gradio")
-T = TypeVar("T")
 
 # After a failed discovery, requests within this many seconds get the same error at once
 # instead of each hammering an app that is down.
@@ -94,6 +95,7 @@ class GradioUpstream:
         self._token = token
         self._api_name = api_name
         self._total_timeout = total_timeout
+        self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=read_timeout
@@ -126,6 +128,8 @@ class GradioUpstream:
             timeout=self._timeout,
             headers=self._headers(),
             read_bufsize=2**20,
+            # Upstream cookies are never kept: they would be shared by every browser user.
+            cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
         )
         try:
@@ -143,6 +147,29 @@ class GradioUpstream:
         if self._session is None:
             raise RuntimeError("GradioUpstream.start() was not called")
         return self._session
+
+    def _translate(self, exc: Exception) -> GatewayError:
+        """The gateway error for a transport failure (aiohttp errors and timeouts)."""
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            return UpstreamTimeout(f"the upstream sent nothing for {self._read_timeout:g} s")
+        if isinstance(exc, TimeoutError):
+            return UpstreamTimeout(f"no result from the upstream within {self._total_timeout:g} s")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return UpstreamUnreachable(
+                "cannot connect to the upstream; it may be down or UPSTREAM_URL may be wrong"
+            )
+        if isinstance(
+            exc,
+            aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError,
+        ):
+            # A ClientOSError that is not a connect error is a reset mid-request.
+            return UpstreamBadResponse(
+                "the upstream closed the connection before answering",
+                code="upstream_disconnected",
+            )
+        return UpstreamUnreachable(f"the connection to the upstream failed ({type(exc).__name__})")
 
     async def _get_json(self, path: str, stage: str) -> Any:
         async with self.session.get(self.base_url + path) as resp:
@@ -186,35 +213,13 @@ class GradioUpstream:
                 raise self._discovery_error
             try:
                 async with asyncio.timeout(self._connect_timeout + 10):
-                    self._plan = await self._guard(self._discover())
-            except GatewayError as exc:
-                self._discovery_error, self._discovery_failed_at = exc, time.monotonic()
-                raise
+                    self._plan = await self._discover()
+            except Exception as exc:
+                error = self._translate(exc)
+                self._discovery_error, self._discovery_failed_at = error, time.monotonic()
+                raise error from None
             self._discovery_error = None
             return self._plan
-
-    async def _guard(self, work: Awaitable[T]) -> T:
-        """Await ``work``, translating transport errors into gateway errors."""
-        try:
-            return await work
-        except GatewayError:
-            raise
-        except TimeoutError:
-            raise UpstreamTimeout("the upstream did not answer in time") from None
-        except aiohttp.ClientConnectorError:
-            raise UpstreamUnreachable(
-                "cannot connect to the upstream; it may be down or UPSTREAM_URL may be wrong"
-            ) from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError):
-            # ClientOSError after the connect succeeded: a reset mid-request.
-            raise UpstreamBadResponse(
-                "the upstream closed the connection before answering",
-                code="upstream_disconnected",
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(
-                f"the connection to the upstream failed ({type(exc).__name__})"
-            ) from None
 
     async def _submit(self, plan: EndpointPlan, data: list[Any]) -> str:
         async with self.session.post(
@@ -228,54 +233,11 @@ class GradioUpstream:
                 raise status_error(resp.status, resp.headers, f"POST {plan.call_path}")
             body = await resp.read()
         try:
-            event_id = orjson.loads(body)["event_id"]
+            return str(orjson.loads(body)["event_id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise UpstreamBadResponse(
                 f"the upstream's answer to POST {plan.call_path} has no event_id"
             ) from None
-        return str(event_id)
-
-    async def _events(
-        self, plan: EndpointPlan, event_id: str, deadline: float
-    ) -> AsyncIterator[tuple[str, Any]]:
-        """``generating`` and ``complete`` payloads; raises on ``error`` or a cut stream."""
-        path = f"{plan.call_path}/{event_id}"
-        resp = await self._guard(self.session.get(self.base_url + path))
-        try:
-            if resp.status != 200:
-                raise status_error(resp.status, resp.headers, f"GET {plan.call_path}/<id>")
-            if not resp.content_type.startswith("text/event-stream"):
-                raise UpstreamBadResponse("the upstream's result is not an event stream")
-            events = parse_events(resp.content).__aiter__()
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        event, raw = await self._guard(anext(events))
-                except StopAsyncIteration:
-                    raise UpstreamBadResponse(
-                        "the upstream closed the result stream before completing",
-                        code="upstream_disconnected",
-                    ) from None
-                except TimeoutError:
-                    raise UpstreamTimeout(
-                        f"no result from the upstream within {self._total_timeout:g} s"
-                    ) from None
-                if event == "heartbeat":
-                    continue
-                try:
-                    payload = orjson.loads(raw) if raw else None
-                except orjson.JSONDecodeError:
-                    raise UpstreamBadResponse(
-                        "the upstream sent an event that is not JSON"
-                    ) from None
-                if event == "error":
-                    raise self._app_error(payload)
-                if event in ("generating", "complete"):
-                    yield event, payload
-                    if event == "complete":
-                        return
-        finally:
-            resp.close()
 
     def _app_error(self, payload: Any) -> UpstreamFailure:
         message = payload.get("error") if isinstance(payload, dict) else payload
@@ -291,40 +253,89 @@ class GradioUpstream:
             return UpstreamRateLimited(f"the upstream is out of GPU quota: {text}", retry_after=60)
         return UpstreamAppError(f"the upstream reported: {text}")
 
-    async def _run(self, req: GenerationRequest) -> AsyncIterator[tuple[str, Any]]:
+    def _payload(self, event: str, raw: str) -> Any:
+        try:
+            payload = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            raise UpstreamBadResponse("the upstream sent an event that is not JSON") from None
+        if event == "error":
+            raise self._app_error(payload)
+        return payload
+
+    async def _call(
+        self, req: GenerationRequest, *, deadline: float | None
+    ) -> AsyncGenerator[tuple[str, Any], None]:
+        """The ``generating`` and ``complete`` payloads of one call, ending with ``complete``.
+
+        Every failure is raised as a GatewayError. With a ``deadline`` (loop time) each wait
+        is bounded by it; without one the caller bounds the whole call.
+        """
         plan = await self._ensure_plan()
         data = build_data(plan, req)
-        deadline = asyncio.get_running_loop().time() + self._total_timeout
         try:
             async with asyncio.timeout_at(deadline):
-                event_id = await self._guard(self._submit(plan, data))
-            async for item in self._events(plan, event_id, deadline):
-                yield item
-        except TimeoutError:
-            self._last_failure = UpstreamTimeout(
-                f"no result from the upstream within {self._total_timeout:g} s"
-            )
-            raise self._last_failure from None
-        except (UpstreamUnreachable, UpstreamBusy) as exc:
-            self._last_failure = exc
-            raise
-        self._last_failure = None
+                event_id = await self._submit(plan, data)
+                result_url = f"{self.base_url}{plan.call_path}/{quote(event_id, safe='')}"
+                resp = await self.session.get(result_url)
+            try:
+                if resp.status != 200:
+                    raise status_error(resp.status, resp.headers, f"GET {plan.call_path}/<id>")
+                if resp.content_type != "text/event-stream":
+                    raise UpstreamBadResponse("the upstream's result is not an event stream")
+                decoder = SSEDecoder()
+                while True:
+                    if deadline is None:
+                        chunk = await resp.content.readany()
+                    else:
+                        async with asyncio.timeout_at(deadline):
+                            chunk = await resp.content.readany()
+                    if not chunk:
+                        raise UpstreamBadResponse(
+                            "the upstream closed the result stream before completing",
+                            code="upstream_disconnected",
+                        )
+                    for event, raw in decoder.feed(chunk):
+                        if event in ("generating", "complete", "error"):
+                            payload = self._payload(event, raw)
+                            yield event, payload
+                            if event == "complete":
+                                self._last_failure = None
+                                return
+            finally:
+                # Back to the pool when fully read; aiohttp closes it when it is not.
+                resp.release()
+        except Exception as exc:
+            error = self._translate(exc)
+            if isinstance(error, UpstreamUnreachable | UpstreamBusy | UpstreamTimeout):
+                self._last_failure = error
+            if error is exc:
+                raise
+            raise error from None
 
     async def generate(self, req: GenerationRequest) -> Generation:
-        text = ""
-        async for event, payload in self._run(req):
-            if event == "complete":
-                text = result_text(payload)
-        return Generation(text=text, model=req.model.name, upstream=self.name)
+        # One deadline around the whole call: nothing else runs between its events here.
+        try:
+            async with asyncio.timeout(self._total_timeout):
+                async with aclosing(self._call(req, deadline=None)) as events:
+                    async for event, payload in events:
+                        if event == "complete":
+                            text = result_text(payload)
+                            return Generation(text=text, model=req.model.name, upstream=self.name)
+        except TimeoutError:
+            self._last_failure = self._translate(TimeoutError())
+            raise self._last_failure from None
+        raise AssertionError("_call ends with complete or raises")  # pragma: no cover
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[str, None]:
         # Gradio's generating events carry the whole text so far; send what is new.
         sent = ""
-        async for _, payload in self._run(req):
-            text = result_text(payload)
-            if text.startswith(sent) and len(text) > len(sent):
-                yield text[len(sent) :]
-                sent = text
+        deadline = asyncio.get_running_loop().time() + self._total_timeout
+        async with aclosing(self._call(req, deadline=deadline)) as events:
+            async for _, payload in events:
+                text = result_text(payload)
+                if text.startswith(sent) and len(text) > len(sent):
+                    yield text[len(sent) :]
+                    sent = text
 
     async def ready(self) -> Readiness:
         try:

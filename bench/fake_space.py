@@ -1,0 +1,122 @@
+"""A fast fake Gradio Space for the benchmark: ``/config``, ``/gradio_api/info`` and the
+two-step ``/gradio_api/call/predict`` queue API, with an optional delay before the result.
+
+Raw asyncio on uvloop with keep-alive, so that it is never the bottleneck.
+Run: ``python -m bench.fake_space PORT DELAY_MS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+from typing import cast
+
+import uvloop
+
+CONFIG = json.dumps({"version": "6.31.0", "api_prefix": "/gradio_api"}).encode()
+INFO = json.dumps(
+    {
+        "named_endpoints": {
+            "/predict": {
+                "parameters": [
+                    {"parameter_name": "inputs", "label": "inputs", "type": {"type": "string"}},
+                    {
+                        "parameter_name": "max_new_tokens",
+                        "label": "max_new_tokens",
+                        "parameter_default": 64,
+                        "type": {"type": "number"},
+                    },
+                ]
+            }
+        }
+    }
+).encode()
+RESULT = (
+    b"event: complete\ndata: "
+    + json.dumps(
+        [
+            {
+                "generated_text": "Sleep 7-9 hours, keep a regular schedule, and limit "
+                "caffeine late in the day. This is not medical advice."
+            }
+        ]
+    ).encode()
+    + b"\n\n"
+)
+_ids = itertools.count()
+
+
+def _response(body: bytes, content_type: bytes = b"application/json") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+class SpaceProtocol(asyncio.Protocol):
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end]
+            length = 0
+            lower = head.lower()
+            at = lower.find(b"content-length:")
+            if at >= 0:
+                length = int(
+                    lower[
+                        at + 15 : lower.find(b"\r\n", at) if lower.find(b"\r\n", at) > 0 else None
+                    ]
+                )
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length :]
+            method, path, _ = head[: head.find(b"\r\n")].split(b" ", 2)
+            self.handle(method, path)
+
+    def write(self, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(payload)
+
+    def handle(self, method: bytes, path: bytes) -> None:
+        if path == b"/config":
+            self.write(_response(CONFIG))
+        elif path == b"/gradio_api/info":
+            self.write(_response(INFO))
+        elif method == b"POST" and path == b"/gradio_api/call/predict":
+            self.write(_response(b'{"event_id": "%d"}' % next(_ids)))
+        elif path.startswith(b"/gradio_api/call/predict/"):
+            answer = _response(RESULT, b"text/event-stream")
+            if self.delay:
+                asyncio.get_running_loop().call_later(self.delay, self.write, answer)
+            else:
+                self.write(answer)
+        else:
+            self.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+
+async def serve(port: int, delay: float) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SpaceProtocol(delay), "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    uvloop.run(serve(int(sys.argv[1]), float(sys.argv[2]) / 1000))
