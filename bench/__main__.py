@@ -210,7 +210,7 @@ def run_scenario(scenario: Scenario, *, runs: int, seconds: int, script: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (median shown)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per scenario (median shown)")
     parser.add_argument("--seconds", type=int, default=8, help="seconds per run")
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):

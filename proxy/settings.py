@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from proxy.catalog import MODELS
+
 UpstreamKind = Literal["gradio", "mock"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -97,6 +99,14 @@ class Settings(BaseSettings):
         value = "/" + value.strip().lstrip("/")
         if not re.fullmatch(r"/[\w.-]+", value):
             raise ValueError("must be a Gradio endpoint name such as /predict")
+        return value
+
+    @field_validator("default_model")
+    @classmethod
+    def _check_default_model(cls, value: str) -> str:
+        names = [spec.name for spec in MODELS]
+        if value not in names:
+            raise ValueError(f"must be one of: {', '.join(names)}")
         return value
 
     @field_validator("allowed_origins", mode="before")

@@ -58,6 +58,7 @@ def test_test_mode_forces_mock() -> None:
         ({"upstream_kind": "gradio"}, ["UPSTREAM_URL"]),
         ({"space_api_name": "/bad name"}, ["SPACE_API_NAME"]),
         ({"max_new_tokens_limit": 4096}, ["MAX_NEW_TOKENS_LIMIT"]),
+        ({"default_model": "gpt-4"}, ["DEFAULT_MODEL", "llama-2-7b-chat"]),
     ],
 )
 def test_bad_values_name_the_variable(values: dict[str, object], words: list[str]) -> None:
