@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install lint clean
+.PHONY: run test bench install lint system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,10 @@ lint: install
 	@# Only the settings module reads the environment.
 	@! grep -rnE 'os\.(environ|getenv)' proxy --include='*.py' | grep -v '^proxy/settings.py:'
 
-test: lint
+system-deps:
+	scripts/system-deps.sh
+
+test: lint system-deps
 	$(BIN)/python -m pytest
 
 bench: install

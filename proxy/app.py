@@ -16,13 +16,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.cache import CacheBackend, MemoryCache, RedisCache
 from proxy.catalog import Catalog
 from proxy.context import AppContext
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
 from proxy.gateway import Gateway
+from proxy.metrics import Metrics
 from proxy.middleware import ErrorGuardMiddleware, RequestIdMiddleware, request_id_of
 from proxy.responses import error_response
-from proxy.routes import chat, ops
+from proxy.routes import admin, chat, ops
 from proxy.settings import Settings
 from proxy.upstreams import build_upstream
 
@@ -30,6 +32,24 @@ logger = logging.getLogger("proxy.app")
 
 CORS_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "Cache-Control", "Accept"]
 EXPOSED_HEADERS = ["X-Request-ID", "X-Cache", "X-Upstream", "Retry-After", "Age"]
+
+
+def build_cache(settings: Settings) -> CacheBackend | None:
+    """The cache the settings select: none, Redis when REDIS_URL is set, else memory."""
+    if not settings.cache_enabled:
+        return None
+    if settings.redis_url:
+        return RedisCache(
+            settings.redis_url,
+            ttl=settings.cache_ttl,
+            lock_ttl=settings.cache_lock_timeout,
+            prefix=settings.redis_prefix,
+        )
+    return MemoryCache(
+        max_entries=settings.cache_max_entries,
+        max_bytes=settings.cache_max_bytes,
+        ttl=settings.cache_ttl,
+    )
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
@@ -77,9 +97,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the gateway app. Nothing is connected until the lifespan starts."""
     settings = settings or Settings()
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        gateway = Gateway(build_upstream(settings), Catalog(default=settings.default_model))
+        gateway = Gateway(
+            build_upstream(settings),
+            Catalog(default=settings.default_model),
+            cache=build_cache(settings),
+            metrics=metrics,
+            lock_timeout=settings.cache_lock_timeout,
+        )
         if gateway.upstream_name == "mock":
             logger.warning(
                 "TEST MODE: no upstream configured (UPSTREAM_URL unset or TEST_MODE=1); "
@@ -89,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.info("upstream: %s %s", gateway.upstream_name, settings.upstream_url)
         await gateway.start()
         try:
-            yield {"ctx": AppContext(settings=settings, gateway=gateway)}
+            yield {"ctx": AppContext(settings=settings, gateway=gateway, metrics=metrics)}
         finally:
             await gateway.aclose()
 
@@ -100,6 +128,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/models", ops.models, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/api/cache", admin.clear_cache, methods=["DELETE"]),
     ]
     middleware = [
         Middleware(RequestIdMiddleware, vary_origin="*" not in settings.allowed_origins),

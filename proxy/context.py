@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from proxy.gateway import Gateway
+from proxy.metrics import Metrics
 from proxy.settings import Settings
 
 
@@ -14,6 +15,7 @@ from proxy.settings import Settings
 class AppContext:
     settings: Settings
     gateway: Gateway
+    metrics: Metrics
 
 
 def context_of(request: Request) -> AppContext:

@@ -1,35 +1,201 @@
-"""The gateway core: turns a GenerationRequest into a Generation or a stream of text deltas.
+"""The gateway core: turns a GenerationRequest into a reply, from the cache or the upstream.
 
-It knows nothing of HTTP; routes call it with validated values and render what it returns.
+It knows nothing of HTTP; routes call it with validated values and a cache policy and render
+what it returns. Identical concurrent misses share one upstream call (in process through
+``Flights``, across instances through the cache backend's lock).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
+import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Literal
 
+from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
 from proxy.catalog import Catalog
+from proxy.flights import Flights
 from proxy.generation import Generation, GenerationRequest
+from proxy.metrics import Metrics
 from proxy.upstreams.base import Readiness, Upstream
+
+logger = logging.getLogger("proxy.gateway")
+
+CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+# Cache trouble is logged at most this often, however many requests it affects.
+WARN_INTERVAL = 30.0
+# How often an instance waiting for another one's identical generation looks for it.
+LOCK_POLL_INTERVAL = 0.05
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A reply and where it came from."""
+
+    generation: Generation
+    cache: CacheStatus
+    age: int | None = None
+
+
+@dataclass(slots=True)
+class ServedStream:
+    """A reply as text deltas, and where it comes from (known before the first delta)."""
+
+    deltas: AsyncGenerator[str, None]
+    cache: CacheStatus
+    age: int | None = None
 
 
 class Gateway:
-    """One upstream and the catalogue of models it serves."""
+    """One upstream, the catalogue of models it serves, and an optional cache."""
 
-    def __init__(self, upstream: Upstream, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        catalog: Catalog,
+        *,
+        cache: CacheBackend | None,
+        metrics: Metrics,
+        lock_timeout: float = 15.0,
+    ) -> None:
         self.upstream = upstream
         self.catalog = catalog
+        self.cache = cache
+        self.metrics = metrics
+        self._lock_timeout = lock_timeout
+        self._flights: Flights[Served] = Flights()
+        self._warned_at = -WARN_INTERVAL
 
     @property
     def upstream_name(self) -> str:
         return self.upstream.name
 
-    async def generate(self, req: GenerationRequest) -> Generation:
-        """The complete reply; raises GatewayError subclasses on upstream trouble."""
-        return await self.upstream.generate(req)
+    def _cache_failed(self, exc: CacheUnavailable) -> None:
+        assert self.cache is not None
+        self.metrics.cache_backend_errors.labels(self.cache.name).inc()
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_INTERVAL:
+            self._warned_at = now
+            logger.warning("cache unavailable, serving uncached: %s", exc)
 
-    def stream(self, req: GenerationRequest) -> AsyncGenerator[str, None]:
-        """Text deltas as the upstream produces them; close it to cancel the upstream call."""
-        return self.upstream.stream(req)
+    def _count(self, status: CacheStatus) -> None:
+        self.metrics.cache_requests.labels(status.lower()).inc()
+
+    async def _lookup(self, key: str, policy: CachePolicy) -> CachedGeneration | None:
+        """A usable entry for ``key``; raises CacheUnavailable."""
+        assert self.cache is not None
+        entry = await self.cache.get(key)
+        if entry is None or (policy.max_age is not None and entry.age() > policy.max_age):
+            return None
+        return entry
+
+    async def generate(self, req: GenerationRequest, policy: CachePolicy) -> Served:
+        """The reply for ``req``; raises GatewayError subclasses on upstream trouble."""
+        served = await self._serve(req, policy)
+        self._count(served.cache)
+        return served
+
+    async def _serve(self, req: GenerationRequest, policy: CachePolicy) -> Served:
+        if self.cache is None or not policy.write:
+            return Served(await self.upstream.generate(req), "BYPASS")
+        key = cache_key(req, self.upstream.identity)
+        if policy.read:
+            try:
+                entry = await self._lookup(key, policy)
+            except CacheUnavailable as exc:
+                self._cache_failed(exc)
+                return Served(await self.upstream.generate(req), "BYPASS")
+            if entry is not None:
+                return Served(entry.generation(), "HIT", entry.age())
+        return await self._flights.run(key, lambda: self._fill(key, req))
+
+    async def _fill(self, key: str, req: GenerationRequest) -> Served:
+        """Generate ``req`` once across instances and store it; the single-flight leader."""
+        assert self.cache is not None
+        try:
+            token = await self.cache.lock(key)
+            if token is None:
+                entry = await self._wait_for_other(key)
+                if entry is not None:
+                    return Served(entry.generation(), "HIT", entry.age())
+                token = await self.cache.lock(key)
+        except CacheUnavailable as exc:
+            self._cache_failed(exc)
+            return Served(await self.upstream.generate(req), "BYPASS")
+        try:
+            generation = await self.upstream.generate(req)
+            try:
+                await self.cache.set(key, CachedGeneration.of(generation))
+            except CacheUnavailable as exc:
+                self._cache_failed(exc)
+                return Served(generation, "BYPASS")
+            return Served(generation, "MISS")
+        finally:
+            if token is not None:
+                await self.cache.unlock(key, token)
+
+    async def _wait_for_other(self, key: str) -> CachedGeneration | None:
+        """Wait, bounded, while another instance generates ``key``: its entry, or None when
+        its lock is gone without one (it failed or died) or the wait ran out."""
+        assert self.cache is not None
+        deadline = time.monotonic() + self._lock_timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(LOCK_POLL_INTERVAL)
+            entry = await self.cache.get(key)
+            if entry is not None:
+                return entry
+            if not await self.cache.locked(key):
+                return None
+        return None
+
+    async def stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
+        """Text deltas: a cached reply replayed, or the upstream's stream, stored when complete.
+
+        Close the iterator to cancel the upstream call.
+        """
+        key = None
+        if self.cache is not None and policy.write:
+            key = cache_key(req, self.upstream.identity)
+            if policy.read:
+                try:
+                    entry = await self._lookup(key, policy)
+                except CacheUnavailable as exc:
+                    self._cache_failed(exc)
+                    key = None
+                else:
+                    if entry is not None:
+                        self._count("HIT")
+                        return ServedStream(_replay(entry.text), "HIT", entry.age())
+        status: CacheStatus = "MISS" if key is not None else "BYPASS"
+        self._count(status)
+        return ServedStream(self._stream_and_store(req, key), status)
+
+    async def _stream_and_store(
+        self, req: GenerationRequest, key: str | None
+    ) -> AsyncGenerator[str, None]:
+        parts: list[str] = []
+        deltas = self.upstream.stream(req)
+        try:
+            async for delta in deltas:
+                parts.append(delta)
+                yield delta
+        finally:
+            await deltas.aclose()
+        # Only a stream that completed gets here: errors and disconnects raise above.
+        if key is not None and self.cache is not None:
+            generation = Generation("".join(parts), req.model.name, self.upstream.name)
+            try:
+                await self.cache.set(key, CachedGeneration.of(generation))
+            except CacheUnavailable as exc:
+                self._cache_failed(exc)
+
+    async def clear_cache(self) -> int:
+        """Remove every entry; the number removed. Raises CacheUnavailable."""
+        return await self.cache.clear() if self.cache is not None else 0
 
     async def ready(self) -> Readiness:
         return await self.upstream.ready()
@@ -39,3 +205,11 @@ class Gateway:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
+
+
+async def _replay(text: str) -> AsyncGenerator[str, None]:
+    """A stored reply as word-sized deltas, as a live stream would have sent it."""
+    for piece in _WORDS.findall(text):
+        yield piece

@@ -71,7 +71,24 @@ class Settings(BaseSettings):
     )
     mock_latency_ms: int = Field(0, ge=0, le=60000, description="Simulated mock latency.")
 
-    @field_validator("upstream_url", "space_api_name", "system_prompt", mode="before")
+    cache_enabled: bool = Field(True, description="Cache successful generations.")
+    cache_ttl: float = Field(3600.0, gt=0, description="Seconds an entry stays valid.")
+    cache_max_entries: int = Field(10000, ge=1, description="Most entries in the memory cache.")
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Most bytes of replies in the memory cache."
+    )
+    cache_lock_timeout: float = Field(
+        15.0, gt=0, description="Seconds an instance waits for another's identical generation."
+    )
+    redis_url: str | None = Field(None, description="Share cache and locks through Redis.")
+    redis_prefix: str = Field("proxy", min_length=1, description="Prefix of our Redis keys.")
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for DELETE /api/cache; the route is 404 when unset."
+    )
+
+    @field_validator(
+        "upstream_url", "space_api_name", "system_prompt", "redis_url", "admin_token", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -90,6 +107,13 @@ class Settings(BaseSettings):
                 "or a Space id such as owner/name"
             )
         return value.rstrip("/")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(rediss?|unix)://", value.strip()):
+            raise ValueError("must look like redis://host:6379/0, rediss://… or unix:///path")
+        return value.strip() if value else None
 
     @field_validator("space_api_name")
     @classmethod

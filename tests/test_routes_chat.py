@@ -36,7 +36,7 @@ async def test_seed_body_gets_generated_text_and_model(
     assert data["model"] == "llama-2-13b-chat"
     assert "urine is pale yellow" in data["generated_text"] or "litres" in data["generated_text"]
     assert response.headers["x-upstream"] == "mock"
-    assert response.headers["x-cache"] == "BYPASS"
+    assert response.headers["x-cache"] == "MISS"
     assert response.headers["content-type"] == "application/json"
 
 

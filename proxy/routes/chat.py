@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from proxy.cache import parse_cache_control
 from proxy.context import context_of
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
-from proxy.gateway import Gateway
 from proxy.generation import GenerationRequest
 from proxy.middleware import request_id_of
 from proxy.responses import JSONResponse, error_body
@@ -46,11 +46,11 @@ async def read_json_body(request: Request, limit: int) -> bytes:
 
 
 async def _events(
-    gateway: Gateway, req: GenerationRequest, request_id: str | None
+    deltas: AsyncGenerator[str, None], req: GenerationRequest, request_id: str | None
 ) -> AsyncIterator[bytes]:
     parts: list[str] = []
     try:
-        async with aclosing(gateway.stream(req)) as deltas:
+        async with aclosing(deltas):
             async for delta in deltas:
                 parts.append(delta)
                 yield frame("token", {"text": delta})
@@ -90,13 +90,24 @@ async def chat(request: Request) -> Response:
         system_prompt=settings.system_prompt,
         stream=wants_stream,
     )
-    headers = {"X-Upstream": ctx.gateway.upstream_name, "X-Cache": "BYPASS"}
+    policy = parse_cache_control(request.headers.get("cache-control", ""))
     if wants_stream:
-        events = _events(ctx.gateway, req, request_id_of(request.scope))
+        served_stream = await ctx.gateway.stream(req, policy)
+        headers = _cache_headers(ctx.gateway.upstream_name, served_stream.cache, served_stream.age)
+        events = _events(served_stream.deltas, req, request_id_of(request.scope))
         return StreamingResponse(
             events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
         )
-    generation = await ctx.gateway.generate(req)
+    served = await ctx.gateway.generate(req, policy)
+    generation = served.generation
     return JSONResponse(
-        {"generated_text": generation.text, "model": generation.model}, headers=headers
+        {"generated_text": generation.text, "model": generation.model},
+        headers=_cache_headers(generation.upstream, served.cache, served.age),
     )
+
+
+def _cache_headers(upstream: str, cache: str, age: int | None) -> dict[str, str]:
+    headers = {"X-Upstream": upstream, "X-Cache": cache}
+    if age is not None:
+        headers["Age"] = str(age)
+    return headers

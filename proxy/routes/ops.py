@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -52,6 +53,12 @@ async def models(request: Request) -> Response:
             },
         }
     )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this instance."""
+    registry = context_of(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def index(request: Request) -> Response:

@@ -23,6 +23,8 @@ class Upstream(Protocol):
     """A model endpoint. Methods raise GatewayError subclasses, never library exceptions."""
 
     name: str
+    identity: str
+    """Names this upstream in cache keys: replies of different upstreams never mix."""
 
     async def start(self) -> None:
         """Open connections and discover the endpoint; failures are kept for ready()."""

@@ -92,6 +92,7 @@ class GradioUpstream:
         max_connections: int,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.identity = f"gradio {self.base_url} {api_name or 'auto'}"
         self._token = token
         self._api_name = api_name
         self._total_timeout = total_timeout

@@ -60,6 +60,7 @@ class MockUpstream:
     """The ``mock`` upstream: always ready, never calls the network."""
 
     name = "mock"
+    identity = "mock"
 
     def __init__(self, *, latency_ms: int = 0, token_delay_ms: int = 0) -> None:
         self._latency = latency_ms / 1000

@@ -27,11 +27,13 @@ MODELS = ["llama-2-7b", "llama-2-13b", "llama-2-7b-chat", "llama-2-13b-chat"]
 HEADERS_LOG = sys.argv[2] if len(sys.argv) > 2 else "/dev/null"
 
 
-def record(request: gr.Request | None, endpoint: str) -> None:
+def record(request: gr.Request | None, endpoint: str, inputs: str) -> None:
+    """Log the call: its headers and the end of its prompt (tests count calls by it)."""
     if request is None:
         return
+    entry = {"endpoint": endpoint, "headers": dict(request.headers), "tail": inputs[-80:]}
     with open(HEADERS_LOG, "a", encoding="utf-8") as log:
-        log.write(json.dumps({"endpoint": endpoint, "headers": dict(request.headers)}) + "\n")
+        log.write(json.dumps(entry) + "\n")
 
 
 def describe(inputs: str, model: str, max_new_tokens: float, temperature: float) -> str:
@@ -81,7 +83,9 @@ def full_app() -> gr.Blocks:
         do_sample: bool,
         request: gr.Request,
     ) -> dict:
-        record(request, "/predict")
+        record(request, "/predict", inputs)
+        if "SLOW" in inputs:
+            time.sleep(1.0)
         if "RAISE" in inputs:
             raise gr.Error("the model could not answer that")
         text = describe(inputs, model, max_new_tokens, temperature)
@@ -96,7 +100,7 @@ def full_app() -> gr.Blocks:
         do_sample: bool,
         request: gr.Request,
     ):
-        record(request, "/predict_stream")
+        record(request, "/predict_stream", inputs)
         out = ""
         for word in ["Rest", "well", "and", "drink", "water."][: int(max_new_tokens)]:
             time.sleep(0.05)
@@ -115,7 +119,11 @@ def full_app() -> gr.Blocks:
         top_p = gr.Slider(0.01, 1.0, value=0.95, label="top_p")
         do_sample = gr.Checkbox(value=True, label="do_sample")
         params = [inputs, model, max_new_tokens, temperature, top_p, do_sample]
-        gr.Button("Generate").click(generate_response, params, gr.JSON(), api_name="predict")
+        # concurrency_limit=None: several calls at once, so counting calls measures the
+        # gateway's coalescing, not the Space's queue.
+        gr.Button("Generate").click(
+            generate_response, params, gr.JSON(), api_name="predict", concurrency_limit=None
+        )
         gr.Button("Stream").click(generate_stream, params, gr.Textbox(), api_name="predict_stream")
         gr.Button("Slow").click(slow, inputs, gr.Textbox(), api_name="slow")
     return demo

@@ -3,83 +3,20 @@ configuration, and ``inspect``. Every output is kept for the secret audit."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from proxy.settings import Settings
 from tests.e2e.conftest import GradioServer, audited_client
 from tests.support.audit import AUDIT, CLIENT_AUTH, TOKEN
-from tests.support.servers import free_port, wait_until
+from tests.support.processes import clean_env, running
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without our settings, with this interpreter's ``python`` on PATH."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Gateway:
-    url: str
-    output: str = ""
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@contextmanager
-def running(command: list[str] | str, env: dict[str, str], port: int) -> Iterator[Gateway]:
-    """Run the gateway as a subprocess until the block ends; its output goes to the audit."""
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=ROOT,
-        shell=isinstance(command, str),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    gateway = Gateway(f"http://127.0.0.1:{port}")
-    output = ""
-    try:
-        wait_until(
-            lambda: process.poll() is not None or _healthy(gateway.url),
-            timeout=30,
-            what="the gateway process",
-        )
-        assert process.poll() is None, "the gateway exited early"
-        yield gateway
-    finally:
-        # The whole process group, as a Procfile runner does: with a shell line, the shell
-        # is not the gateway.
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            output, _ = process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate(timeout=5)
-        AUDIT.add(output)
-        gateway.output = output
 
 
 def test_test_mode_from_nothing_announces_itself() -> None:

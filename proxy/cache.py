@@ -1,0 +1,316 @@
+"""The response cache: its key, the request's Cache-Control policy, and two backends.
+
+The key is a SHA-256 of canonical JSON, so no prompt text ever appears in a key, a log line or
+a Redis key name. ``MemoryCache`` (cachetools, bounded by entries and bytes, with a TTL) serves
+one process; ``RedisCache`` lets several instances share entries and a single-flight lock.
+Backend failures raise ``CacheUnavailable``; the gateway then serves uncached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import cachetools
+import orjson
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from proxy.generation import FinishReason, Generation, GenerationRequest
+
+KEY_VERSION = "v1"
+# What an entry costs beyond its text in the memory backend: key, object and bookkeeping.
+ENTRY_OVERHEAD_BYTES = 256
+
+
+class CacheUnavailable(Exception):
+    """The backend cannot be used right now (Redis down or slow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """What one request allows: read an entry (no older than ``max_age``), write one."""
+
+    read: bool = True
+    write: bool = True
+    max_age: int | None = None
+
+
+_MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)")
+
+
+def parse_cache_control(header: str) -> CachePolicy:
+    """The policy of a request's Cache-Control header (RFC 9111 request directives)."""
+    value = header.lower()
+    if "no-store" in value:
+        return CachePolicy(read=False, write=False)
+    if "no-cache" in value:
+        return CachePolicy(read=False, write=True)
+    found = _MAX_AGE.search(value)
+    return CachePolicy(max_age=int(found.group(1)) if found else None)
+
+
+def cache_key(req: GenerationRequest, upstream: str) -> str:
+    """SHA-256 of the canonical JSON of what determines a reply.
+
+    Defaults are already filled in and floats rounded by the request normaliser; greedy
+    decoding ignores temperature and top_p, so they do not split greedy entries.
+    """
+    temperature, top_p = (req.temperature, req.top_p) if req.do_sample else (0.0, 1.0)
+    material = [
+        KEY_VERSION,
+        upstream,
+        req.model.name,
+        req.prompt,
+        req.max_new_tokens,
+        temperature,
+        top_p,
+        req.do_sample,
+    ]
+    return hashlib.sha256(orjson.dumps(material)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CachedGeneration:
+    text: str
+    model: str
+    upstream: str
+    finish_reason: FinishReason
+    created: float
+
+    @classmethod
+    def of(cls, generation: Generation) -> CachedGeneration:
+        return cls(
+            generation.text,
+            generation.model,
+            generation.upstream,
+            generation.finish_reason,
+            time.time(),
+        )
+
+    def generation(self) -> Generation:
+        return Generation(self.text, self.model, self.upstream, self.finish_reason)
+
+    def age(self) -> int:
+        return max(0, int(time.time() - self.created))
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(
+            {
+                "t": self.text,
+                "m": self.model,
+                "u": self.upstream,
+                "f": self.finish_reason,
+                "c": self.created,
+            }
+        )
+
+    @classmethod
+    def loads(cls, raw: bytes) -> CachedGeneration:
+        data = orjson.loads(raw)
+        return cls(data["t"], data["m"], data["u"], data["f"], data["c"])
+
+
+class CacheBackend(Protocol):
+    """Where entries live. Every method may raise CacheUnavailable."""
+
+    name: str
+
+    async def get(self, key: str) -> CachedGeneration | None: ...
+
+    async def set(self, key: str, entry: CachedGeneration) -> None: ...
+
+    async def clear(self) -> int: ...
+
+    async def lock(self, key: str) -> str | None:
+        """A token when this caller may generate ``key``; None while another instance is."""
+        ...
+
+    async def locked(self, key: str) -> bool: ...
+
+    async def unlock(self, key: str, token: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _entry_size(entry: CachedGeneration) -> int:
+    return len(entry.text.encode()) + ENTRY_OVERHEAD_BYTES
+
+
+class MemoryCache:
+    """One process's cache: LRU with a TTL, bounded by entries and by bytes."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        max_bytes: int,
+        ttl: float,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_entries = max_entries
+        self._entries: cachetools.TTLCache[str, CachedGeneration] = cachetools.TTLCache(
+            maxsize=max_bytes, ttl=ttl, timer=timer, getsizeof=_entry_size
+        )
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self._entries.currsize)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> CachedGeneration | None:
+        return self._entries.get(key)
+
+    async def set(self, key: str, entry: CachedGeneration) -> None:
+        if _entry_size(entry) > self._entries.maxsize:
+            return  # larger than the whole cache: never stored
+        self._entries.pop(key, None)
+        while len(self._entries) >= self._max_entries:
+            self._entries.popitem()  # least recently used first
+        self._entries[key] = entry
+
+    async def clear(self) -> int:
+        count = len(self._entries)
+        self._entries.clear()
+        return count
+
+    # Within one process the gateway's own single-flight already coalesces calls.
+    async def lock(self, key: str) -> str | None:
+        return "local"
+
+    async def locked(self, key: str) -> bool:
+        return False
+
+    async def unlock(self, key: str, token: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+# Delete the lock only if it is still ours: a lock that expired and was taken by another
+# instance must not be released by the first holder.
+_UNLOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RedisCache:
+    """Entries and single-flight locks in Redis, shared by every instance using ``url``.
+
+    Calls fail fast (short socket timeouts, no retries). After a failure the backend is
+    skipped for ``cooldown`` seconds, so a dead Redis costs requests nothing; then it is
+    tried again, which is how the gateway recovers by itself.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float,
+        lock_ttl: float,
+        prefix: str = "proxy",
+        timeout: float = 0.25,
+        cooldown: float = 1.0,
+    ) -> None:
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._lock_ttl_ms = max(1, int(lock_ttl * 1000))
+        self._prefix = f"{prefix}:{KEY_VERSION}"
+        self._cooldown = cooldown
+        self._down_until = 0.0
+        self._unlock = self._client.register_script(_UNLOCK)
+
+    def _entry_key(self, key: str) -> str:
+        return f"{self._prefix}:cache:{key}"
+
+    def _lock_key(self, key: str) -> str:
+        return f"{self._prefix}:lock:{key}"
+
+    def _check(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise CacheUnavailable("redis is in its cool-down after a failure")
+
+    def _failed(self, exc: Exception) -> CacheUnavailable:
+        self._down_until = time.monotonic() + self._cooldown
+        return CacheUnavailable(f"redis: {type(exc).__name__}")
+
+    async def get(self, key: str) -> CachedGeneration | None:
+        self._check()
+        try:
+            raw = await self._client.get(self._entry_key(key))
+        except (RedisError, OSError) as exc:
+            raise self._failed(exc) from None
+        if raw is None:
+            return None
+        try:
+            return CachedGeneration.loads(raw.encode() if isinstance(raw, str) else raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None  # written by an incompatible version: a miss
+
+    async def set(self, key: str, entry: CachedGeneration) -> None:
+        self._check()
+        try:
+            await self._client.set(self._entry_key(key), entry.dumps(), px=self._ttl_ms)
+        except (RedisError, OSError) as exc:
+            raise self._failed(exc) from None
+
+    async def clear(self) -> int:
+        self._check()
+        count = 0
+        try:
+            batch: list[bytes] = []
+            async for name in self._client.scan_iter(match=f"{self._prefix}:cache:*", count=500):
+                batch.append(name)
+                if len(batch) >= 500:
+                    count += int(await self._client.unlink(*batch))
+                    batch.clear()
+            if batch:
+                count += int(await self._client.unlink(*batch))
+        except (RedisError, OSError) as exc:
+            raise self._failed(exc) from None
+        return count
+
+    async def lock(self, key: str) -> str | None:
+        self._check()
+        token = uuid.uuid4().hex
+        try:
+            got = await self._client.set(self._lock_key(key), token, nx=True, px=self._lock_ttl_ms)
+        except (RedisError, OSError) as exc:
+            raise self._failed(exc) from None
+        return token if got else None
+
+    async def locked(self, key: str) -> bool:
+        self._check()
+        try:
+            return bool(await self._client.exists(self._lock_key(key)))
+        except (RedisError, OSError) as exc:
+            raise self._failed(exc) from None
+
+    async def unlock(self, key: str, token: str) -> None:
+        try:
+            await self._unlock(keys=[self._lock_key(key)], args=[token])
+        except (RedisError, OSError):
+            pass  # it expires by itself
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

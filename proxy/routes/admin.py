@@ -1,0 +1,49 @@
+"""Operator routes, protected by ADMIN_TOKEN; they do not exist (404) while it is unset."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.cache import CacheUnavailable
+from proxy.context import context_of
+from proxy.errors import ClientError, GatewayError, NotFound
+from proxy.responses import JSONResponse
+
+
+class Unauthorized(ClientError):
+    status = 401
+    code = "unauthorized"
+
+
+class CacheUnavailableError(GatewayError):
+    status = 503
+    code = "cache_unavailable"
+
+
+def require_admin(request: Request) -> None:
+    """Raise NotFound when no ADMIN_TOKEN is set, Unauthorized when the bearer is wrong."""
+    token = context_of(request).settings.admin_token
+    if token is None:
+        raise NotFound(f"no route {request.method} {request.url.path}; see the README for the API")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized(
+            "send the admin token as Authorization: Bearer <ADMIN_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def clear_cache(request: Request) -> Response:
+    """DELETE /api/cache: remove every cached reply."""
+    require_admin(request)
+    try:
+        cleared = await context_of(request).gateway.clear_cache()
+    except CacheUnavailable:
+        raise CacheUnavailableError(
+            "the cache backend is unavailable; try again", retry_after=5
+        ) from None
+    return JSONResponse({"status": "cleared", "entries": cleared})

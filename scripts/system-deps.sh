@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages the test suite needs (Debian): installs the missing ones when run as root,
+# otherwise says what to install. Used by `make test` and by .ci/run.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "missing system packages: ${need[*]}; install them (Debian: apt-get install ${need[*]})" >&2
+    exit 1
+fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

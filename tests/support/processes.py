@@ -1,0 +1,95 @@
+"""Gateway processes as users run them: ``python -m proxy`` with an environment, stopped with
+their whole process group; every output is kept for the secret audit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from proxy.settings import Settings
+from tests.support.audit import AUDIT
+from tests.support.servers import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without our settings, with this interpreter's ``python`` on PATH."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Gateway:
+    url: str
+    log: IO[str]
+    output: str = ""
+
+    def read_output(self) -> str:
+        """Everything the process has printed so far."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+
+def gateway_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "proxy", "--port", str(port)]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def running(command: list[str] | str, env: dict[str, str], port: int) -> Iterator[Gateway]:
+    """Run the gateway as a subprocess until the block ends; its output goes to the audit.
+
+    The output goes to a file, not a pipe: a busy gateway would fill a pipe nobody reads yet.
+    """
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        shell=isinstance(command, str),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    gateway = Gateway(f"http://127.0.0.1:{port}", log)
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _healthy(gateway.url),
+            timeout=30,
+            what="the gateway process",
+        )
+        assert process.poll() is None, "the gateway exited early"
+        yield gateway
+    finally:
+        # The whole process group, as a Procfile runner does: with a shell line, the shell
+        # is not the gateway.
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        gateway.output = gateway.read_output()
+        AUDIT.add(gateway.output)
+        log.close()
