@@ -83,7 +83,10 @@ def test_redis_killed_then_restarted(redis_server: RedisServer) -> None:
             lambda: ask(a, body).headers["x-cache"] != "BYPASS", timeout=10, what="recovery"
         )
         assert recovered
-        assert ask(b, body).headers["x-cache"] == "HIT"
+        # B recovers by itself too, once its own short cool-down has passed.
+        wait_until(
+            lambda: ask(b, body).headers["x-cache"] == "HIT", timeout=10, what="a hit on B"
+        )
 
 
 def test_frozen_redis_is_skipped_quickly(redis_server: RedisServer) -> None:
@@ -167,8 +170,8 @@ async def test_a_waiter_proceeds_when_the_lock_holder_died(
     )
     # Another instance took the lock and died: nobody will ever fill the entry.
     lock = f"proxy:v1:lock:{cache_key(req, spy.identity)}"
-    redis_server.client().set(lock, "dead-instance", px=1000)
     async with gateway_client(redis_url=redis_server.url, cache_lock_timeout=5) as client:
+        redis_server.client().set(lock, "dead-instance", px=1000)
         started = time.monotonic()
         response = await client.post("/api/chat", json=body)
         waited = time.monotonic() - started
