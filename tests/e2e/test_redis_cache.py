@@ -84,9 +84,7 @@ def test_redis_killed_then_restarted(redis_server: RedisServer) -> None:
         )
         assert recovered
         # B recovers by itself too, once its own short cool-down has passed.
-        wait_until(
-            lambda: ask(b, body).headers["x-cache"] == "HIT", timeout=10, what="a hit on B"
-        )
+        wait_until(lambda: ask(b, body).headers["x-cache"] == "HIT", timeout=10, what="a hit on B")
 
 
 def test_frozen_redis_is_skipped_quickly(redis_server: RedisServer) -> None:
