@@ -2,7 +2,8 @@
 
 The gateway runs as deployed (the Procfile's ``python -m proxy``, default settings) pinned to
 core 0 with ``taskset``; the fake Space (``bench/fake_space.py``) and the load generator
-(``wrk``) share core 1. Each scenario runs several times and the median run is reported.
+(``wrk``) share core 1. Each load is warmed up, then run one to five times; the median run is
+reported. Cache hits and misses are measured through the same gateway process.
 Results are printed as a table and saved as JSON under ``bench/results/``.
 """
 
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,25 +27,45 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-LUA = """
+# Each wrk run passes a fresh run id, so no body repeats across runs (or the cache would
+# turn later "misses" into hits).
+UNIQUE_BODIES = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 counter = 0
+run = ""
+init = function(args)
+  run = args[1]
+end
 request = function()
   counter = counter + 1
   return wrk.format(nil, nil, nil,
-    '{"inputs": "How can I sleep better? #' .. counter ..
+    '{"inputs": "How can I sleep better? ' .. run .. '-' .. counter ..
     '", "parameters": {"max_new_tokens": 64}}')
 end
+"""
+SAME_BODY = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"inputs": "How can I sleep better?", "parameters": {"max_new_tokens": 64}}'
 """
 
 
 @dataclass
-class Scenario:
+class Load:
     name: str
-    upstream_delay_ms: int | None  # None: test mode (no upstream)
+    script: str  # UNIQUE_BODIES (every request a cache miss) or SAME_BODY (hits)
     connections: int
+    runs: int
     ideal_rps: float | None = None
+
+
+@dataclass
+class Setup:
+    """One gateway process (and fake Space) serving several loads in turn."""
+
+    upstream_delay_ms: int | None  # None: test mode (no upstream)
+    loads: list[Load]
 
 
 @dataclass
@@ -58,10 +80,21 @@ class Result:
     ideal_rps: float | None
 
 
-SCENARIOS = [
-    Scenario("test mode (mock upstream)", None, 32),
-    Scenario("Gradio queue API, instant fake Space", 0, 32),
-    Scenario("Gradio queue API, 200 ms fake Space", 200, 256, ideal_rps=256 / 0.2),
+SETUPS = [
+    Setup(None, [Load("test mode (mock upstream)", UNIQUE_BODIES, 32, 3)]),
+    Setup(
+        0,
+        [
+            Load("cache miss: Gradio queue API, instant fake Space", UNIQUE_BODIES, 32, 3),
+            Load("cache hit, same gateway", SAME_BODY, 32, 3),
+            Load("cache miss, 1 connection", UNIQUE_BODIES, 1, 1),
+            Load("cache hit, 1 connection", SAME_BODY, 1, 1),
+        ],
+    ),
+    Setup(
+        200,
+        [Load("cache miss, 200 ms fake Space", UNIQUE_BODIES, 256, 5, ideal_rps=256 / 0.2)],
+    ),
 ]
 
 
@@ -139,6 +172,8 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, 
             "-s",
             str(script),
             url,
+            "--",
+            uuid.uuid4().hex[:12],
         ],
         capture_output=True,
         text=True,
@@ -161,10 +196,10 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, 
     return rps, p50, p99, errors
 
 
-def run_scenario(scenario: Scenario, *, runs: int, seconds: int, script: Path) -> Result:
+def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[Result]:
     space = None
     env = {k: v for k, v in os.environ.items() if k not in ("UPSTREAM_URL", "TEST_MODE")}
-    if scenario.upstream_delay_ms is not None:
+    if setup.upstream_delay_ms is not None:
         space_port = free_port()
         space = start(
             [
@@ -172,7 +207,7 @@ def run_scenario(scenario: Scenario, *, runs: int, seconds: int, script: Path) -
                 "-m",
                 "bench.fake_space",
                 str(space_port),
-                str(scenario.upstream_delay_ms),
+                str(setup.upstream_delay_ms),
             ],
             core=1,
         )
@@ -181,36 +216,42 @@ def run_scenario(scenario: Scenario, *, runs: int, seconds: int, script: Path) -
     port = free_port()
     env["PORT"] = str(port)
     gateway = start(
-        [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port)], core=0, env=env
+        [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port)],
+        core=0,
+        env=env,
     )
+    results = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz")
-        # Warm-up: the upstream pool and the allocator grow during the first seconds.
-        wrk(f"{url}/api/chat", scenario.connections, 6, script)
-        samples = [
-            wrk(f"{url}/api/chat", scenario.connections, seconds, script) for _ in range(runs)
-        ]
+        url = f"http://127.0.0.1:{port}/api/chat"
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        for load in setup.loads:
+            print(f"running: {load.name} ({load.connections} connections)...", flush=True)
+            script = scripts[load.script]
+            # Warm-up: the upstream pool and the allocator grow during the first seconds.
+            wrk(url, load.connections, 6, script)
+            samples = [wrk(url, load.connections, seconds, script) for _ in range(load.runs)]
+            median = sorted(samples)[len(samples) // 2]
+            results.append(
+                Result(
+                    scenario=load.name,
+                    connections=load.connections,
+                    requests_per_s=median[0],
+                    p50_ms=median[1],
+                    p99_ms=median[2],
+                    errors=sum(s[3] for s in samples),
+                    runs=[s[0] for s in samples],
+                    ideal_rps=load.ideal_rps,
+                )
+            )
     finally:
         stop(gateway)
         if space is not None:
             stop(space)
-    median = sorted(samples)[len(samples) // 2]
-    return Result(
-        scenario=scenario.name,
-        connections=scenario.connections,
-        requests_per_s=median[0],
-        p50_ms=median[1],
-        p99_ms=median[2],
-        errors=sum(s[3] for s in samples),
-        runs=[s[0] for s in samples],
-        ideal_rps=scenario.ideal_rps,
-    )
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--runs", type=int, default=5, help="runs per scenario (median shown)")
     parser.add_argument("--seconds", type=int, default=8, help="seconds per run")
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
@@ -221,13 +262,14 @@ def main() -> None:
     if (os.cpu_count() or 1) < 2:
         sys.exit("bench: needs two cores (gateway on one, load and fake Space on the other)")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    script = RESULTS / "post.lua"
-    script.write_text(LUA)
+    scripts = {}
+    for name, lua in (("unique", UNIQUE_BODIES), ("same", SAME_BODY)):
+        scripts[lua] = RESULTS / f"{name}.lua"
+        scripts[lua].write_text(lua)
 
     results = []
-    for scenario in SCENARIOS:
-        print(f"running: {scenario.name} ({scenario.connections} connections)...", flush=True)
-        results.append(run_scenario(scenario, runs=args.runs, seconds=args.seconds, script=script))
+    for setup in SETUPS:
+        results.extend(run_setup(setup, seconds=args.seconds, scripts=scripts))
 
     print()
     print(

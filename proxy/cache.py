@@ -46,8 +46,13 @@ class CachePolicy:
 _MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)")
 
 
+DEFAULT_POLICY = CachePolicy()
+
+
 def parse_cache_control(header: str) -> CachePolicy:
     """The policy of a request's Cache-Control header (RFC 9111 request directives)."""
+    if not header:
+        return DEFAULT_POLICY
     value = header.lower()
     if "no-store" in value:
         return CachePolicy(read=False, write=False)

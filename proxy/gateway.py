@@ -83,7 +83,7 @@ class Gateway:
             logger.warning("cache unavailable, serving uncached: %s", exc)
 
     def _count(self, status: CacheStatus) -> None:
-        self.metrics.cache_requests.labels(status.lower()).inc()
+        self.metrics.cache_result[status.lower()].inc()
 
     async def _lookup(self, key: str, policy: CachePolicy) -> CachedGeneration | None:
         """A usable entry for ``key``; raises CacheUnavailable."""

@@ -14,6 +14,10 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # Label children resolved once: .labels() costs more than the increment itself.
+        self.cache_result = {
+            result: self.cache_requests.labels(result) for result in ("hit", "miss", "bypass")
+        }
         self.cache_backend_errors = Counter(
             "proxy_cache_backend_errors",
             "Cache backend calls that failed (requests were served uncached).",

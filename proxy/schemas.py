@@ -45,7 +45,8 @@ class ChatRequest(BaseModel):
     model_config = _STRICT
     inputs: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
-    parameters: Parameters = Parameters()
+    # A factory, not an instance: pydantic deep-copies instance defaults on every request.
+    parameters: Parameters = Field(default_factory=Parameters)
     model: str | None = None
     stream: bool = False
     options: dict[str, Any] | None = Field(

@@ -6,12 +6,12 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy.cache import parse_cache_control
-from proxy.context import context_of
+from proxy.context import AppContext
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
 from proxy.generation import GenerationRequest
 from proxy.middleware import request_id_of
@@ -24,25 +24,42 @@ logger = logging.getLogger("proxy.app")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The raw body of a JSON request, refusing other media types and bodies over ``limit``."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+# The request headers this route reads, found in one pass over the raw list: Starlette's
+# Headers.get scans and decodes every header per lookup, and a missing one raises inside.
+_WANTED = (b"content-type", b"content-length", b"accept", b"cache-control")
+
+
+def _wanted_headers(scope: Scope) -> dict[bytes, str]:
+    return {k: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+
+
+async def read_json_body(headers: dict[bytes, str], receive: Receive, limit: int) -> bytes:
+    """The raw body of a JSON request, refusing other media types and bodies over ``limit``.
+
+    Raises ClientDisconnect when the client leaves before the body arrived.
+    """
+    media_type = headers.get(b"content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"send the body as JSON with Content-Type: application/json "
             f"(got {media_type[:60] or 'no Content-Type'})"
         )
-    declared = request.headers.get("content-length", "")
+    declared = headers.get(b"content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _events(
@@ -66,22 +83,28 @@ async def _events(
 
 
 class ChatEndpoint:
-    """``POST /api/chat`` and ``/api/predict`` as a plain ASGI endpoint: the hottest route skips
-    Starlette's per-request function wrapper; errors still reach the app's handlers."""
+    """``POST /api/chat`` and ``/api/predict``: generate a reply for ``inputs`` or ``messages``,
+    as JSON or, when asked to, as Server-Sent Events.
+
+    A plain ASGI endpoint: the hottest route skips Starlette's per-request wrappers. Errors
+    are raised to the app's handlers as for any route.
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = await chat(request)
+        try:
+            response = await chat(scope, receive)
+        except ClientDisconnect:
+            return  # nobody is left to answer
         await response(scope, receive, send)
 
 
-async def chat(request: Request) -> Response:
-    """Generate a reply for ``inputs`` or ``messages``; stream it when asked to."""
-    ctx = context_of(request)
+async def chat(scope: Scope, receive: Receive) -> Response:
+    ctx: AppContext = scope["state"]["ctx"]
     settings = ctx.settings
-    body = await read_json_body(request, settings.max_body_bytes)
+    headers = _wanted_headers(scope)
+    body = await read_json_body(headers, receive, settings.max_body_bytes)
     parsed = parse_chat_request(body, max_new_tokens_limit=settings.max_new_tokens_limit)
-    wants_stream = parsed.stream or "text/event-stream" in request.headers.get("accept", "")
+    wants_stream = parsed.stream or "text/event-stream" in headers.get(b"accept", "")
     req = to_generation_request(
         parsed,
         ctx.gateway.catalog,
@@ -90,13 +113,15 @@ async def chat(request: Request) -> Response:
         system_prompt=settings.system_prompt,
         stream=wants_stream,
     )
-    policy = parse_cache_control(request.headers.get("cache-control", ""))
+    policy = parse_cache_control(headers.get(b"cache-control", ""))
     if wants_stream:
         served_stream = await ctx.gateway.stream(req, policy)
-        headers = _cache_headers(ctx.gateway.upstream_name, served_stream.cache, served_stream.age)
-        events = _events(served_stream.deltas, req, request_id_of(request.scope))
+        cache_headers = _cache_headers(
+            ctx.gateway.upstream_name, served_stream.cache, served_stream.age
+        )
+        events = _events(served_stream.deltas, req, request_id_of(scope))
         return StreamingResponse(
-            events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+            events, media_type="text/event-stream", headers={**SSE_HEADERS, **cache_headers}
         )
     served = await ctx.gateway.generate(req, policy)
     generation = served.generation
