@@ -78,6 +78,7 @@ def cache_key(req: GenerationRequest, upstream: str) -> str:
         temperature,
         top_p,
         req.do_sample,
+        list(req.stop),
     ]
     return hashlib.sha256(orjson.dumps(material)).hexdigest()
 

@@ -15,6 +15,7 @@ GatewayError
     ├── UpstreamAppError          502 upstream_error
     ├── UpstreamBadResponse       502 upstream_bad_response
     ├── UpstreamAuth              502 upstream_auth
+    ├── UpstreamRejected          422 upstream_rejected (the model refused the input)
     ├── UpstreamRateLimited       429 upstream_rate_limited (with Retry-After)
     ├── UpstreamBusy              503 upstream_busy (with Retry-After)
     ├── UpstreamNotReady          503 upstream_not_ready (with Retry-After)
@@ -113,6 +114,11 @@ class UpstreamBadResponse(UpstreamFailure):
 class UpstreamAuth(UpstreamFailure):
     status = 502
     code = "upstream_auth"
+
+
+class UpstreamRejected(UpstreamFailure):
+    status = 422
+    code = "upstream_rejected"
 
 
 class UpstreamRateLimited(UpstreamFailure):

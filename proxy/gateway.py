@@ -18,8 +18,9 @@ from typing import Literal
 from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
 from proxy.catalog import Catalog
 from proxy.flights import Flights
-from proxy.generation import Generation, GenerationRequest
+from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.metrics import Metrics
+from proxy.stops import stop_generation, stop_stream
 from proxy.upstreams.base import Readiness, Upstream
 
 logger = logging.getLogger("proxy.gateway")
@@ -43,9 +44,9 @@ class Served:
 
 @dataclass(slots=True)
 class ServedStream:
-    """A reply as text deltas, and where it comes from (known before the first delta)."""
+    """A reply as chunks, and where it comes from (known before the first chunk)."""
 
-    deltas: AsyncGenerator[str, None]
+    chunks: AsyncGenerator[Chunk, None]
     cache: CacheStatus
     age: int | None = None
 
@@ -97,6 +98,8 @@ class Gateway:
         """The reply for ``req``; raises GatewayError subclasses on upstream trouble."""
         served = await self._serve(req, policy)
         self._count(served.cache)
+        if req.stop:
+            served = Served(stop_generation(served.generation, req.stop), served.cache, served.age)
         return served
 
     async def _serve(self, req: GenerationRequest, policy: CachePolicy) -> Served:
@@ -153,10 +156,16 @@ class Gateway:
         return None
 
     async def stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
-        """Text deltas: a cached reply replayed, or the upstream's stream, stored when complete.
+        """Chunks: a cached reply replayed, or the upstream's stream, stored when complete.
 
         Close the iterator to cancel the upstream call.
         """
+        served = await self._open_stream(req, policy)
+        if req.stop:
+            served.chunks = stop_stream(served.chunks, req.stop)
+        return served
+
+    async def _open_stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
         key = None
         if self.cache is not None and policy.write:
             key = cache_key(req, self.upstream.identity)
@@ -169,25 +178,27 @@ class Gateway:
                 else:
                     if entry is not None:
                         self._count("HIT")
-                        return ServedStream(_replay(entry.text), "HIT", entry.age())
+                        return ServedStream(_replay(entry), "HIT", entry.age())
         status: CacheStatus = "MISS" if key is not None else "BYPASS"
         self._count(status)
         return ServedStream(self._stream_and_store(req, key), status)
 
     async def _stream_and_store(
         self, req: GenerationRequest, key: str | None
-    ) -> AsyncGenerator[str, None]:
-        parts: list[str] = []
-        deltas = self.upstream.stream(req)
+    ) -> AsyncGenerator[Chunk, None]:
+        text = ""
+        finish: FinishReason = "stop"
+        chunks = self.upstream.stream(req)
         try:
-            async for delta in deltas:
-                parts.append(delta)
-                yield delta
+            async for chunk in chunks:
+                text = chunk.text if chunk.replace else text + chunk.text
+                finish = chunk.finish_reason or finish
+                yield chunk
         finally:
-            await deltas.aclose()
+            await chunks.aclose()
         # Only a stream that completed gets here: errors and disconnects raise above.
         if key is not None and self.cache is not None:
-            generation = Generation("".join(parts), req.model.name, self.upstream.name)
+            generation = Generation(text, req.model.name, self.upstream.name, finish)
             try:
                 await self.cache.set(key, CachedGeneration.of(generation))
             except CacheUnavailable as exc:
@@ -209,7 +220,9 @@ class Gateway:
             await self.cache.aclose()
 
 
-async def _replay(text: str) -> AsyncGenerator[str, None]:
-    """A stored reply as word-sized deltas, as a live stream would have sent it."""
-    for piece in _WORDS.findall(text):
-        yield piece
+async def _replay(entry: CachedGeneration) -> AsyncGenerator[Chunk, None]:
+    """A stored reply as word-sized chunks, as a live stream would have sent it."""
+    pieces = _WORDS.findall(entry.text) or [""]
+    for piece in pieces[:-1]:
+        yield Chunk(piece)
+    yield Chunk(pieces[-1], finish_reason=entry.finish_reason)

@@ -23,6 +23,7 @@ class GenerationRequest:
     top_p: float
     do_sample: bool
     stream: bool = False
+    stop: tuple[str, ...] = ()
 
     @property
     def last_user_text(self) -> str:
@@ -33,6 +34,15 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts; ``estimated`` when the upstream did not report them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Generation:
     """A complete generation as an upstream returned it."""
 
@@ -40,3 +50,20 @@ class Generation:
     model: str
     upstream: str
     finish_reason: FinishReason = "stop"
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One step of a stream: ``text`` to append, or, with ``replace``, the whole text so far
+    (a Space rewrote what it had sent). The last chunk may carry the finish reason and usage."""
+
+    text: str = ""
+    replace: bool = False
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough Llama 2 token count: about four characters of English per token."""
+    return max(1, (len(text) + 3) // 4) if text else 0

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from proxy.catalog import MODELS
 
-UpstreamKind = Literal["gradio", "mock"]
+UpstreamKind = Literal["gradio", "tgi", "openai", "mock"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*")
@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     test_mode: bool = Field(False, description="Force the mock upstream even with UPSTREAM_URL.")
     hf_token: SecretStr | None = Field(None, description="Sent upstream only.")
     space_api_name: str | None = Field(None, description="Gradio endpoint, e.g. /predict.")
+    space_stream_api_name: str | None = Field(
+        None, description="Gradio streaming endpoint; /predict_stream when the Space has it."
+    )
+    upstream_model_map: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="name=upstream-name pairs, comma-separated (tgi/openai upstreams).",
+    )
 
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_ORIGINS, description="Comma-separated CORS origins; '*' only when set."
@@ -70,6 +77,9 @@ class Settings(BaseSettings):
         None, description="System prompt for chat models; a health-assistant prompt if unset."
     )
     mock_latency_ms: int = Field(0, ge=0, le=60000, description="Simulated mock latency.")
+    mock_token_delay_ms: int = Field(
+        25, ge=0, le=5000, description="Pause between streamed mock tokens."
+    )
 
     cache_enabled: bool = Field(True, description="Cache successful generations.")
     cache_ttl: float = Field(3600.0, gt=0, description="Seconds an entry stays valid.")
@@ -87,7 +97,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "upstream_url", "space_api_name", "system_prompt", "redis_url", "admin_token", mode="before"
+        "upstream_url",
+        "space_api_name",
+        "space_stream_api_name",
+        "system_prompt",
+        "redis_url",
+        "admin_token",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -115,7 +131,23 @@ class Settings(BaseSettings):
             raise ValueError("must look like redis://host:6379/0, rediss://… or unix:///path")
         return value.strip() if value else None
 
-    @field_validator("space_api_name")
+    @field_validator("upstream_model_map", mode="before")
+    @classmethod
+    def _parse_model_map(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, target = item.partition("=")
+            if not sep or not name.strip() or not target.strip():
+                raise ValueError(
+                    f"{item!r} is not name=upstream-name, e.g. "
+                    "llama-2-7b-chat=meta-llama/Llama-2-7b-chat-hf"
+                )
+            pairs[name.strip()] = target.strip()
+        return pairs
+
+    @field_validator("space_api_name", "space_stream_api_name")
     @classmethod
     def _check_api_name(cls, value: str | None) -> str | None:
         if value is None:
@@ -162,8 +194,9 @@ class Settings(BaseSettings):
                 "ALLOWED_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=1 "
                 "(browsers reject it); list the origins explicitly"
             )
-        if self.upstream_kind == "gradio" and self.upstream_url is None and not self.test_mode:
-            raise ValueError("UPSTREAM_KIND=gradio needs UPSTREAM_URL (a Space URL or owner/name)")
+        kind = self.upstream_kind
+        if kind not in (None, "mock") and self.upstream_url is None and not self.test_mode:
+            raise ValueError(f"UPSTREAM_KIND={kind} needs UPSTREAM_URL (the server's URL)")
         if self.upstream_read_timeout > self.upstream_timeout:
             raise ValueError("UPSTREAM_READ_TIMEOUT must not exceed UPSTREAM_TIMEOUT")
         return self

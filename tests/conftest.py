@@ -39,7 +39,7 @@ def make_settings(**values: Any) -> Settings:
 @asynccontextmanager
 async def gateway_client(**values: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway with these settings, in process, lifespan running; responses are audited."""
-    app = create_app(make_settings(**values))
+    app = create_app(make_settings(**{"mock_token_delay_ms": 0, **values}))
 
     async def record(response: httpx.Response) -> None:
         await response.aread()

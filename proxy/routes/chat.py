@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from proxy.cache import parse_cache_control
 from proxy.context import AppContext
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
-from proxy.generation import GenerationRequest
+from proxy.generation import Chunk, GenerationRequest
 from proxy.middleware import request_id_of
 from proxy.responses import JSONResponse, error_body
 from proxy.schemas import parse_chat_request, to_generation_request
@@ -63,14 +63,22 @@ async def read_json_body(headers: dict[bytes, str], receive: Receive, limit: int
 
 
 async def _events(
-    deltas: AsyncGenerator[str, None], req: GenerationRequest, request_id: str | None
+    chunks: AsyncGenerator[Chunk, None], req: GenerationRequest, request_id: str | None
 ) -> AsyncIterator[bytes]:
-    parts: list[str] = []
+    """SSE frames: ``token`` per delta, ``replace`` when the upstream rewrote its text, then
+    ``done`` with the whole text, or ``error`` if the stream failed after it started."""
+    text = ""
+    finish = "stop"
     try:
-        async with aclosing(deltas):
-            async for delta in deltas:
-                parts.append(delta)
-                yield frame("token", {"text": delta})
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                finish = chunk.finish_reason or finish
+                if chunk.replace:
+                    text = chunk.text
+                    yield frame("replace", {"text": chunk.text})
+                elif chunk.text:
+                    text += chunk.text
+                    yield frame("token", {"text": chunk.text})
     except GatewayError as exc:
         yield frame("error", error_body(exc, request_id))
         return
@@ -78,8 +86,7 @@ async def _events(
         logger.exception("stream failed in request %s", request_id)
         yield frame("error", error_body(GatewayError("internal error"), request_id))
         return
-    final = {"generated_text": "".join(parts), "model": req.model.name, "finish_reason": "stop"}
-    yield frame("done", final)
+    yield frame("done", {"generated_text": text, "model": req.model.name, "finish_reason": finish})
 
 
 class ChatEndpoint:
@@ -119,7 +126,7 @@ async def chat(scope: Scope, receive: Receive) -> Response:
         cache_headers = _cache_headers(
             ctx.gateway.upstream_name, served_stream.cache, served_stream.age
         )
-        events = _events(served_stream.deltas, req, request_id_of(scope))
+        events = _events(served_stream.chunks, req, request_id_of(scope))
         return StreamingResponse(
             events, media_type="text/event-stream", headers={**SSE_HEADERS, **cache_headers}
         )

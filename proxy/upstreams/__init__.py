@@ -11,7 +11,9 @@ from proxy.upstreams.mock import MockUpstream
 
 
 def _mock(settings: Settings) -> Upstream:
-    return MockUpstream(latency_ms=settings.mock_latency_ms)
+    return MockUpstream(
+        latency_ms=settings.mock_latency_ms, token_delay_ms=settings.mock_token_delay_ms
+    )
 
 
 def _gradio(settings: Settings) -> Upstream:
@@ -20,6 +22,7 @@ def _gradio(settings: Settings) -> Upstream:
         settings.upstream_url,
         token=settings.hf_token_value,
         api_name=settings.space_api_name,
+        stream_api_name=settings.space_stream_api_name,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
         total_timeout=settings.upstream_timeout,

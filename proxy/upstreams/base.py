@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.errors import GatewayError
-from proxy.generation import Generation, GenerationRequest
+from proxy.generation import Chunk, Generation, GenerationRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +33,9 @@ class Upstream(Protocol):
         """The complete generation for ``req``."""
         ...
 
-    def stream(self, req: GenerationRequest) -> AsyncGenerator[str, None]:
-        """Text deltas for ``req`` as they are generated; concatenated they are the reply."""
+    def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Chunks of ``req``'s reply as they are generated; closing the generator cancels the
+        upstream call."""
         ...
 
     async def ready(self) -> Readiness:

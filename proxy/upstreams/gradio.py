@@ -3,7 +3,7 @@
 One call is Gradio's documented two-step flow on one pooled aiohttp session:
 ``POST {prefix}/call/{api}`` with ``{"data": [...]}`` returns an event id, then
 ``GET {prefix}/call/{api}/{id}`` streams ``generating`` / ``complete`` / ``error`` /
-``heartbeat`` events. The prefix and the endpoint's parameters are discovered from ``/config``
+``heartbeat`` events. The prefix and the endpoints' parameters are discovered from ``/config``
 and ``{prefix}/info``, at start-up and again lazily while the app is unreachable.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +24,6 @@ import orjson
 from proxy.errors import (
     GatewayError,
     UpstreamAppError,
-    UpstreamAuth,
     UpstreamBadResponse,
     UpstreamBusy,
     UpstreamFailure,
@@ -31,48 +31,32 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.generation import Generation, GenerationRequest
+from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
 from proxy.upstreams.gradio_api import (
     EndpointPlan,
     build_data,
     choose_endpoint,
+    choose_stream_endpoint,
     plan_endpoint,
     result_text,
 )
+from proxy.upstreams.http import new_session, status_error, translate
 
 logger = logging.getLogger("proxy.upstream.gradio")
 
 # After a failed discovery, requests within this many seconds get the same error at once
 # instead of each hammering an app that is down.
 REDISCOVER_AFTER = 2.0
-DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
+# A private Space answers 404 to a token without access (gradio issue #6388).
+AUTH_STATUSES = (401, 403, 404)
 
 
-def _retry_after(headers: Mapping[str, str], status: int) -> int:
-    value = headers.get("Retry-After", "")
-    return int(value) if value.isdigit() else DEFAULT_RETRY_AFTER.get(status, 10)
-
-
-def status_error(status: int, headers: Mapping[str, str], stage: str) -> UpstreamFailure:
-    """The gateway error for an unexpected HTTP status from the app at ``stage``."""
-    if status in (401, 403, 404):
-        return UpstreamAuth(
-            f"the upstream refused {stage} with HTTP {status}: the Space is private and HF_TOKEN "
-            "lacks access, or UPSTREAM_URL is wrong; the operator should check both"
-        )
-    if status == 429:
-        return UpstreamRateLimited(
-            "the upstream is rate limiting the gateway; retry later",
-            retry_after=_retry_after(headers, status),
-        )
-    if status in (502, 503, 504):
-        return UpstreamBusy(
-            f"the upstream is busy, asleep or starting (HTTP {status} on {stage}); retry later",
-            retry_after=_retry_after(headers, 503),
-        )
-    return UpstreamBadResponse(f"the upstream answered {stage} with HTTP {status}")
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    main: EndpointPlan
+    stream: EndpointPlan | None
 
 
 class GradioUpstream:
@@ -86,6 +70,7 @@ class GradioUpstream:
         *,
         token: str | None,
         api_name: str | None,
+        stream_api_name: str | None = None,
         connect_timeout: float,
         read_timeout: float,
         total_timeout: float,
@@ -95,15 +80,13 @@ class GradioUpstream:
         self.identity = f"gradio {self.base_url} {api_name or 'auto'}"
         self._token = token
         self._api_name = api_name
+        self._stream_api_name = stream_api_name
         self._total_timeout = total_timeout
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
-        )
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._plan: EndpointPlan | None = None
+        self._discovery: Discovery | None = None
         self._plan_lock = asyncio.Lock()
         self._discovery_error: GatewayError | None = None
         self._discovery_failed_at = 0.0
@@ -112,7 +95,7 @@ class GradioUpstream:
     @property
     def plan(self) -> EndpointPlan | None:
         """The discovered endpoint, or None while discovery has not succeeded."""
-        return self._plan
+        return self._discovery.main if self._discovery else None
 
     def _headers(self) -> dict[str, str]:
         # The Space proxy strips Authorization before the app; X-HF-Authorization reaches the
@@ -123,18 +106,14 @@ class GradioUpstream:
         return headers
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
+        self._session = new_session(
             headers=self._headers(),
-            read_bufsize=2**20,
-            # Upstream cookies are never kept: they would be shared by every browser user.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
+            max_connections=self._max_connections,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
         )
         try:
-            await self._ensure_plan()
+            await self._ensure_discovery()
         except GatewayError as exc:
             logger.warning("upstream discovery failed (will retry on demand): %s", exc.message)
 
@@ -150,32 +129,12 @@ class GradioUpstream:
         return self._session
 
     def _translate(self, exc: Exception) -> GatewayError:
-        """The gateway error for a transport failure (aiohttp errors and timeouts)."""
-        if isinstance(exc, GatewayError):
-            return exc
-        if isinstance(exc, aiohttp.ServerTimeoutError):
-            return UpstreamTimeout(f"the upstream sent nothing for {self._read_timeout:g} s")
-        if isinstance(exc, TimeoutError):
-            return UpstreamTimeout(f"no result from the upstream within {self._total_timeout:g} s")
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return UpstreamUnreachable(
-                "cannot connect to the upstream; it may be down or UPSTREAM_URL may be wrong"
-            )
-        if isinstance(
-            exc,
-            aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError,
-        ):
-            # A ClientOSError that is not a connect error is a reset mid-request.
-            return UpstreamBadResponse(
-                "the upstream closed the connection before answering",
-                code="upstream_disconnected",
-            )
-        return UpstreamUnreachable(f"the connection to the upstream failed ({type(exc).__name__})")
+        return translate(exc, read_timeout=self._read_timeout, total_timeout=self._total_timeout)
 
     async def _get_json(self, path: str, stage: str) -> Any:
         async with self.session.get(self.base_url + path) as resp:
             if resp.status != 200:
-                raise status_error(resp.status, resp.headers, stage)
+                raise status_error(resp.status, resp.headers, stage, auth_statuses=AUTH_STATUSES)
             body = await resp.read()
         try:
             return orjson.loads(body)
@@ -185,7 +144,7 @@ class GradioUpstream:
                 "or the Space is showing a status page"
             ) from None
 
-    async def _discover(self) -> EndpointPlan:
+    async def _discover(self) -> Discovery:
         config = await self._get_json("/config", "GET /config")
         if not isinstance(config, dict):
             raise UpstreamBadResponse("the upstream's /config is not a Gradio config")
@@ -193,34 +152,37 @@ class GradioUpstream:
         info = await self._get_json(f"{prefix}/info", f"GET {prefix}/info")
         if not isinstance(info, dict):
             raise UpstreamBadResponse("the upstream's /info is not a Gradio API description")
-        api_name = choose_endpoint(info, self._api_name)
-        plan = plan_endpoint(info, api_name, prefix=prefix)
-        logger.info(
-            "upstream endpoint %s (gradio %s): %s",
-            api_name,
-            config.get("version", "?"),
-            "; ".join(p.describe() for p in plan.params),
-        )
-        return plan
+        main = plan_endpoint(info, choose_endpoint(info, self._api_name), prefix=prefix)
+        stream_name = choose_stream_endpoint(info, self._stream_api_name, main=main.api_name)
+        stream = plan_endpoint(info, stream_name, prefix=prefix) if stream_name else None
+        for plan in (main, stream):
+            if plan is not None:
+                logger.info(
+                    "upstream endpoint %s (gradio %s): %s",
+                    plan.api_name,
+                    config.get("version", "?"),
+                    "; ".join(p.describe() for p in plan.params),
+                )
+        return Discovery(main, stream)
 
-    async def _ensure_plan(self) -> EndpointPlan:
-        if self._plan is not None:
-            return self._plan
+    async def _ensure_discovery(self) -> Discovery:
+        if self._discovery is not None:
+            return self._discovery
         async with self._plan_lock:
-            if self._plan is not None:
-                return self._plan
+            if self._discovery is not None:
+                return self._discovery
             recent = time.monotonic() - self._discovery_failed_at < REDISCOVER_AFTER
             if self._discovery_error is not None and recent:
                 raise self._discovery_error
             try:
                 async with asyncio.timeout(self._connect_timeout + 10):
-                    self._plan = await self._discover()
+                    self._discovery = await self._discover()
             except Exception as exc:
                 error = self._translate(exc)
                 self._discovery_error, self._discovery_failed_at = error, time.monotonic()
                 raise error from None
             self._discovery_error = None
-            return self._plan
+            return self._discovery
 
     async def _submit(self, plan: EndpointPlan, data: list[Any]) -> str:
         async with self.session.post(
@@ -230,8 +192,10 @@ class GradioUpstream:
         ) as resp:
             if resp.status != 200:
                 if resp.status in (404, 500):
-                    self._plan = None  # the app may have changed: rediscover next time
-                raise status_error(resp.status, resp.headers, f"POST {plan.call_path}")
+                    self._discovery = None  # the app may have changed: rediscover next time
+                raise status_error(
+                    resp.status, resp.headers, f"POST {plan.call_path}", auth_statuses=AUTH_STATUSES
+                )
             body = await resp.read()
         try:
             return str(orjson.loads(body)["event_id"])
@@ -264,14 +228,15 @@ class GradioUpstream:
         return payload
 
     async def _call(
-        self, req: GenerationRequest, *, deadline: float | None
+        self, req: GenerationRequest, *, streaming: bool, deadline: float | None
     ) -> AsyncGenerator[tuple[str, Any], None]:
         """The ``generating`` and ``complete`` payloads of one call, ending with ``complete``.
 
         Every failure is raised as a GatewayError. With a ``deadline`` (loop time) each wait
         is bounded by it; without one the caller bounds the whole call.
         """
-        plan = await self._ensure_plan()
+        discovery = await self._ensure_discovery()
+        plan = (discovery.stream or discovery.main) if streaming else discovery.main
         data = build_data(plan, req)
         try:
             async with asyncio.timeout_at(deadline):
@@ -303,7 +268,8 @@ class GradioUpstream:
                                 self._last_failure = None
                                 return
             finally:
-                # Back to the pool when fully read; aiohttp closes it when it is not.
+                # Back to the pool when fully read; aiohttp closes it when it is not, which
+                # is also how an abandoned stream is cancelled at the Space.
                 resp.release()
         except Exception as exc:
             error = self._translate(exc)
@@ -317,7 +283,7 @@ class GradioUpstream:
         # One deadline around the whole call: nothing else runs between its events here.
         try:
             async with asyncio.timeout(self._total_timeout):
-                async with aclosing(self._call(req, deadline=None)) as events:
+                async with aclosing(self._call(req, streaming=False, deadline=None)) as events:
                     async for event, payload in events:
                         if event == "complete":
                             text = result_text(payload)
@@ -327,23 +293,28 @@ class GradioUpstream:
             raise self._last_failure from None
         raise AssertionError("_call ends with complete or raises")  # pragma: no cover
 
-    async def stream(self, req: GenerationRequest) -> AsyncGenerator[str, None]:
-        # Gradio's generating events carry the whole text so far; send what is new.
-        sent = ""
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        # Gradio's generating events carry the whole text so far, so each is diffed against
+        # what was sent. A Space that rewrites earlier text gets a replace chunk.
         deadline = asyncio.get_running_loop().time() + self._total_timeout
-        async with aclosing(self._call(req, deadline=deadline)) as events:
+        sent = ""
+        async with aclosing(self._call(req, streaming=True, deadline=deadline)) as events:
             async for _, payload in events:
                 text = result_text(payload)
-                if text.startswith(sent) and len(text) > len(sent):
-                    yield text[len(sent) :]
-                    sent = text
+                if text == sent:
+                    continue
+                if text.startswith(sent):
+                    yield Chunk(text[len(sent) :])
+                else:
+                    yield Chunk(text, replace=True)
+                sent = text
 
     async def ready(self) -> Readiness:
         try:
-            plan = await self._ensure_plan()
+            discovery = await self._ensure_discovery()
         except GatewayError as exc:
             return Readiness(False, exc.message, exc)
         if self._last_failure is not None:
             failure = self._last_failure
             return Readiness(False, f"last call failed: {failure.message}", failure)
-        return Readiness(True, f"gradio endpoint {plan.api_name} at {self.base_url}")
+        return Readiness(True, f"gradio endpoint {discovery.main.api_name} at {self.base_url}")

@@ -93,6 +93,24 @@ def choose_endpoint(info: Mapping[str, Any], requested: str | None) -> str:
     )
 
 
+def choose_stream_endpoint(
+    info: Mapping[str, Any], requested: str | None, *, main: str
+) -> str | None:
+    """SPACE_STREAM_API_NAME when set, else ``/predict_stream`` when the app has it, else None
+    (the main endpoint's own ``generating`` events are streamed)."""
+    endpoints = named_endpoints(info)
+    if requested is not None:
+        if requested not in endpoints:
+            raise UpstreamBadResponse(
+                f"SPACE_STREAM_API_NAME={requested} is not an endpoint of the upstream; "
+                f"it has: {', '.join(sorted(endpoints)) or 'none'}"
+            )
+        return requested
+    if "/predict_stream" in endpoints and main != "/predict_stream":
+        return "/predict_stream"
+    return None
+
+
 def _bounds(kind: Mapping[str, Any]) -> tuple[float, float] | None:
     if "minimum" in kind and "maximum" in kind:
         return float(kind["minimum"]), float(kind["maximum"])

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator
 
-from proxy.generation import Generation, GenerationRequest
+from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.upstreams.base import Readiness
 from proxy.upstreams.mock_replies import DISCLAIMER, emergency_guidance, match_topic
 
@@ -80,16 +80,19 @@ class MockUpstream:
             finish_reason="length" if truncated else "stop",
         )
 
-    async def stream(self, req: GenerationRequest) -> AsyncGenerator[str, None]:
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if self._latency:
             await asyncio.sleep(self._latency)
-        text, _ = compose_reply(req)
-        first = True
-        for word in text.split(" "):
-            if self._token_delay and not first:
+        text, truncated = compose_reply(req)
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            if self._token_delay and index:
                 await asyncio.sleep(self._token_delay)
-            yield word if first else " " + word
-            first = False
+            last = index == len(words) - 1
+            yield Chunk(
+                word if not index else " " + word,
+                finish_reason=("length" if truncated else "stop") if last else None,
+            )
 
     async def ready(self) -> Readiness:
         return Readiness(True, "test mode: replies come from the built-in mock")

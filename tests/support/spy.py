@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from proxy.errors import GatewayError
-from proxy.generation import Generation, GenerationRequest
+from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.upstreams.mock import MockUpstream
 
 
@@ -30,10 +30,10 @@ class SpyUpstream(MockUpstream):
             raise self.failures.pop(0)
         return await super().generate(req)
 
-    async def stream(self, req: GenerationRequest) -> AsyncGenerator[str, None]:
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         self.stream_calls += 1
         if self.failures:
-            yield "partial "
+            yield Chunk("partial ")
             raise self.failures.pop(0)
-        async for delta in super().stream(req):
-            yield delta
+        async for chunk in super().stream(req):
+            yield chunk

@@ -109,6 +109,8 @@ async def test_base_model_reply_has_no_chat_framing() -> None:
 async def test_stream_concatenates_to_the_reply() -> None:
     upstream = MockUpstream()
     req = request("tips for hydration")
-    parts = [part async for part in upstream.stream(req)]
-    assert len(parts) > 10
-    assert "".join(parts) == (await upstream.generate(req)).text
+    chunks = [chunk async for chunk in upstream.stream(req)]
+    assert len(chunks) > 10
+    assert "".join(c.text for c in chunks) == (await upstream.generate(req)).text
+    assert [c.finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-1].finish_reason == "stop"

@@ -1,0 +1,96 @@
+"""What every HTTP upstream adapter shares: one pooled aiohttp session, and the mapping of
+statuses and transport failures onto the gateway's errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+
+from proxy.errors import (
+    GatewayError,
+    UpstreamAuth,
+    UpstreamBadResponse,
+    UpstreamBusy,
+    UpstreamFailure,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
+
+
+def new_session(
+    *, headers: Mapping[str, str], max_connections: int, connect_timeout: float, read_timeout: float
+) -> aiohttp.ClientSession:
+    """A pooled session; no total timeout (the adapters bound each call themselves)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+        headers=dict(headers),
+        read_bufsize=2**20,
+        raise_for_status=False,
+        # Upstream cookies are never kept: they would be shared by every browser user.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def retry_after(headers: Mapping[str, str], status: int) -> int:
+    value = headers.get("Retry-After", "")
+    return int(value) if value.isdigit() else DEFAULT_RETRY_AFTER.get(status, 10)
+
+
+def status_error(
+    status: int,
+    headers: Mapping[str, str],
+    stage: str,
+    *,
+    message: str | None = None,
+    auth_statuses: tuple[int, ...] = (401, 403),
+) -> UpstreamFailure:
+    """The gateway error for an unexpected HTTP status at ``stage``; ``message`` is the
+    upstream's own explanation when its error body had one."""
+    detail = f": {message[:300]}" if message else ""
+    if status in auth_statuses:
+        return UpstreamAuth(
+            f"the upstream refused {stage} with HTTP {status}: the token (HF_TOKEN) lacks access "
+            "or UPSTREAM_URL is wrong; the operator should check both"
+        )
+    if status == 429:
+        return UpstreamRateLimited(
+            f"the upstream is rate limiting the gateway{detail}; retry later",
+            retry_after=retry_after(headers, status),
+        )
+    if status in (502, 503, 504):
+        return UpstreamBusy(
+            f"the upstream is busy, asleep or starting (HTTP {status} on {stage}){detail}; "
+            "retry later",
+            retry_after=retry_after(headers, 503),
+        )
+    if status in (400, 413, 422) and message:
+        return UpstreamRejected(f"the upstream rejected the request{detail}")
+    return UpstreamBadResponse(f"the upstream answered {stage} with HTTP {status}{detail}")
+
+
+def translate(exc: Exception, *, read_timeout: float, total_timeout: float) -> GatewayError:
+    """The gateway error for a transport failure (aiohttp errors and timeouts)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"the upstream sent nothing for {read_timeout:g} s")
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"no result from the upstream within {total_timeout:g} s")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(
+            "cannot connect to the upstream; it may be down or UPSTREAM_URL may be wrong"
+        )
+    if isinstance(
+        exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError
+    ):
+        # A ClientOSError that is not a connect error is a reset mid-request.
+        return UpstreamBadResponse(
+            "the upstream closed the connection before answering", code="upstream_disconnected"
+        )
+    return UpstreamUnreachable(f"the connection to the upstream failed ({type(exc).__name__})")
