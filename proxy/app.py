@@ -24,7 +24,7 @@ from proxy.gateway import Gateway
 from proxy.metrics import Metrics
 from proxy.middleware import ErrorGuardMiddleware, RequestIdMiddleware, request_id_of
 from proxy.responses import error_response
-from proxy.routes import admin, chat, ops
+from proxy.routes import admin, chat, openai_api, ops
 from proxy.settings import Settings
 from proxy.upstreams import build_upstream
 
@@ -126,6 +126,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/chat", chat.ChatEndpoint(), methods=["POST"]),
         Route("/api/predict", chat.ChatEndpoint(), methods=["POST"]),
         Route("/api/models", ops.models, methods=["GET"]),
+        Route("/v1/chat/completions", openai_api.CompletionsEndpoint(), methods=["POST"]),
+        Route("/v1/models", openai_api.models, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

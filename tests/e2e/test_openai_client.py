@@ -1,0 +1,124 @@
+"""The official ``openai`` client, sync and async, streaming and not, against the gateway on
+a real uvicorn socket."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from proxy import Settings, create_app
+from proxy.upstreams.mock_replies import DISCLAIMER
+from tests.support.servers import ThreadServer
+
+pytestmark = pytest.mark.e2e
+
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful health assistant."},
+    {"role": "user", "content": "How much water should I drink each day?"},
+]
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    app = create_app(Settings(mock_token_delay_ms=1))
+    with ThreadServer(app) as server:
+        yield f"{server.url}/v1"
+
+
+@pytest.fixture
+def client(base_url: str) -> Iterator[OpenAI]:
+    with OpenAI(base_url=base_url, api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def test_models_list(client: OpenAI) -> None:
+    ids = [model.id for model in client.models.list()]
+    assert ids == ["llama-2-7b-chat", "llama-2-13b-chat", "llama-2-7b", "llama-2-13b"]
+
+
+def test_completion(client: OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="llama-2-7b-chat", messages=MESSAGES, max_tokens=300, temperature=0.2
+    )
+    choice = completion.choices[0]
+    assert completion.model == "llama-2-7b-chat"
+    assert choice.message.role == "assistant"
+    assert choice.finish_reason == "stop"
+    assert choice.message.content and choice.message.content.endswith(DISCLAIMER)
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens > 10
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+
+
+def test_stream_matches_the_completion(client: OpenAI) -> None:
+    whole = client.chat.completions.create(
+        model="llama-2-13b-chat", messages=MESSAGES, extra_headers={"Cache-Control": "no-store"}
+    )
+    stream = client.chat.completions.create(
+        model="llama-2-13b-chat",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"Cache-Control": "no-store"},
+    )
+    chunks = list(stream)
+    deltas = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(deltas) > 10
+    assert "".join(deltas) == whole.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 10
+
+
+def test_stop_sequence_and_length(client: OpenAI) -> None:
+    stopped = client.chat.completions.create(
+        model="llama-2-7b-chat", messages=MESSAGES, stop=["\n"]
+    )
+    assert "\n" not in (stopped.choices[0].message.content or "")
+    assert stopped.choices[0].finish_reason == "stop"
+    short = client.chat.completions.create(
+        model="llama-2-7b-chat", messages=MESSAGES, max_tokens=30
+    )
+    assert short.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"model": "gpt-4"}, "unknown_model"),
+        ({"n": 2}, "unsupported_n"),
+        ({"temperature": 3}, "invalid_parameter"),
+        ({"max_tokens": 5000}, "invalid_parameter"),
+    ],
+)
+def test_errors_in_openai_shape(client: OpenAI, kwargs: dict[str, object], code: str) -> None:
+    args: dict[str, object] = {"model": "llama-2-7b-chat", "messages": MESSAGES, **kwargs}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**args)  # type: ignore[call-overload]
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == code
+    assert error["type"] == "invalid_request_error"
+    assert error["message"]
+
+
+async def test_async_client_completion_and_stream(base_url: str) -> None:
+    async with AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+        completion = await client.chat.completions.create(
+            model="llama-2-7b-chat",
+            messages=MESSAGES,  # type: ignore[arg-type]
+        )
+        stream = await client.chat.completions.create(
+            model="llama-2-7b-chat",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
+        )
+        parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    assert "".join(parts) == completion.choices[0].message.content
