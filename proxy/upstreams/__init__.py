@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from proxy.settings import Settings, UpstreamKind
 from proxy.upstreams.base import Readiness, Upstream
 from proxy.upstreams.gradio import GradioUpstream
 from proxy.upstreams.mock import MockUpstream
+from proxy.upstreams.openai_compat import OpenAICompatUpstream
+from proxy.upstreams.tgi import TGIUpstream
 
 
 def _mock(settings: Settings) -> Upstream:
@@ -30,9 +33,36 @@ def _gradio(settings: Settings) -> Upstream:
     )
 
 
+def _json_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "token": settings.hf_token_value,
+        "connect_timeout": settings.upstream_connect_timeout,
+        "read_timeout": settings.upstream_read_timeout,
+        "total_timeout": settings.upstream_timeout,
+        "max_connections": settings.upstream_max_connections,
+    }
+
+
+def _tgi(settings: Settings) -> Upstream:
+    assert settings.upstream_url is not None
+    return TGIUpstream(settings.upstream_url, **_json_kwargs(settings))
+
+
+def _openai(settings: Settings) -> Upstream:
+    assert settings.upstream_url is not None
+    return OpenAICompatUpstream(
+        settings.upstream_url,
+        model_map=settings.upstream_model_map,
+        system_prompt=settings.system_prompt,
+        **_json_kwargs(settings),
+    )
+
+
 UPSTREAMS: dict[UpstreamKind, Callable[[Settings], Upstream]] = {
     "mock": _mock,
     "gradio": _gradio,
+    "tgi": _tgi,
+    "openai": _openai,
 }
 
 

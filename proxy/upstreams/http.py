@@ -9,6 +9,7 @@ import aiohttp
 
 from proxy.errors import (
     GatewayError,
+    UpstreamAppError,
     UpstreamAuth,
     UpstreamBadResponse,
     UpstreamBusy,
@@ -71,6 +72,8 @@ def status_error(
         )
     if status in (400, 413, 422) and message:
         return UpstreamRejected(f"the upstream rejected the request{detail}")
+    if status in (424, 500) and message:  # TGI's 424: the generation itself failed
+        return UpstreamAppError(f"the upstream reported{detail}")
     return UpstreamBadResponse(f"the upstream answered {stage} with HTTP {status}{detail}")
 
 

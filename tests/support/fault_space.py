@@ -13,6 +13,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -85,6 +86,8 @@ class FaultSpace:
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
+        # When a slowstream client hung up (monotonic time), per event id.
+        self.closed_at: dict[str, float] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -106,13 +109,16 @@ class FaultSpace:
         async def stop() -> None:
             assert self._server is not None
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _start(self) -> asyncio.base_events.Server:
         return await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -128,16 +134,42 @@ class FaultSpace:
                     key, value = line.split(":", 1)
                     headers[key.strip().lower()] = value.strip()
             length = int(headers.get("content-length", "0"))
-            body = await reader.readexactly(length) if length else b""
+            if length:
+                await reader.readexactly(length)  # the body is not needed
             self.requests.append((method, target, headers))
             scenario, _, path = target.lstrip("/").partition("/")
             self.hits[f"{scenario} {method} /{path}"] += 1
-            await self._answer(scenario, method, "/" + path, body, writer)
+            await self._answer(scenario, method, "/" + path, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             if not writer.is_closing():
                 writer.close()
+
+    async def _slow_stream(
+        self, event_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A token every 0.1 s for 30 s; records when the client closes the connection."""
+
+        async def watch() -> None:
+            await reader.read()  # returns at EOF: the client is gone
+            self.closed_at[event_id] = time.monotonic()
+
+        watcher = asyncio.create_task(watch())
+        writer.write(SSE_HEAD)
+        text = ""
+        try:
+            for index in range(300):
+                if watcher.done():
+                    return
+                text += f" word{index}"
+                writer.write(_event("generating", [text.strip()]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except ConnectionError:
+            await watcher
+        finally:
+            watcher.cancel()
 
     @staticmethod
     def _reset(writer: asyncio.StreamWriter) -> None:
@@ -146,7 +178,12 @@ class FaultSpace:
         writer.transport.abort()
 
     async def _answer(
-        self, scenario: str, method: str, path: str, body: bytes, writer: asyncio.StreamWriter
+        self,
+        scenario: str,
+        method: str,
+        path: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
         write = writer.write
         if scenario == "private":
@@ -164,7 +201,7 @@ class FaultSpace:
         elif method == "POST" and path == "/gradio_api/call/predict":
             await self._post(scenario, writer)
         elif method == "GET" and path.startswith("/gradio_api/call/predict/"):
-            await self._result(scenario, body, writer)
+            await self._result(scenario, path, reader, writer)
         else:
             write(_response(404, b'{"detail": "Not Found"}'))
         await writer.drain()
@@ -182,8 +219,13 @@ class FaultSpace:
         else:
             writer.write(_json(200, {"event_id": f"ev-{scenario}-{post_count}"}))
 
-    async def _result(self, scenario: str, body: bytes, writer: asyncio.StreamWriter) -> None:
+    async def _result(
+        self, scenario: str, path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         write = writer.write
+        if scenario == "slowstream":
+            await self._slow_stream(path.rsplit("/", 1)[-1], reader, writer)
+            return
         if scenario == "apperror":
             write(SSE_HEAD + _event("error", {"error": "CUDA out of memory", "visible": True}))
         elif scenario == "apperror_null":
@@ -212,6 +254,14 @@ class FaultSpace:
             self._reset(writer)
         elif scenario == "nocomplete":
             write(SSE_HEAD + _event("generating", ["partial"]))
+        elif scenario == "rewrite":
+            write(
+                SSE_HEAD
+                + _event("generating", ["Caf"])
+                + _event("generating", ["Café 😀 wrold"])
+                + _event("generating", ["Café 😀 world, friend"])
+                + _event("complete", ["Café 😀 world, friend!"])
+            )
         elif scenario == "badevent":
             write(SSE_HEAD + b"event: complete\ndata: {not json\n\n")
         else:

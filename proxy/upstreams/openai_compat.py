@@ -1,0 +1,107 @@
+"""The ``openai`` upstream: any OpenAI-compatible server (vLLM, TGI's Messages API, the HF
+router, llama.cpp's server).
+
+Chat models go to ``/v1/chat/completions`` with the messages themselves (the server applies
+the model's chat template); base models go to ``/v1/completions`` with the plain prompt. Model
+names map through UPSTREAM_MODEL_MAP, else the Hub id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any
+
+from proxy.errors import UpstreamAppError, UpstreamBadResponse
+from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest, Usage
+from proxy.prompts import HEALTH_SYSTEM_PROMPT
+from proxy.upstreams.json_api import JSONUpstream
+
+
+def _finish(reason: Any) -> FinishReason:
+    return "length" if reason == "length" else "stop"
+
+
+def _usage(data: Any) -> Usage | None:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return Usage(prompt, completion)
+    return None
+
+
+class OpenAICompatUpstream(JSONUpstream):
+    name = "openai"
+    health_path = "/v1/models"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model_map: Mapping[str, str],
+        system_prompt: str | None,
+        **kwargs: Any,
+    ) -> None:
+        # Accept the server's root or its /v1 base, as OpenAI clients do.
+        super().__init__(base_url.removesuffix("/").removesuffix("/v1"), **kwargs)
+        self._model_map = dict(model_map)
+        self._system_prompt = system_prompt or HEALTH_SYSTEM_PROMPT
+
+    def _route_and_body(
+        self, req: GenerationRequest, *, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self._model_map.get(req.model.name, req.model.hub_id),
+            "max_tokens": req.max_new_tokens,
+            "temperature": req.temperature if req.do_sample else 0.0,
+            "top_p": req.top_p if req.do_sample else 1.0,
+            "stream": stream,
+        }
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if not req.model.chat:
+            return "/v1/completions", {**body, "prompt": req.prompt}
+        messages = [{"role": m.role, "content": m.content} for m in req.messages]
+        if messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self._system_prompt})
+        return "/v1/chat/completions", {**body, "messages": messages}
+
+    @staticmethod
+    def _choice(data: Any) -> dict[str, Any]:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("error"):
+            raise UpstreamAppError(f"the upstream reported: {str(data['error'])[:500]}")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise UpstreamBadResponse("the upstream's answer has no choices")
+        return choices[0]
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        path, body = self._route_and_body(req, stream=False)
+        answer = await self.post_json(path, body)
+        choice = self._choice(answer)
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if not isinstance(text, str):
+            raise UpstreamBadResponse("the upstream's answer has no text")
+        return Generation(
+            text, req.model.name, self.name, _finish(choice.get("finish_reason")), _usage(answer)
+        )
+
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        path, body = self._route_and_body(req, stream=True)
+        finish: FinishReason | None = None
+        async with aclosing(self.post_events(path, body)) as events:
+            async for event in events:
+                if isinstance(event, dict) and not event.get("choices") and not event.get("error"):
+                    continue  # e.g. a usage-only chunk
+                choice = self._choice(event)
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                if choice.get("finish_reason"):
+                    finish = _finish(choice["finish_reason"])
+                if text or finish:
+                    yield Chunk(str(text or ""), finish_reason=finish)
+                if finish:
+                    return

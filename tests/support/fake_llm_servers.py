@@ -1,0 +1,262 @@
+"""In-test servers that speak the wire formats of text-generation-inference and of
+OpenAI-compatible servers (vLLM-style), error bodies included, since the real ones need a GPU.
+
+Replies echo the prompt so tests can check what arrived. Words in the prompt choose a fault:
+VALIDATION (422 / 400), OVERLOADED (429), GENERROR (424 / 500), STREAMERROR (an error event
+after the first token). Every request is recorded with its headers and body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    # Compact JSON, as serde_json and FastAPI write it.
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+    async def _record(self, request: Request) -> dict[str, Any]:
+        body = orjson.loads(await request.body())
+        self.requests.append((request.url.path, dict(request.headers), body))
+        return body
+
+
+class FakeTGI(FakeServer):
+    """text-generation-inference's /generate, /generate_stream and /health."""
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/generate", self.generate, methods=["POST"]),
+                Route("/generate_stream", self.generate_stream, methods=["POST"]),
+                Route("/health", lambda request: Response(status_code=200)),
+            ]
+        )
+
+    @staticmethod
+    def _fault(prompt: str) -> Response | None:
+        if "VALIDATION" in prompt:
+            return _json(
+                {
+                    "error": "Input validation error: `inputs` must have less than 4096 "
+                    "tokens. Given: 5000",
+                    "error_type": "validation",
+                },
+                422,
+            )
+        if "OVERLOADED" in prompt:
+            return _json({"error": "Model is overloaded", "error_type": "overloaded"}, 429)
+        if "GENERROR" in prompt:
+            return _json(
+                {
+                    "error": "Request failed during generation: Server error: CUDA out of memory",
+                    "error_type": "generation",
+                },
+                424,
+            )
+        return None
+
+    @staticmethod
+    def _words(body: dict[str, Any]) -> tuple[list[str], str]:
+        words = ["Echo:"] + body["inputs"].split()[-6:]
+        limit = body["parameters"].get("max_new_tokens", 20)
+        finish = "length" if len(words) > limit else "eos_token"
+        return words[:limit], finish
+
+    async def generate(self, request: Request) -> Response:
+        body = await self._record(request)
+        if (fault := self._fault(body["inputs"])) is not None:
+            return fault
+        words, finish = self._words(body)
+        return _json(
+            {
+                "generated_text": " ".join(words),
+                "details": {
+                    "finish_reason": finish,
+                    "generated_tokens": len(words),
+                    "seed": None,
+                    "prefill": [],
+                    "tokens": [],
+                },
+            }
+        )
+
+    async def generate_stream(self, request: Request) -> Response:
+        body = await self._record(request)
+        if (fault := self._fault(body["inputs"])) is not None:
+            return fault
+        words, finish = self._words(body)
+
+        async def events() -> AsyncIterator[bytes]:
+            for index, word in enumerate(words):
+                token = {
+                    "id": 100 + index,
+                    "text": (" " if index else "") + word,
+                    "logprob": -0.25,
+                    "special": False,
+                }
+                last = index == len(words) - 1
+                event = {
+                    "index": index + 1,
+                    "token": token,
+                    "generated_text": None,
+                    "details": None,
+                    "top_tokens": None,
+                }
+                if index == 1 and "STREAMERROR" in body["inputs"]:
+                    yield (
+                        b"data:"
+                        + orjson.dumps(
+                            {
+                                "error": "Request failed during generation: "
+                                "Server error: shard 0 died",
+                                "error_type": "generation",
+                            }
+                        )
+                        + b"\n\n"
+                    )
+                    return
+                if last:
+                    yield (
+                        b"data:"
+                        + orjson.dumps(
+                            {**event, "token": {**token, "id": 2, "text": "</s>", "special": True}}
+                        )
+                        + b"\n\n"
+                    )
+                    event["generated_text"] = " ".join(words)
+                    event["details"] = {
+                        "finish_reason": finish,
+                        "generated_tokens": len(words),
+                        "seed": None,
+                    }
+                    event["index"] += 1
+                yield b"data:" + orjson.dumps(event) + b"\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+class FakeOpenAI(FakeServer):
+    """An OpenAI-compatible server's /v1/chat/completions, /v1/completions and /v1/models."""
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.completions, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
+                Route("/v1/models", lambda request: _json({"object": "list", "data": []})),
+            ]
+        )
+
+    async def completions(self, request: Request) -> Response:
+        body = await self._record(request)
+        chat = "messages" in body
+        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        if "VALIDATION" in prompt:
+            return _json(
+                {
+                    "object": "error",
+                    "message": "This model's maximum context length is 4096 tokens.",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                },
+                400,
+            )
+        if "OVERLOADED" in prompt:
+            return _json(
+                {
+                    "error": {
+                        "message": "Rate limit reached",
+                        "type": "requests",
+                        "param": None,
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                429,
+            )
+        if "GENERROR" in prompt:
+            return _json(
+                {
+                    "error": {
+                        "message": "The server had an error",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                500,
+            )
+        words = (["Echo:"] + prompt.split()[-6:])[: body.get("max_tokens") or 20]
+        text = " ".join(words)
+        usage = {
+            "prompt_tokens": 11,
+            "completion_tokens": len(words),
+            "total_tokens": 11 + len(words),
+        }
+        head = {"id": "cmpl-test", "created": 1700000000, "model": body["model"]}
+        if not body.get("stream"):
+            choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "stop"}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            obj = "chat.completion" if chat else "text_completion"
+            return _json({**head, "object": obj, "choices": [choice], "usage": usage})
+
+        async def events() -> AsyncIterator[bytes]:
+            obj = "chat.completion.chunk" if chat else "text_completion"
+            for index, word in enumerate(words):
+                piece = (" " if index else "") + word
+                part = {"delta": {"content": piece}} if chat else {"text": piece}
+                yield (
+                    b"data: "
+                    + orjson.dumps(
+                        {
+                            **head,
+                            "object": obj,
+                            "choices": [
+                                {"index": 0, **part, "logprobs": None, "finish_reason": None}
+                            ],
+                        }
+                    )
+                    + b"\n\n"
+                )
+                if index == 1 and "STREAMERROR" in prompt:
+                    yield (
+                        b"data: "
+                        + orjson.dumps(
+                            {"error": {"message": "upstream died", "type": "server_error"}}
+                        )
+                        + b"\n\n"
+                    )
+                    return
+            final = {"delta": {}} if chat else {"text": ""}
+            yield (
+                b"data: "
+                + orjson.dumps(
+                    {
+                        **head,
+                        "object": obj,
+                        "choices": [
+                            {"index": 0, **final, "logprobs": None, "finish_reason": "stop"}
+                        ],
+                    }
+                )
+                + b"\n\n"
+            )
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
