@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from bench import ttft
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 # Each wrk run passes a fresh run id, so no body repeats across runs (or the cache would
@@ -66,6 +68,7 @@ class Setup:
 
     upstream_delay_ms: int | None  # None: test mode (no upstream)
     loads: list[Load]
+    ttft: dict[str, float] | None = None
 
 
 @dataclass
@@ -224,6 +227,9 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
     try:
         url = f"http://127.0.0.1:{port}/api/chat"
         wait_http(f"http://127.0.0.1:{port}/readyz")
+        if setup.upstream_delay_ms == 0 and "UPSTREAM_URL" in env:
+            print("running: time to first token, direct vs through the gateway...", flush=True)
+            setup.ttft = ttft.run(env["UPSTREAM_URL"], f"http://127.0.0.1:{port}")
         for load in setup.loads:
             print(f"running: {load.name} ({load.connections} connections)...", flush=True)
             script = scripts[load.script]
@@ -283,11 +289,21 @@ def main() -> None:
             f"| {r.scenario} | {r.connections} | {r.requests_per_s:,.0f} | {r.p50_ms:.1f} | "
             f"{r.p99_ms:.1f} | {r.errors} | {vs_ideal} |"
         )
+    for setup in SETUPS:
+        if setup.ttft:
+            t = setup.ttft
+            print(
+                f"time to first token (1 connection, streamed): direct p50 "
+                f"{t['direct_p50_ms']:.2f} ms, through the gateway p50 {t['gateway_p50_ms']:.2f}"
+                f" ms, added p50 {t['added_p50_ms']:.2f} ms (p99 {t['direct_p99_ms']:.2f} vs "
+                f"{t['gateway_p99_ms']:.2f} ms)"
+            )
     spread = {r.scenario: [round(x) for x in r.runs] for r in results}
     print(f"all runs (req/s): {json.dumps(spread)}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"bench-{stamp}.json"
-    path.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    ttfts = [s.ttft for s in SETUPS if s.ttft]
+    path.write_text(json.dumps({"results": [asdict(r) for r in results], "ttft": ttfts}, indent=2))
     print(f"saved {path.relative_to(ROOT)}")
     if any(r.errors for r in results):
         sys.exit("bench: some requests failed")

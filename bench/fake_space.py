@@ -16,23 +16,26 @@ from typing import cast
 import uvloop
 
 CONFIG = json.dumps({"version": "6.31.0", "api_prefix": "/gradio_api"}).encode()
+_PARAMS = [
+    {"parameter_name": "inputs", "label": "inputs", "type": {"type": "string"}},
+    {
+        "parameter_name": "max_new_tokens",
+        "label": "max_new_tokens",
+        "parameter_default": 64,
+        "type": {"type": "number"},
+    },
+]
 INFO = json.dumps(
     {
         "named_endpoints": {
-            "/predict": {
-                "parameters": [
-                    {"parameter_name": "inputs", "label": "inputs", "type": {"type": "string"}},
-                    {
-                        "parameter_name": "max_new_tokens",
-                        "label": "max_new_tokens",
-                        "parameter_default": 64,
-                        "type": {"type": "number"},
-                    },
-                ]
-            }
+            "/predict": {"parameters": _PARAMS},
+            "/predict_stream": {"parameters": _PARAMS},
         }
     }
 ).encode()
+STREAM_WORDS = "Sleep seven to nine hours and keep a regular schedule.".split()
+# Between streamed words; the first event is sent at once (time to first token).
+STREAM_GAP = 0.005
 RESULT = (
     b"event: complete\ndata: "
     + json.dumps(
@@ -94,13 +97,42 @@ class SpaceProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(payload)
 
+    def stream(self) -> None:
+        """Accumulated ``generating`` events in chunked encoding, then ``complete``."""
+        self.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        loop = asyncio.get_running_loop()
+
+        def chunk(payload: bytes) -> bytes:
+            return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+        for index in range(len(STREAM_WORDS) + 1):
+            text = " ".join(STREAM_WORDS[: index + 1])
+            if index < len(STREAM_WORDS):
+                event = b"event: generating\ndata: " + json.dumps([text]).encode() + b"\n\n"
+                payload = chunk(event)
+            else:
+                event = b"event: complete\ndata: " + json.dumps([text]).encode() + b"\n\n"
+                payload = chunk(event) + b"0\r\n\r\n"
+            if index == 0:
+                self.write(payload)
+            else:
+                loop.call_later(STREAM_GAP * index, self.write, payload)
+
     def handle(self, method: bytes, path: bytes) -> None:
         if path == b"/config":
             self.write(_response(CONFIG))
         elif path == b"/gradio_api/info":
             self.write(_response(INFO))
-        elif method == b"POST" and path == b"/gradio_api/call/predict":
+        elif method == b"POST" and path in (
+            b"/gradio_api/call/predict",
+            b"/gradio_api/call/predict_stream",
+        ):
             self.write(_response(b'{"event_id": "%d"}' % next(_ids)))
+        elif path.startswith(b"/gradio_api/call/predict_stream/"):
+            self.stream()
         elif path.startswith(b"/gradio_api/call/predict/"):
             answer = _response(RESULT, b"text/event-stream")
             if self.delay:
