@@ -14,7 +14,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from proxy.cache import CacheBackend, MemoryCache, RedisCache
 from proxy.catalog import Catalog
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/api/cache", admin.clear_cache, methods=["DELETE"]),
+        Mount("/static", StaticFiles(packages=[("proxy", "static")]), name="static"),
     ]
     middleware = [
         Middleware(RequestIdMiddleware, vary_origin="*" not in settings.allowed_origins),

@@ -128,6 +128,8 @@ class CacheBackend(Protocol):
     """Where entries live. Every method may raise CacheUnavailable."""
 
     name: str
+    shared: bool
+    """True when other instances see the same entries (then locks coordinate them)."""
 
     async def get(self, key: str) -> CachedGeneration | None: ...
 
@@ -151,9 +153,14 @@ def _entry_size(entry: CachedGeneration) -> int:
 
 
 class MemoryCache:
-    """One process's cache: LRU with a TTL, bounded by entries and by bytes."""
+    """One process's cache: least recently used out first, bounded by entries and by bytes.
+
+    Each entry keeps its expiry time, checked when it is read: cachetools' LRUCache with that
+    check costs a fraction of its TTLCache, which updates a timer and a list on every call.
+    """
 
     name = "memory"
+    shared = False
 
     def __init__(
         self,
@@ -164,8 +171,10 @@ class MemoryCache:
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max_entries = max_entries
-        self._entries: cachetools.TTLCache[str, CachedGeneration] = cachetools.TTLCache(
-            maxsize=max_bytes, ttl=ttl, timer=timer, getsizeof=_entry_size
+        self._ttl = ttl
+        self._timer = timer
+        self._entries: cachetools.LRUCache[str, tuple[CachedGeneration, float]] = (
+            cachetools.LRUCache(maxsize=max_bytes, getsizeof=lambda item: _entry_size(item[0]))
         )
 
     @property
@@ -176,7 +185,13 @@ class MemoryCache:
         return len(self._entries)
 
     async def get(self, key: str) -> CachedGeneration | None:
-        return self._entries.get(key)
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        if self._timer() >= item[1]:
+            del self._entries[key]
+            return None
+        return item[0]
 
     async def set(self, key: str, entry: CachedGeneration) -> None:
         if _entry_size(entry) > self._entries.maxsize:
@@ -184,7 +199,7 @@ class MemoryCache:
         self._entries.pop(key, None)
         while len(self._entries) >= self._max_entries:
             self._entries.popitem()  # least recently used first
-        self._entries[key] = entry
+        self._entries[key] = (entry, self._timer() + self._ttl)
 
     async def clear(self) -> int:
         count = len(self._entries)
@@ -222,6 +237,7 @@ class RedisCache:
     """
 
     name = "redis"
+    shared = True
 
     def __init__(
         self,

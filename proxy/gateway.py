@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -119,6 +120,10 @@ class Gateway:
     async def _fill(self, key: str, req: GenerationRequest) -> Served:
         """Generate ``req`` once across instances and store it; the single-flight leader."""
         assert self.cache is not None
+        if not self.cache.shared:  # in-process single-flight is all the coordination needed
+            generation = await self.upstream.generate(req)
+            await self.cache.set(key, CachedGeneration.of(generation))
+            return Served(generation, "MISS")
         try:
             token = await self.cache.lock(key)
             if token is None:
@@ -163,6 +168,7 @@ class Gateway:
         served = await self._open_stream(req, policy)
         if req.stop:
             served.chunks = stop_stream(served.chunks, req.stop)
+        served.chunks = await _primed(served.chunks)
         return served
 
     async def _open_stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
@@ -218,6 +224,28 @@ class Gateway:
         await self.upstream.aclose()
         if self.cache is not None:
             await self.cache.aclose()
+
+
+async def _primed(chunks: AsyncGenerator[Chunk, None]) -> AsyncGenerator[Chunk, None]:
+    """``chunks`` with the first one already received, so that a failure before any output
+    (a 429 or 503 from the upstream, say) raises here and becomes a real HTTP status with
+    Retry-After, instead of an error event after a 200."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await chunks.aclose()
+        raise
+
+    async def rest() -> AsyncGenerator[Chunk, None]:
+        async with aclosing(chunks):
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+
+    return rest()
 
 
 async def _replay(entry: CachedGeneration) -> AsyncGenerator[Chunk, None]:

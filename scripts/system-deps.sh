@@ -5,6 +5,8 @@ set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+# Debian's browser for the Playwright tests (never `playwright install`: no downloads here).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

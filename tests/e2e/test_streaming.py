@@ -86,3 +86,13 @@ def test_rewrites_and_unicode_stay_correct(fault_space: FaultSpace) -> None:
         ("token", "!"),
     ]
     assert found[-1][2]["generated_text"] == "Café 😀 world, friend!"
+
+
+def test_a_space_endpoint_that_does_not_stream_still_streams_one_delta(
+    gradio_server: GradioServer,
+) -> None:
+    with gateway_server(upstream_url=f"{gradio_server.url}/seed") as url:
+        found = read_events(url, {"inputs": "hello", "stream": True, "model": "llama-2-7b"})
+    assert [name for _, name, _ in found] == ["token", "done"]
+    assert found[0][2]["text"] == found[1][2]["generated_text"]
+    assert found[1][2]["generated_text"].endswith("] hello")
