@@ -44,8 +44,12 @@ async def test_models_lists_the_four_llama2_models(mock_client: httpx.AsyncClien
     assert data["models"][0]["defaults"]["temperature"] == 0.7
 
 
-async def test_landing_page(mock_client: httpx.AsyncClient) -> None:
+async def test_demo_page_and_its_files_are_served(mock_client: httpx.AsyncClient) -> None:
     response = await mock_client.get("/")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
-    assert "/api/chat" in response.text
+    assert '<script src="/static/app.js">' in response.text
+    script = await mock_client.get("/static/app.js")
+    assert script.status_code == 200
+    assert "/api/chat" in script.text
+    assert (await mock_client.get("/static/app.css")).status_code == 200

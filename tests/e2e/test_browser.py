@@ -20,7 +20,6 @@ from tests.support.fault_space import FaultSpace
 from tests.support.servers import ThreadServer, free_port
 from tests.support.spy import SpyUpstream
 
-
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
