@@ -103,18 +103,27 @@ class Gateway:
             served = Served(stop_generation(served.generation, req.stop), served.cache, served.age)
         return served
 
-    async def _serve(self, req: GenerationRequest, policy: CachePolicy) -> Served:
+    async def _consult(
+        self, req: GenerationRequest, policy: CachePolicy
+    ) -> tuple[str | None, CachedGeneration | None]:
+        """The cache key to fill (None: bypass the cache) and a usable entry, if any."""
         if self.cache is None or not policy.write:
-            return Served(await self.upstream.generate(req), "BYPASS")
+            return None, None
         key = cache_key(req, self.upstream.identity)
-        if policy.read:
-            try:
-                entry = await self._lookup(key, policy)
-            except CacheUnavailable as exc:
-                self._cache_failed(exc)
-                return Served(await self.upstream.generate(req), "BYPASS")
-            if entry is not None:
-                return Served(entry.generation(), "HIT", entry.age())
+        if not policy.read:
+            return key, None
+        try:
+            return key, await self._lookup(key, policy)
+        except CacheUnavailable as exc:
+            self._cache_failed(exc)
+            return None, None
+
+    async def _serve(self, req: GenerationRequest, policy: CachePolicy) -> Served:
+        key, entry = await self._consult(req, policy)
+        if entry is not None:
+            return Served(entry.generation(), "HIT", entry.age())
+        if key is None:
+            return Served(await self.upstream.generate(req), "BYPASS")
         return await self._flights.run(key, lambda: self._fill(key, req))
 
     async def _fill(self, key: str, req: GenerationRequest) -> Served:
@@ -172,19 +181,10 @@ class Gateway:
         return served
 
     async def _open_stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
-        key = None
-        if self.cache is not None and policy.write:
-            key = cache_key(req, self.upstream.identity)
-            if policy.read:
-                try:
-                    entry = await self._lookup(key, policy)
-                except CacheUnavailable as exc:
-                    self._cache_failed(exc)
-                    key = None
-                else:
-                    if entry is not None:
-                        self._count("HIT")
-                        return ServedStream(_replay(entry), "HIT", entry.age())
+        key, entry = await self._consult(req, policy)
+        if entry is not None:
+            self._count("HIT")
+            return ServedStream(_replay(entry), "HIT", entry.age())
         status: CacheStatus = "MISS" if key is not None else "BYPASS"
         self._count(status)
         return ServedStream(self._stream_and_store(req, key), status)
