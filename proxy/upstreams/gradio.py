@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from proxy.errors import (
@@ -42,7 +41,7 @@ from proxy.upstreams.gradio_api import (
     plan_endpoint,
     result_text,
 )
-from proxy.upstreams.http import new_session, status_error, translate
+from proxy.upstreams.http import HTTPUpstream, status_error
 
 logger = logging.getLogger("proxy.upstream.gradio")
 
@@ -59,7 +58,7 @@ class Discovery:
     stream: EndpointPlan | None
 
 
-class GradioUpstream:
+class GradioUpstream(HTTPUpstream):
     """Calls one Gradio app. Safe for many concurrent requests; one instance per app."""
 
     name = "gradio"
@@ -76,60 +75,38 @@ class GradioUpstream:
         total_timeout: float,
         max_connections: int,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(
+            base_url,
+            token=token,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            total_timeout=total_timeout,
+            max_connections=max_connections,
+        )
         self.identity = f"gradio {self.base_url} {api_name or 'auto'}"
-        self._token = token
         self._api_name = api_name
         self._stream_api_name = stream_api_name
-        self._total_timeout = total_timeout
-        self._read_timeout = read_timeout
-        self._connect_timeout = connect_timeout
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
         self._discovery: Discovery | None = None
         self._plan_lock = asyncio.Lock()
         self._discovery_error: GatewayError | None = None
         self._discovery_failed_at = 0.0
-        self._last_failure: GatewayError | None = None
 
     @property
     def plan(self) -> EndpointPlan | None:
         """The discovered endpoint, or None while discovery has not succeeded."""
         return self._discovery.main if self._discovery else None
 
-    def _headers(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         # The Space proxy strips Authorization before the app; X-HF-Authorization reaches the
         # proxy's auth check and is what gradio_client sends (gradio PR #11700).
-        headers = {"Accept": "application/json"}
-        if self._token:
-            headers["X-HF-Authorization"] = f"Bearer {self._token}"
-        return headers
+        return {"X-HF-Authorization": f"Bearer {self._token}"} if self._token else {}
 
     async def start(self) -> None:
-        self._session = new_session(
-            headers=self._headers(),
-            max_connections=self._max_connections,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-        )
+        await super().start()
         try:
             await self._ensure_discovery()
         except GatewayError as exc:
             logger.warning("upstream discovery failed (will retry on demand): %s", exc.message)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("GradioUpstream.start() was not called")
-        return self._session
-
-    def _translate(self, exc: Exception) -> GatewayError:
-        return translate(exc, read_timeout=self._read_timeout, total_timeout=self._total_timeout)
 
     async def _get_json(self, path: str, stage: str) -> Any:
         async with self.session.get(self.base_url + path) as resp:

@@ -97,3 +97,56 @@ def translate(exc: Exception, *, read_timeout: float, total_timeout: float) -> G
             "the upstream closed the connection before answering", code="upstream_disconnected"
         )
     return UpstreamUnreachable(f"the connection to the upstream failed ({type(exc).__name__})")
+
+
+class HTTPUpstream:
+    """The part of every HTTP adapter that is the same: where the upstream is, the token, the
+    timeouts, and one pooled session opened by ``start`` and closed by ``aclose``."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None,
+        connect_timeout: float,
+        read_timeout: float,
+        total_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.identity = f"{self.name} {self.base_url}"
+        self._token = token
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._last_failure: GatewayError | None = None
+
+    def auth_headers(self) -> dict[str, str]:
+        """How this upstream takes the token."""
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    async def start(self) -> None:
+        self._session = new_session(
+            headers={"Accept": "application/json", **self.auth_headers()},
+            max_connections=self._max_connections,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"{type(self).__name__}.start() was not called")
+        return self._session
+
+    def _translate(self, exc: Exception) -> GatewayError:
+        return translate(exc, read_timeout=self._read_timeout, total_timeout=self._total_timeout)

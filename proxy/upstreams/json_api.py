@@ -14,7 +14,7 @@ import orjson
 from proxy.errors import GatewayError, UpstreamBadResponse, UpstreamBusy, UpstreamUnreachable
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
-from proxy.upstreams.http import new_session, status_error, translate
+from proxy.upstreams.http import HTTPUpstream, status_error
 
 
 def error_message(body: bytes) -> str | None:
@@ -33,56 +33,14 @@ def error_message(body: bytes) -> str | None:
     return str(message) if message else None
 
 
-class JSONUpstream:
+class JSONUpstream(HTTPUpstream):
     """Base of the TGI and OpenAI-compatible adapters; subclasses build bodies and read replies."""
 
     name = "json"
     health_path = "/health"
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        token: str | None,
-        connect_timeout: float,
-        read_timeout: float,
-        total_timeout: float,
-        max_connections: int,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.identity = f"{self.name} {self.base_url}"
-        self._token = token
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._total_timeout = total_timeout
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._last_failure: GatewayError | None = None
-
-    async def start(self) -> None:
-        headers = {"Accept": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        self._session = new_session(
-            headers=headers,
-            max_connections=self._max_connections,
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-        )
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError(f"{type(self).__name__}.start() was not called")
-        return self._session
-
     def _failed(self, exc: Exception) -> GatewayError:
-        error = translate(exc, read_timeout=self._read_timeout, total_timeout=self._total_timeout)
+        error = self._translate(exc)
         if isinstance(error, UpstreamUnreachable | UpstreamBusy):
             self._last_failure = error
         return error
