@@ -189,3 +189,15 @@ def test_phone_width_and_labels(browser: Any) -> None:
             page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_bad_input_shows_what_to_fix(page: Any) -> None:
+    with gateway(mock_token_delay_ms=0) as server:
+        page.goto(server.url)
+        sync_api.expect(page.get_by_label("Model")).to_have_value("llama-2-7b-chat")
+        page.get_by_label("Max new tokens").fill("5000")
+        ask(page, "Hello?")
+        error = page.locator("#error")
+        sync_api.expect(error).to_contain_text("max_new_tokens must be an integer from 1 to 1024")
+        sync_api.expect(error).to_contain_text("invalid_parameter")
+        sync_api.expect(page.locator(".message.assistant")).to_have_count(0)
