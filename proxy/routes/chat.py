@@ -16,7 +16,7 @@ from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
 from proxy.generation import Chunk, GenerationRequest
 from proxy.middleware import request_id_of
 from proxy.responses import JSONResponse, error_body
-from proxy.schemas import parse_chat_request, to_generation_request
+from proxy.schemas import ChatRequest, parse_chat_request, to_generation_request
 from proxy.sse import frame
 
 logger = logging.getLogger("proxy.app")
@@ -105,6 +105,19 @@ class ChatEndpoint:
         await response(scope, receive, send)
 
 
+def generation_request(body: ChatRequest, ctx: AppContext, *, stream: bool) -> GenerationRequest:
+    """``body`` normalised under this app's settings (model, limits, system prompt)."""
+    settings = ctx.settings
+    return to_generation_request(
+        body,
+        ctx.gateway.catalog,
+        max_prompt_chars=settings.max_prompt_chars,
+        max_new_tokens_limit=settings.max_new_tokens_limit,
+        system_prompt=settings.system_prompt,
+        stream=stream,
+    )
+
+
 async def chat(scope: Scope, receive: Receive) -> Response:
     ctx: AppContext = scope["state"]["ctx"]
     settings = ctx.settings
@@ -112,14 +125,7 @@ async def chat(scope: Scope, receive: Receive) -> Response:
     body = await read_json_body(headers, receive, settings.max_body_bytes)
     parsed = parse_chat_request(body, max_new_tokens_limit=settings.max_new_tokens_limit)
     wants_stream = parsed.stream or "text/event-stream" in headers.get(b"accept", "")
-    req = to_generation_request(
-        parsed,
-        ctx.gateway.catalog,
-        max_prompt_chars=settings.max_prompt_chars,
-        max_new_tokens_limit=settings.max_new_tokens_limit,
-        system_prompt=settings.system_prompt,
-        stream=wants_stream,
-    )
+    req = generation_request(parsed, ctx, stream=wants_stream)
     policy = parse_cache_control(headers.get(b"cache-control", ""))
     if wants_stream:
         served_stream = await ctx.gateway.stream(req, policy)

@@ -26,12 +26,17 @@ from proxy.errors import ClientError, GatewayError, InvalidRequest
 from proxy.generation import Chunk, Generation, GenerationRequest, Usage, estimate_tokens
 from proxy.middleware import request_id_of
 from proxy.responses import JSONResponse
-from proxy.routes.chat import SSE_HEADERS, _cache_headers, _wanted_headers, read_json_body
+from proxy.routes.chat import (
+    SSE_HEADERS,
+    _cache_headers,
+    _wanted_headers,
+    generation_request,
+    read_json_body,
+)
 from proxy.schemas import (
     ChatMessage,
     ChatRequest,
     Parameters,
-    to_generation_request,
     translate_validation_error,
 )
 
@@ -114,14 +119,7 @@ def _to_generation_request(body: CompletionRequest, ctx: AppContext) -> Generati
             max_new_tokens=max_new, temperature=body.temperature, top_p=body.top_p
         ),
     )
-    req = to_generation_request(
-        chat,
-        ctx.gateway.catalog,
-        max_prompt_chars=settings.max_prompt_chars,
-        max_new_tokens_limit=settings.max_new_tokens_limit,
-        system_prompt=settings.system_prompt,
-        stream=body.stream,
-    )
+    req = generation_request(chat, ctx, stream=body.stream)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return dataclasses.replace(req, stop=tuple(s for s in stop if s))
 

@@ -19,21 +19,8 @@ def _mock(settings: Settings) -> Upstream:
     )
 
 
-def _gradio(settings: Settings) -> Upstream:
-    assert settings.upstream_url is not None
-    return GradioUpstream(
-        settings.upstream_url,
-        token=settings.hf_token_value,
-        api_name=settings.space_api_name,
-        stream_api_name=settings.space_stream_api_name,
-        connect_timeout=settings.upstream_connect_timeout,
-        read_timeout=settings.upstream_read_timeout,
-        total_timeout=settings.upstream_timeout,
-        max_connections=settings.upstream_max_connections,
-    )
-
-
-def _json_kwargs(settings: Settings) -> dict[str, Any]:
+def _http_kwargs(settings: Settings) -> dict[str, Any]:
+    """What every HTTP adapter takes: the token, timeouts and pool size."""
     return {
         "token": settings.hf_token_value,
         "connect_timeout": settings.upstream_connect_timeout,
@@ -43,9 +30,19 @@ def _json_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _gradio(settings: Settings) -> Upstream:
+    assert settings.upstream_url is not None
+    return GradioUpstream(
+        settings.upstream_url,
+        api_name=settings.space_api_name,
+        stream_api_name=settings.space_stream_api_name,
+        **_http_kwargs(settings),
+    )
+
+
 def _tgi(settings: Settings) -> Upstream:
     assert settings.upstream_url is not None
-    return TGIUpstream(settings.upstream_url, **_json_kwargs(settings))
+    return TGIUpstream(settings.upstream_url, **_http_kwargs(settings))
 
 
 def _openai(settings: Settings) -> Upstream:
@@ -54,7 +51,7 @@ def _openai(settings: Settings) -> Upstream:
         settings.upstream_url,
         model_map=settings.upstream_model_map,
         system_prompt=settings.system_prompt,
-        **_json_kwargs(settings),
+        **_http_kwargs(settings),
     )
 
 

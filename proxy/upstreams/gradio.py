@@ -91,11 +91,6 @@ class GradioUpstream(HTTPUpstream):
         self._discovery_error: GatewayError | None = None
         self._discovery_failed_at = 0.0
 
-    @property
-    def plan(self) -> EndpointPlan | None:
-        """The discovered endpoint, or None while discovery has not succeeded."""
-        return self._discovery.main if self._discovery else None
-
     def auth_headers(self) -> dict[str, str]:
         # The Space proxy strips Authorization before the app; X-HF-Authorization reaches the
         # proxy's auth check and is what gradio_client sends (gradio PR #11700).

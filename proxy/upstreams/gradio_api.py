@@ -72,17 +72,22 @@ def named_endpoints(info: Mapping[str, Any]) -> dict[str, Any]:
     return endpoints
 
 
+def _existing(endpoints: Mapping[str, Any], requested: str, variable: str) -> str:
+    """``requested`` when the app has it; else an error naming the setting and the choices."""
+    if requested not in endpoints:
+        raise UpstreamBadResponse(
+            f"{variable}={requested} is not an endpoint of the upstream; "
+            f"it has: {', '.join(sorted(endpoints)) or 'none'}"
+        )
+    return requested
+
+
 def choose_endpoint(info: Mapping[str, Any], requested: str | None) -> str:
     """SPACE_API_NAME when set, else ``/predict``, else the only named endpoint."""
     endpoints = named_endpoints(info)
     names = sorted(endpoints)
     if requested is not None:
-        if requested not in endpoints:
-            raise UpstreamBadResponse(
-                f"SPACE_API_NAME={requested} is not an endpoint of the upstream; "
-                f"it has: {', '.join(names) or 'none'}"
-            )
-        return requested
+        return _existing(endpoints, requested, "SPACE_API_NAME")
     if "/predict" in endpoints:
         return "/predict"
     if len(names) == 1:
@@ -100,12 +105,7 @@ def choose_stream_endpoint(
     (the main endpoint's own ``generating`` events are streamed)."""
     endpoints = named_endpoints(info)
     if requested is not None:
-        if requested not in endpoints:
-            raise UpstreamBadResponse(
-                f"SPACE_STREAM_API_NAME={requested} is not an endpoint of the upstream; "
-                f"it has: {', '.join(sorted(endpoints)) or 'none'}"
-            )
-        return requested
+        return _existing(endpoints, requested, "SPACE_STREAM_API_NAME")
     if "/predict_stream" in endpoints and main != "/predict_stream":
         return "/predict_stream"
     return None
