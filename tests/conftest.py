@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,16 @@ from asgi_lifespan import LifespanManager
 from proxy import Settings, create_app
 from tests.support.audit import AUDIT, AuditLogHandler
 from tests.support.fault_space import FaultSpace
+
+# Offline and quiet, before anything imports huggingface_hub, gradio or transformers: no test
+# may reach the Hub, phone home or draw progress bars.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+}
+os.environ.update(OFFLINE_ENV)
 
 
 def pytest_configure(config: pytest.Config) -> None:

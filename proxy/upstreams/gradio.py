@@ -235,10 +235,12 @@ class GradioUpstream(HTTPUpstream):
                     for event, raw in decoder.feed(chunk):
                         if event in ("generating", "complete", "error"):
                             payload = self._payload(event, raw)
-                            yield event, payload
                             if event == "complete":
+                                # Before the yield: a caller may close us right after it.
                                 self._last_failure = None
+                                yield event, payload
                                 return
+                            yield event, payload
             finally:
                 # Back to the pool when fully read; aiohttp closes it when it is not, which
                 # is also how an abandoned stream is cancelled at the Space.

@@ -94,9 +94,13 @@ async def test_busy_then_recovered(fault_space: FaultSpace) -> None:
     url = f"{fault_space.url}/flaky"
     async with gateway_client(upstream_url=url, hf_token=TOKEN) as client:
         first = await client.post("/api/chat", json=BODY)
+        not_ready = await client.get("/readyz")
         second = await client.post("/api/chat", json=BODY)
+        ready = await client.get("/readyz")
     assert (first.status_code, first.json()["code"]) == (503, "upstream_busy")
+    assert (not_ready.status_code, not_ready.json()["code"]) == (503, "upstream_busy")
     assert second.status_code == 200
+    assert ready.status_code == 200, "a successful call makes the gateway ready again"
 
 
 async def test_token_sent_as_x_hf_authorization_and_client_auth_never(
