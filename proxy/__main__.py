@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
+from proxy.logs import configure_logging
 from proxy.settings import Settings, describe_error
 
 
@@ -20,21 +20,13 @@ def _settings(**overrides: Any) -> Settings:
         sys.exit(f"proxy: {describe_error(exc)}")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from proxy.app import create_app
 
     settings = _settings(host=args.host, port=args.port)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     # Long-lived objects built so far never need collecting; a higher first threshold keeps
     # the collector off the per-request path (many short-lived allocations per request).
@@ -46,8 +38,11 @@ def serve(args: argparse.Namespace) -> None:
         port=settings.port,
         log_config=None,
         log_level=settings.log_level,
+        # Forwarded headers are read by the gateway itself, from TRUSTED_PROXIES only.
         proxy_headers=False,
         server_header=False,
+        access_log=False,  # the gateway writes its own, without query strings or addresses
+        timeout_graceful_shutdown=settings.graceful_timeout,
     )
 
 
@@ -55,7 +50,7 @@ def inspect(args: argparse.Namespace) -> None:
     from proxy.inspect import describe_upstream
 
     settings = _settings()
-    _configure_logging("warning")
+    configure_logging("warning", settings.log_format)
     url = args.url or settings.upstream_url
     if url is None:
         sys.exit("proxy inspect: give a URL or Space id, or set UPSTREAM_URL")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,22 +16,30 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from proxy.breaker import CircuitBreaker
 from proxy.cache import CacheBackend, MemoryCache, RedisCache
 from proxy.catalog import Catalog
 from proxy.context import AppContext
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
 from proxy.gateway import Gateway
+from proxy.guard import Guard, Guarded, origin_matcher
+from proxy.hub import SpaceStage
 from proxy.metrics import Metrics
-from proxy.middleware import ErrorGuardMiddleware, RequestIdMiddleware, request_id_of
+from proxy.middleware import ErrorGuardMiddleware, ObserveMiddleware, request_id_of
+from proxy.resilience import ResilientUpstream
 from proxy.responses import error_response
 from proxy.routes import admin, chat, openai_api, ops
 from proxy.settings import Settings
-from proxy.upstreams import build_upstream
+from proxy.upstreams import Upstream, build_upstream
+from proxy.upstreams.mock import MockUpstream
 
 logger = logging.getLogger("proxy.app")
 
 CORS_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "Cache-Control", "Accept"]
-EXPOSED_HEADERS = ["X-Request-ID", "X-Cache", "X-Upstream", "Retry-After", "Age"]
+EXPOSED_HEADERS = [
+    "X-Request-ID", "X-Cache", "X-Upstream", "Retry-After", "Age", "Server-Timing",
+    "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy",
+]  # fmt: skip
 
 
 def build_cache(settings: Settings) -> CacheBackend | None:
@@ -53,16 +60,39 @@ def build_cache(settings: Settings) -> CacheBackend | None:
     )
 
 
+def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
+    """The configured adapter behind the circuit breaker and the concurrency bound."""
+    upstream = build_upstream(settings)
+    stage = None
+    if settings.space_id and settings.effective_upstream == "gradio":
+        stage = SpaceStage(settings.hub_url, settings.space_id, token=settings.hf_token_value)
+    return ResilientUpstream(
+        upstream,
+        breaker=CircuitBreaker(
+            failures=settings.circuit_failures, cooldown=settings.circuit_cooldown
+        ),
+        max_concurrency=settings.max_concurrency,
+        queue_timeout=settings.queue_timeout,
+        metrics=metrics,
+        stage=stage,
+    )
+
+
+def build_fallback(settings: Settings) -> Upstream | None:
+    """The mock, when FALLBACK=mock and a real upstream is configured."""
+    if settings.fallback != "mock" or settings.effective_upstream == "mock":
+        return None
+    return MockUpstream(
+        latency_ms=settings.mock_latency_ms, token_delay_ms=settings.mock_token_delay_ms
+    )
+
+
 def cors_options(settings: Settings) -> dict[str, Any]:
     """CORSMiddleware arguments from ALLOWED_ORIGINS; ``host:*`` means any port of that host."""
-    origins = settings.allowed_origins
-    exact = [o for o in origins if not o.endswith(":*")]
-    patterns = [
-        re.escape(o.removesuffix(":*")) + r"(?::\d{1,5})?" for o in origins if o.endswith(":*")
-    ]
+    pattern = origin_matcher(settings.allowed_origins)
     return {
-        "allow_origins": exact,
-        "allow_origin_regex": "|".join(patterns) or None,
+        "allow_origins": ["*"] if pattern is None else [],
+        "allow_origin_regex": pattern.pattern if pattern is not None else None,
         "allow_methods": ["GET", "POST", "DELETE", "OPTIONS"],
         "allow_headers": CORS_HEADERS,
         "expose_headers": EXPOSED_HEADERS,
@@ -103,12 +133,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         gateway = Gateway(
-            build_upstream(settings),
+            build_resilient_upstream(settings, metrics),
             Catalog(default=settings.default_model),
             cache=build_cache(settings),
             metrics=metrics,
             lock_timeout=settings.cache_lock_timeout,
+            fallback=build_fallback(settings),
         )
+        guard = Guard(settings, metrics)
         if gateway.upstream_name == "mock":
             logger.warning(
                 "TEST MODE: no upstream configured (UPSTREAM_URL unset or TEST_MODE=1); "
@@ -118,16 +150,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.info("upstream: %s %s", gateway.upstream_name, settings.upstream_url)
         await gateway.start()
         try:
-            yield {"ctx": AppContext(settings=settings, gateway=gateway, metrics=metrics)}
+            yield {
+                "ctx": AppContext(settings=settings, gateway=gateway, metrics=metrics, guard=guard)
+            }
         finally:
             await gateway.aclose()
+            await guard.aclose()
 
     routes = [
         Route("/", ops.index, methods=["GET"]),
-        Route("/api/chat", chat.ChatEndpoint(), methods=["POST"]),
-        Route("/api/predict", chat.ChatEndpoint(), methods=["POST"]),
+        Route("/api/chat", Guarded(chat.ChatEndpoint()), methods=["POST"]),
+        Route("/api/predict", Guarded(chat.ChatEndpoint()), methods=["POST"]),
         Route("/api/models", ops.models, methods=["GET"]),
-        Route("/v1/chat/completions", openai_api.CompletionsEndpoint(), methods=["POST"]),
+        Route("/v1/chat/completions", Guarded(openai_api.CompletionsEndpoint()), methods=["POST"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
@@ -136,7 +171,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount("/static", StaticFiles(packages=[("proxy", "static")]), name="static"),
     ]
     middleware = [
-        Middleware(RequestIdMiddleware, vary_origin="*" not in settings.allowed_origins),
+        Middleware(
+            ObserveMiddleware,
+            metrics=metrics,
+            vary_origin="*" not in settings.allowed_origins,
+            access_log=settings.access_log,
+        ),
         Middleware(CORSMiddleware, **cors_options(settings)),
         Middleware(ErrorGuardMiddleware),
     ]

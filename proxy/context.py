@@ -1,4 +1,4 @@
-"""What the lifespan builds and the routes use: settings and the gateway core."""
+"""What the lifespan builds and the routes use: settings, the gateway core, the guard."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from proxy.gateway import Gateway
+from proxy.guard import Guard
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 
@@ -16,6 +17,7 @@ class AppContext:
     settings: Settings
     gateway: Gateway
     metrics: Metrics
+    guard: Guard
 
 
 def context_of(request: Request) -> AppContext:

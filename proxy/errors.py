@@ -5,11 +5,15 @@ GatewayError
 ├── ClientError (4xx: the caller can fix it)
 │   ├── InvalidRequest            400 invalid_json, invalid_request, ...
 │   ├── UnknownModel              400 unknown_model
+│   ├── Unauthorized              401 missing_api_key, invalid_api_key (with WWW-Authenticate)
+│   ├── Forbidden                 403 origin_not_allowed
 │   ├── NotFound                  404 not_found
 │   ├── MethodNotAllowed          405 method_not_allowed (with Allow)
 │   ├── PayloadTooLarge           413 payload_too_large
 │   ├── UnsupportedMediaType      415 unsupported_media_type
-│   └── InvalidParameter          422 invalid_parameter, empty_prompt, prompt_too_long
+│   ├── InvalidParameter          422 invalid_parameter, empty_prompt, prompt_too_long
+│   └── RateLimited               429 rate_limited (with Retry-After and RateLimit-*)
+├── GatewayBusy                   503 gateway_busy (with Retry-After): MAX_CONCURRENCY reached
 └── UpstreamFailure (the model side failed; the request may succeed later)
     ├── UpstreamUnreachable       502 upstream_unreachable
     ├── UpstreamAppError          502 upstream_error
@@ -17,7 +21,9 @@ GatewayError
     ├── UpstreamAuth              502 upstream_auth
     ├── UpstreamRejected          422 upstream_rejected (the model refused the input)
     ├── UpstreamRateLimited       429 upstream_rate_limited (with Retry-After)
-    ├── UpstreamBusy              503 upstream_busy (with Retry-After)
+    ├── UpstreamBusy              503 upstream_busy (with Retry-After): its queue is full
+    ├── UpstreamStarting          503 upstream_starting (with Retry-After): asleep or building
+    ├── UpstreamUnavailable       503 upstream_unavailable (with Retry-After): circuit open
     ├── UpstreamNotReady          503 upstream_not_ready (with Retry-After)
     └── UpstreamTimeout           504 upstream_timeout
 """
@@ -66,6 +72,16 @@ class UnknownModel(ClientError):
     code = "unknown_model"
 
 
+class Unauthorized(ClientError):
+    status = 401
+    code = "missing_api_key"
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "origin_not_allowed"
+
+
 class NotFound(ClientError):
     status = 404
     code = "not_found"
@@ -89,6 +105,16 @@ class UnsupportedMediaType(ClientError):
 class InvalidParameter(ClientError):
     status = 422
     code = "invalid_parameter"
+
+
+class RateLimited(ClientError):
+    status = 429
+    code = "rate_limited"
+
+
+class GatewayBusy(GatewayError):
+    status = 503
+    code = "gateway_busy"
 
 
 class UpstreamFailure(GatewayError):
@@ -129,6 +155,16 @@ class UpstreamRateLimited(UpstreamFailure):
 class UpstreamBusy(UpstreamFailure):
     status = 503
     code = "upstream_busy"
+
+
+class UpstreamStarting(UpstreamFailure):
+    status = 503
+    code = "upstream_starting"
+
+
+class UpstreamUnavailable(UpstreamFailure):
+    status = 503
+    code = "upstream_unavailable"
 
 
 class UpstreamNotReady(UpstreamFailure):

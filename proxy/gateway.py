@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
@@ -21,6 +21,7 @@ from proxy.catalog import Catalog
 from proxy.flights import Flights
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.metrics import Metrics
+from proxy.resilience import UNAVAILABLE
 from proxy.stops import stop_generation, stop_stream
 from proxy.upstreams.base import Readiness, Upstream
 
@@ -32,6 +33,7 @@ WARN_INTERVAL = 30.0
 # How often an instance waiting for another one's identical generation looks for it.
 LOCK_POLL_INTERVAL = 0.05
 _WORDS = re.compile(r"\S+\s*|\s+")
+FALLBACK_LABEL = "mock-fallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class ServedStream:
     chunks: AsyncGenerator[Chunk, None]
     cache: CacheStatus
     age: int | None = None
+    upstream: str = ""
 
 
 class Gateway:
@@ -63,8 +66,10 @@ class Gateway:
         cache: CacheBackend | None,
         metrics: Metrics,
         lock_timeout: float = 15.0,
+        fallback: Upstream | None = None,
     ) -> None:
         self.upstream = upstream
+        self.fallback = fallback
         self.catalog = catalog
         self.cache = cache
         self.metrics = metrics
@@ -97,7 +102,13 @@ class Gateway:
 
     async def generate(self, req: GenerationRequest, policy: CachePolicy) -> Served:
         """The reply for ``req``; raises GatewayError subclasses on upstream trouble."""
-        served = await self._serve(req, policy)
+        try:
+            served = await self._serve(req, policy)
+        except UNAVAILABLE:
+            if self.fallback is None:
+                raise
+            generation = await self.fallback.generate(req)
+            served = Served(replace(generation, upstream=FALLBACK_LABEL), "BYPASS")
         self._count(served.cache)
         if req.stop:
             served = Served(stop_generation(served.generation, req.stop), served.cache, served.age)
@@ -177,17 +188,26 @@ class Gateway:
         served = await self._open_stream(req, policy)
         if req.stop:
             served.chunks = stop_stream(served.chunks, req.stop)
-        served.chunks = await _primed(served.chunks)
+        try:
+            served.chunks = await _primed(served.chunks)
+        except UNAVAILABLE:
+            if self.fallback is None:
+                raise
+            # Nothing was sent yet: the whole reply can still come from the fallback.
+            chunks = self.fallback.stream(req)
+            if req.stop:
+                chunks = stop_stream(chunks, req.stop)
+            return ServedStream(await _primed(chunks), "BYPASS", upstream=FALLBACK_LABEL)
         return served
 
     async def _open_stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
         key, entry = await self._consult(req, policy)
         if entry is not None:
             self._count("HIT")
-            return ServedStream(_replay(entry), "HIT", entry.age())
+            return ServedStream(_replay(entry), "HIT", entry.age(), entry.upstream)
         status: CacheStatus = "MISS" if key is not None else "BYPASS"
         self._count(status)
-        return ServedStream(self._stream_and_store(req, key), status)
+        return ServedStream(self._stream_and_store(req, key), status, upstream=self.upstream.name)
 
     async def _stream_and_store(
         self, req: GenerationRequest, key: str | None

@@ -2,17 +2,54 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Seconds: from well under a millisecond (cache hits) to minutes (long generations).
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
+)  # fmt: skip
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "proxy_requests", "Requests by route, method and status.",
+            ["route", "method", "status"], registry=registry,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "proxy_request_duration_seconds", "Time to the end of the response, by route.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.overhead_seconds = Histogram(
+            "proxy_gateway_overhead_seconds",
+            "The gateway's own time per request: total minus the upstream's.",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.upstream_seconds = Histogram(
+            "proxy_upstream_duration_seconds", "Duration of upstream calls.",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.time_to_first_token = Histogram(
+            "proxy_time_to_first_token_seconds", "Upstream time to the first streamed chunk.",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.upstream_errors = Counter(
+            "proxy_upstream_errors", "Failed upstream calls by error code.", ["code"],
+            registry=registry,
+        )  # fmt: skip
+        self.rate_limited = Counter(
+            "proxy_rate_limited", "Requests refused by the per-client rate limit.",
+            registry=registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "proxy_in_flight_requests", "Requests being served now.", registry=registry
+        )
         self.cache_requests = Counter(
             "proxy_cache_requests",
             "Generation requests by cache outcome.",
             ["result"],
-            registry=self.registry,
+            registry=registry,
         )
         # Label children resolved once: .labels() costs more than the increment itself.
         self.cache_result = {
@@ -22,5 +59,5 @@ class Metrics:
             "proxy_cache_backend_errors",
             "Cache backend calls that failed (requests were served uncached).",
             ["backend"],
-            registry=self.registry,
+            registry=registry,
         )

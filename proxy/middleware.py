@@ -1,4 +1,5 @@
-"""Plain ASGI middleware: request ids on every response, and the last line of error handling.
+"""Plain ASGI middleware: observing every request (id, timing, metrics, access log), and the
+last line of error handling.
 
 Both are pure ASGI (no BaseHTTPMiddleware) so that streamed responses pass through untouched.
 """
@@ -9,13 +10,17 @@ import itertools
 import logging
 import os
 import re
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import GatewayError
+from proxy.metrics import Metrics
+from proxy.record import RequestRecord, begin
 from proxy.responses import error_response
 
 logger = logging.getLogger("proxy.app")
+access_logger = logging.getLogger("proxy.access")
 
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -25,13 +30,36 @@ def request_id_of(scope: Scope) -> str | None:
     return state.get("request_id") if isinstance(state, dict) else None
 
 
-class RequestIdMiddleware:
-    """Gives every request an id (a valid incoming ``X-Request-ID`` is kept) and puts it on the
-    response; also adds ``Vary: Origin`` so shared caches never mix CORS answers."""
+# Route labels for metrics and the access log: known paths, never raw URLs (unbounded).
+ROUTES = {
+    path: path
+    for path in (
+        "/", "/api/chat", "/api/predict", "/api/models", "/api/cache", "/v1/chat/completions",
+        "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json",
+    )
+}  # fmt: skip
 
-    def __init__(self, app: ASGIApp, *, vary_origin: bool) -> None:
+
+def route_label(path: str) -> str:
+    return ROUTES.get(path) or ("/static" if path.startswith("/static/") else "other")
+
+
+class ObserveMiddleware:
+    """Every request: an id (a valid incoming ``X-Request-ID`` is kept) on the response,
+    ``Vary: Origin`` so shared caches never mix CORS answers, ``Server-Timing`` with the
+    gateway's and the upstream's time, Prometheus metrics and one access-log line.
+
+    The access log names the route, status, cache status, upstream and durations: never
+    the prompt, the reply, a header value or a key.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, vary_origin: bool, access_log: bool
+    ) -> None:
         self.app = app
+        self.metrics = metrics
         self.vary_origin = vary_origin
+        self.access_log = access_log and access_logger.isEnabledFor(logging.INFO)
         # A random per-process prefix and a counter: unique across instances, and far
         # cheaper per request than uuid4.
         self._prefix = os.urandom(8).hex()
@@ -41,6 +69,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
@@ -50,18 +79,75 @@ class RequestIdMiddleware:
         if request_id is None:
             request_id = f"{self._prefix}{next(self._counter):08x}".encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode()
+        record = RequestRecord(route_label(scope["path"]), started)
+        begin(record)
         vary_origin = self.vary_origin
+        status = 499  # the client left before an answer
+        cache = upstream = b"-"
 
-        async def send_with_id(message: Message) -> None:
+        async def observing_send(message: Message) -> None:
+            nonlocal status, cache, upstream
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers", ()))
+                for key, value in headers:
+                    if key == b"x-cache":
+                        cache = value
+                    elif key == b"x-upstream":
+                        upstream = value
                 headers.append((b"x-request-id", request_id))
+                headers.append((b"server-timing", _server_timing(record)))
                 if vary_origin:
                     _add_vary_origin(headers)
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            upstream_seconds = record.upstream_seconds
+            metrics.requests.labels(record.route, scope["method"], status).inc()
+            metrics.request_seconds.labels(record.route).observe(elapsed)
+            if upstream_seconds is not None:
+                metrics.overhead_seconds.observe(max(0.0, elapsed - upstream_seconds))
+            if self.access_log:
+                access_logger.info(
+                    "%s %s %s %d %.1fms",
+                    request_id.decode(),
+                    scope["method"],
+                    record.route,
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "access": {
+                            "request_id": request_id.decode(),
+                            "method": scope["method"],
+                            "route": record.route,
+                            "status": status,
+                            "cache": cache.decode(),
+                            "upstream": upstream.decode(),
+                            "duration_ms": round(elapsed * 1000, 2),
+                            "upstream_ms": (
+                                round(upstream_seconds * 1000, 2)
+                                if upstream_seconds is not None
+                                else None
+                            ),
+                        }
+                    },
+                )
+
+
+def _server_timing(record: RequestRecord) -> bytes:
+    elapsed = time.perf_counter() - record.started
+    upstream = record.upstream_seconds
+    if upstream is None:
+        return f"gateway;dur={elapsed * 1000:.2f}".encode()
+    own = max(0.0, elapsed - upstream)
+    return f"gateway;dur={own * 1000:.2f}, upstream;dur={upstream * 1000:.2f}".encode()
 
 
 def _add_vary_origin(headers: list[tuple[bytes, bytes]]) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from ipaddress import ip_network
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -17,6 +19,8 @@ from proxy.catalog import MODELS
 
 UpstreamKind = Literal["gradio", "tgi", "openai", "mock"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
+Fallback = Literal["none", "mock"]
 
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*")
 _SPACE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -96,6 +100,48 @@ class Settings(BaseSettings):
         None, description="Bearer token for DELETE /api/cache; the route is 404 when unset."
     )
 
+    rate_limit: str = Field(
+        "60/minute;1000/day",
+        description="Per-client limits on generation routes, ';'-separated; 'off' disables.",
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Proxies whose X-Forwarded-For is believed: IPs, CIDRs, or '*'."
+    )
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="Comma-separated keys; when set, non-browser calls need a Bearer key."
+    )
+    max_concurrency: int = Field(64, ge=1, description="Concurrent upstream generations.")
+    queue_timeout: float = Field(
+        10.0, ge=0, description="Seconds a request waits for a free slot before a 503."
+    )
+    upstream_first_token_timeout: float = Field(
+        60.0, gt=0, description="Seconds from the call to the first token (or whole reply)."
+    )
+    upstream_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a call that failed before any output."
+    )
+    circuit_failures: int = Field(
+        5, ge=1, description="Consecutive upstream failures that open the circuit."
+    )
+    circuit_cooldown: float = Field(
+        30.0, gt=0, description="Seconds the open circuit fails fast before a probe."
+    )
+    fallback: Fallback = Field(
+        "none", description="'mock' answers from the mock while the upstream is unavailable."
+    )
+    space_id: str | None = Field(
+        None, description="owner/name of the Space, to read its runtime stage from the Hub."
+    )
+    hub_url: str = Field("https://huggingface.co", description="The Hub, for runtime stages.")
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token for GET /metrics; open when unset."
+    )
+    log_format: LogFormat = Field("text", description="Log lines as text or JSON.")
+    access_log: bool = Field(True, description="One log line per request.")
+    graceful_timeout: int = Field(
+        30, ge=0, description="Seconds in-flight requests get to finish on shutdown."
+    )
+
     @field_validator(
         "upstream_url",
         "space_api_name",
@@ -103,11 +149,64 @@ class Settings(BaseSettings):
         "system_prompt",
         "redis_url",
         "admin_token",
+        "metrics_token",
+        "space_id",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remember_space_id(cls, data: object) -> object:
+        """A Space id in UPSTREAM_URL is also the id whose runtime stage the Hub reports."""
+        if isinstance(data, dict):
+            url = data.get("upstream_url") or data.get("UPSTREAM_URL")
+            if isinstance(url, str) and _SPACE_ID.match(url.strip()):
+                if not (data.get("space_id") or data.get("SPACE_ID")):
+                    data = {**data, "space_id": url.strip()}
+        return data
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("", "off", "none", "0"):
+            return "off"
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must look like 30/minute or 30/minute;500/day (or off)") from None
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if item == "*":
+                continue
+            try:
+                ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network such as 10.0.0.0/8 (or '*')"
+                ) from None
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("upstream_url")
     @classmethod
@@ -207,6 +306,10 @@ class Settings(BaseSettings):
         if self.test_mode or self.upstream_url is None:
             return "mock"
         return self.upstream_kind or "gradio"
+
+    @property
+    def rate_limits(self) -> str | None:
+        return None if self.rate_limit == "off" else self.rate_limit
 
     @property
     def hf_token_value(self) -> str | None:

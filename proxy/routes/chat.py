@@ -130,7 +130,7 @@ async def chat(scope: Scope, receive: Receive) -> Response:
     if wants_stream:
         served_stream = await ctx.gateway.stream(req, policy)
         cache_headers = _cache_headers(
-            ctx.gateway.upstream_name, served_stream.cache, served_stream.age
+            served_stream.upstream, served_stream.cache, served_stream.age
         )
         events = _events(served_stream.chunks, req, request_id_of(scope))
         return StreamingResponse(

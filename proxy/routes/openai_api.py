@@ -169,9 +169,7 @@ class CompletionsEndpoint:
             frames = _stream_frames(
                 served_stream.chunks, req, completion_id, created, include_usage
             )
-            cache = _cache_headers(
-                ctx.gateway.upstream_name, served_stream.cache, served_stream.age
-            )
+            cache = _cache_headers(served_stream.upstream, served_stream.cache, served_stream.age)
             return StreamingResponse(
                 frames, media_type="text/event-stream", headers={**SSE_HEADERS, **cache}
             )

@@ -27,6 +27,8 @@ def _http_kwargs(settings: Settings) -> dict[str, Any]:
         "read_timeout": settings.upstream_read_timeout,
         "total_timeout": settings.upstream_timeout,
         "max_connections": settings.upstream_max_connections,
+        "first_token_timeout": settings.upstream_first_token_timeout,
+        "retries": settings.upstream_retries,
     }
 
 

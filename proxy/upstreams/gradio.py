@@ -27,6 +27,7 @@ from proxy.errors import (
     UpstreamBusy,
     UpstreamFailure,
     UpstreamRateLimited,
+    UpstreamStarting,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -41,7 +42,13 @@ from proxy.upstreams.gradio_api import (
     plan_endpoint,
     result_text,
 )
-from proxy.upstreams.http import HTTPUpstream, status_error
+from proxy.upstreams.http import (
+    HTTPUpstream,
+    before_output,
+    error_message,
+    status_error,
+    with_retries,
+)
 
 logger = logging.getLogger("proxy.upstream.gradio")
 
@@ -74,6 +81,8 @@ class GradioUpstream(HTTPUpstream):
         read_timeout: float,
         total_timeout: float,
         max_connections: int,
+        first_token_timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
         super().__init__(
             base_url,
@@ -82,6 +91,8 @@ class GradioUpstream(HTTPUpstream):
             read_timeout=read_timeout,
             total_timeout=total_timeout,
             max_connections=max_connections,
+            first_token_timeout=first_token_timeout,
+            retries=retries,
         )
         self.identity = f"gradio {self.base_url} {api_name or 'auto'}"
         self._api_name = api_name
@@ -111,9 +122,10 @@ class GradioUpstream(HTTPUpstream):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise UpstreamBadResponse(
-                f"the upstream's {stage} is not JSON: UPSTREAM_URL may not point to a Gradio app, "
-                "or the Space is showing a status page"
+            raise UpstreamStarting(
+                f"the upstream's {stage} is a page, not JSON: a Space that is asleep or "
+                "building shows one; if this persists, check that UPSTREAM_URL is a Gradio app",
+                retry_after=10,
             ) from None
 
     async def _discover(self) -> Discovery:
@@ -166,7 +178,11 @@ class GradioUpstream(HTTPUpstream):
                 if resp.status in (404, 500):
                     self._discovery = None  # the app may have changed: rediscover next time
                 raise status_error(
-                    resp.status, resp.headers, f"POST {plan.call_path}", auth_statuses=AUTH_STATUSES
+                    resp.status,
+                    resp.headers,
+                    f"POST {plan.call_path}",
+                    message=error_message(await resp.content.read(4096)),
+                    auth_statuses=AUTH_STATUSES,
                 )
             body = await resp.read()
         try:
@@ -210,9 +226,25 @@ class GradioUpstream(HTTPUpstream):
         discovery = await self._ensure_discovery()
         plan = (discovery.stream or discovery.main) if streaming else discovery.main
         data = build_data(plan, req)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        retry_deadline = deadline if deadline is not None else start + self._total_timeout
+        # A stream must show its first token by then; a whole reply has the total deadline.
+        first_deadline = (
+            min(start + self._first_token_timeout, retry_deadline) if streaming else deadline
+        )
+
+        async def submit_once() -> str:
+            try:
+                return await self._submit(plan, data)
+            except Exception as exc:
+                raise before_output(exc, self._translate(exc)) from None
+
         try:
             async with asyncio.timeout_at(deadline):
-                event_id = await self._submit(plan, data)
+                event_id = await with_retries(
+                    submit_once, retries=self._retries, deadline=retry_deadline
+                )
                 result_url = f"{self.base_url}{plan.call_path}/{quote(event_id, safe='')}"
                 resp = await self.session.get(result_url)
             try:
@@ -221,12 +253,22 @@ class GradioUpstream(HTTPUpstream):
                 if resp.content_type != "text/event-stream":
                     raise UpstreamBadResponse("the upstream's result is not an event stream")
                 decoder = SSEDecoder()
+                wait_until = first_deadline
                 while True:
-                    if deadline is None:
+                    if wait_until is None:
                         chunk = await resp.content.readany()
                     else:
-                        async with asyncio.timeout_at(deadline):
-                            chunk = await resp.content.readany()
+                        try:
+                            async with asyncio.timeout_at(wait_until):
+                                chunk = await resp.content.readany()
+                        except TimeoutError:
+                            if wait_until == deadline:
+                                raise
+                            raise UpstreamTimeout(
+                                f"no first token from the upstream within "
+                                f"{self._first_token_timeout:g} s",
+                                code="upstream_first_token_timeout",
+                            ) from None
                     if not chunk:
                         raise UpstreamBadResponse(
                             "the upstream closed the result stream before completing",
@@ -234,6 +276,7 @@ class GradioUpstream(HTTPUpstream):
                         )
                     for event, raw in decoder.feed(chunk):
                         if event in ("generating", "complete", "error"):
+                            wait_until = deadline  # output has started
                             payload = self._payload(event, raw)
                             if event == "complete":
                                 # Before the yield: a caller may close us right after it.
@@ -247,7 +290,9 @@ class GradioUpstream(HTTPUpstream):
                 resp.release()
         except Exception as exc:
             error = self._translate(exc)
-            if isinstance(error, UpstreamUnreachable | UpstreamBusy | UpstreamTimeout):
+            if isinstance(
+                error, UpstreamUnreachable | UpstreamBusy | UpstreamStarting | UpstreamTimeout
+            ):
                 self._last_failure = error
             if error is exc:
                 raise

@@ -3,9 +3,13 @@ statuses and transport failures onto the gateway's errors."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import aiohttp
+import orjson
+import stamina
 
 from proxy.errors import (
     GatewayError,
@@ -16,11 +20,72 @@ from proxy.errors import (
     UpstreamFailure,
     UpstreamRateLimited,
     UpstreamRejected,
+    UpstreamStarting,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 
 DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
+T = TypeVar("T")
+
+
+def error_message(body: bytes) -> str | None:
+    """The explanation in an upstream's error body: TGI ``{"error": "..."}``, OpenAI
+    ``{"error": {"message": ...}}``, vLLM ``{"message": ...}``, Gradio/FastAPI
+    ``{"detail": ...}``, or None."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    message = error if isinstance(error, str) else data.get("message") or data.get("detail")
+    return str(message) if message else None
+
+
+class BeforeOutput(Exception):
+    """Wraps a failure that happened before the upstream produced anything (connect error,
+    a 503 to the submitting request, a reset before the answer): safe to retry."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+RETRYABLE = (UpstreamUnreachable, UpstreamBusy, UpstreamStarting, UpstreamBadResponse)
+
+
+async def with_retries(attempt: Callable[[], Awaitable[T]], *, retries: int, deadline: float) -> T:
+    """``attempt()``, retried with exponential backoff and jitter while it fails before any
+    output (it raises BeforeOutput) and time is left before ``deadline`` (loop time).
+    The last failure is raised as its GatewayError."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        async for trying in stamina.retry_context(
+            on=BeforeOutput,
+            attempts=retries + 1,
+            timeout=max(remaining, 0.001),
+            wait_initial=0.1,
+            wait_max=2.0,
+            wait_jitter=0.2,
+        ):
+            with trying:
+                return await attempt()
+    except BeforeOutput as exc:
+        raise exc.error from None
+    raise AssertionError("stamina either returns or raises")  # pragma: no cover
+
+
+def before_output(exc: Exception, translated: GatewayError) -> Exception:
+    """``translated`` marked retryable when it is a failure before output, else itself."""
+    if isinstance(exc, TimeoutError) or not isinstance(translated, RETRYABLE):
+        return translated
+    if isinstance(translated, UpstreamBadResponse) and translated.code != "upstream_disconnected":
+        return translated  # garbage stays garbage
+    return BeforeOutput(translated)
 
 
 def new_session(
@@ -65,9 +130,14 @@ def status_error(
             retry_after=retry_after(headers, status),
         )
     if status in (502, 503, 504):
-        return UpstreamBusy(
-            f"the upstream is busy, asleep or starting (HTTP {status} on {stage}){detail}; "
-            "retry later",
+        if message:  # the app itself answered: its queue is full or it is overloaded
+            return UpstreamBusy(
+                f"the upstream is busy (HTTP {status} on {stage}){detail}; retry later",
+                retry_after=retry_after(headers, 503),
+            )
+        # No explanation in JSON: the platform's page for a Space asleep, building or starting.
+        return UpstreamStarting(
+            f"the upstream is asleep, building or starting (HTTP {status} on {stage}); retry later",
             retry_after=retry_after(headers, 503),
         )
     if status in (400, 413, 422) and message:
@@ -114,6 +184,8 @@ class HTTPUpstream:
         read_timeout: float,
         total_timeout: float,
         max_connections: int,
+        first_token_timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.identity = f"{self.name} {self.base_url}"
@@ -122,6 +194,8 @@ class HTTPUpstream:
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
         self._max_connections = max_connections
+        self._first_token_timeout = first_token_timeout or total_timeout
+        self._retries = retries
         self._session: aiohttp.ClientSession | None = None
         self._last_failure: GatewayError | None = None
 

@@ -11,26 +11,23 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.errors import GatewayError, UpstreamBadResponse, UpstreamBusy, UpstreamUnreachable
+from proxy.errors import (
+    GatewayError,
+    UpstreamBadResponse,
+    UpstreamBusy,
+    UpstreamStarting,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
-from proxy.upstreams.http import HTTPUpstream, status_error
-
-
-def error_message(body: bytes) -> str | None:
-    """The explanation in an upstream's error body: TGI ``{"error": "..."}``, OpenAI
-    ``{"error": {"message": ...}}``, vLLM ``{"message": ...}``, or None."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    error = data.get("error")
-    if isinstance(error, dict):
-        error = error.get("message")
-    message = error if isinstance(error, str) else data.get("message")
-    return str(message) if message else None
+from proxy.upstreams.http import (
+    HTTPUpstream,
+    before_output,
+    error_message,
+    status_error,
+    with_retries,
+)
 
 
 class JSONUpstream(HTTPUpstream):
@@ -41,7 +38,7 @@ class JSONUpstream(HTTPUpstream):
 
     def _failed(self, exc: Exception) -> GatewayError:
         error = self._translate(exc)
-        if isinstance(error, UpstreamUnreachable | UpstreamBusy):
+        if isinstance(error, UpstreamUnreachable | UpstreamBusy | UpstreamStarting):
             self._last_failure = error
         return error
 
@@ -51,18 +48,38 @@ class JSONUpstream(HTTPUpstream):
             message = message.replace(self._token, "[redacted]")
         return status_error(resp.status, resp.headers, f"POST {path}", message=message)
 
+    async def _open(
+        self, path: str, body: dict[str, Any], headers: dict[str, str], deadline: float
+    ) -> aiohttp.ClientResponse:
+        """The upstream's response to POST ``body`` once its status is 200, retried while it
+        fails before any output (connect errors, 503s)."""
+
+        async def attempt() -> aiohttp.ClientResponse:
+            try:
+                resp = await self.session.post(
+                    self.base_url + path, data=orjson.dumps(body), headers=headers
+                )
+            except Exception as exc:
+                raise before_output(exc, self._translate(exc)) from None
+            if resp.status == 200:
+                return resp
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+            error = self._status_error(resp, raw, path)
+            raise before_output(error, error) from None
+
+        return await with_retries(attempt, retries=self._retries, deadline=deadline)
+
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """POST ``body`` and return the decoded JSON answer; raises GatewayError."""
+        deadline = asyncio.get_running_loop().time() + self._total_timeout
         try:
-            async with asyncio.timeout(self._total_timeout):
-                async with self.session.post(
-                    self.base_url + path,
-                    data=orjson.dumps(body),
-                    headers={"Content-Type": "application/json"},
-                ) as resp:
+            async with asyncio.timeout_at(deadline):
+                resp = await self._open(path, body, {"Content-Type": "application/json"}, deadline)
+                async with resp:
                     raw = await resp.read()
-                    if resp.status != 200:
-                        raise self._status_error(resp, raw, path)
         except Exception as exc:
             raise self._failed(exc) from None
         self._last_failure = None
@@ -74,23 +91,33 @@ class JSONUpstream(HTTPUpstream):
     async def post_events(self, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         """POST ``body`` and yield the decoded JSON of each ``data:`` event until the stream
         ends or sends ``[DONE]``. Closing the generator closes the upstream connection."""
-        deadline = asyncio.get_running_loop().time() + self._total_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._total_timeout
+        first_deadline = min(loop.time() + self._first_token_timeout, deadline)
         try:
-            async with asyncio.timeout_at(deadline):
-                resp = await self.session.post(
-                    self.base_url + path,
-                    data=orjson.dumps(body),
-                    headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            async with asyncio.timeout_at(first_deadline):
+                resp = await self._open(
+                    path,
+                    body,
+                    {"Content-Type": "application/json", "Accept": "text/event-stream"},
+                    first_deadline,
                 )
             try:
-                if resp.status != 200:
-                    async with asyncio.timeout_at(deadline):
-                        raw = await resp.read()
-                    raise self._status_error(resp, raw, path)
                 decoder = SSEDecoder()
+                wait_until = first_deadline
                 while True:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await resp.content.readany()
+                    try:
+                        async with asyncio.timeout_at(wait_until):
+                            chunk = await resp.content.readany()
+                    except TimeoutError:
+                        if wait_until == deadline:
+                            raise
+                        raise UpstreamTimeout(
+                            f"no first token from the upstream within "
+                            f"{self._first_token_timeout:g} s",
+                            code="upstream_first_token_timeout",
+                        ) from None
+                    wait_until = deadline
                     if not chunk:
                         return
                     for _, data in decoder.feed(chunk):

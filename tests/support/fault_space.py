@@ -212,7 +212,7 @@ class FaultSpace:
             self._reset(writer)
         elif scenario == "garbage":
             writer.write(_response(200, b"\x00\xffnot json at all{{", content_type="text/plain"))
-        elif scenario == "busy" or (scenario == "flaky" and post_count == 1):
+        elif scenario == "busy" or (scenario == "flaky" and post_count % 2 == 1):
             writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "7"}))
         elif scenario == "ratelimit":
             writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "42"}))

@@ -38,8 +38,8 @@ async def test_control_scenario_works(fault_space: FaultSpace) -> None:
     [
         ("reset", 502, "upstream_disconnected", None, "closed the connection"),
         ("garbage", 502, "upstream_bad_response", None, "no event_id"),
-        ("asleep", 503, "upstream_busy", "20", "asleep or starting"),
-        ("html200", 502, "upstream_bad_response", None, "not JSON"),
+        ("asleep", 503, "upstream_starting", "20", "asleep, building or starting"),
+        ("html200", 503, "upstream_starting", "10", "not JSON"),
         ("busy", 503, "upstream_busy", "7", "busy"),
         ("ratelimit", 429, "upstream_rate_limited", "42", "rate limiting"),
         ("apperror", 502, "upstream_error", None, "CUDA out of memory"),
@@ -90,9 +90,19 @@ async def test_silence_hits_the_read_timeout(fault_space: FaultSpace) -> None:
     assert time.monotonic() - started < 5
 
 
-async def test_busy_then_recovered(fault_space: FaultSpace) -> None:
+async def test_a_503_burst_is_retried_and_succeeds(fault_space: FaultSpace) -> None:
     url = f"{fault_space.url}/flaky"
+    posts = "flaky POST /gradio_api/call/predict"
+    before = fault_space.hits[posts]
     async with gateway_client(upstream_url=url, hf_token=TOKEN) as client:
+        response = await client.post("/api/chat", json=BODY)
+    assert response.status_code == 200, response.text
+    assert fault_space.hits[posts] - before == 2  # the 503, then the retry
+
+
+async def test_busy_without_retries_then_recovered(fault_space: FaultSpace) -> None:
+    url = f"{fault_space.url}/flaky"
+    async with gateway_client(upstream_url=url, hf_token=TOKEN, upstream_retries=0) as client:
         first = await client.post("/api/chat", json=BODY)
         not_ready = await client.get("/readyz")
         second = await client.post("/api/chat", json=BODY)
@@ -133,7 +143,7 @@ async def test_readyz_reports_discovery_failure_and_recovers_lazily(
     async with gateway_client(upstream_url=f"{fault_space.url}/asleep") as client:
         response = await client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["code"] == "upstream_busy"
+    assert response.json()["code"] == "upstream_starting"
     async with gateway_client(upstream_url=f"{fault_space.url}/ok") as client:
         response = await client.get("/readyz")
     assert response.status_code == 200

@@ -1,0 +1,40 @@
+"""Who a request comes from: the peer address, or the client a trusted proxy reports."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+
+from starlette.types import Scope
+
+
+class ClientAddresses:
+    """``X-Forwarded-For`` is believed only when the peer is a trusted proxy (TRUSTED_PROXIES).
+
+    The client is then the right-most address in the header that is not itself a trusted
+    proxy: entries to its left were written by the client and can be anything. ``*`` trusts
+    whatever peer connects (a platform router whose address is unknown) for one hop only.
+    """
+
+    def __init__(self, trusted: tuple[str, ...]) -> None:
+        self.any_peer = "*" in trusted
+        self.networks = [ip_network(item, strict=False) for item in trusted if item != "*"]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip: IPv4Address | IPv6Address = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def of(self, scope: Scope, forwarded_for: str | None) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        if forwarded_for is None or not (self.any_peer or self._trusted(peer)):
+            return peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        if self.any_peer:
+            return hops[-1] if hops else peer
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return hops[0] if hops else peer

@@ -1,0 +1,176 @@
+"""The upstream as the gateway uses it: behind a circuit breaker and a bound on concurrent
+calls, timed for metrics and ``Server-Timing``, its failures explained by the Hub when the
+upstream is a Space."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+
+from proxy.breaker import CircuitBreaker
+from proxy.errors import (
+    GatewayBusy,
+    GatewayError,
+    UpstreamBadResponse,
+    UpstreamBusy,
+    UpstreamStarting,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
+from proxy.generation import Chunk, Generation, GenerationRequest
+from proxy.hub import SpaceStage
+from proxy.metrics import Metrics
+from proxy.record import current_record
+from proxy.upstreams.base import Readiness, Upstream
+
+# Failures that say the upstream cannot serve now (as opposed to refusing one request).
+UNAVAILABLE = (
+    UpstreamUnreachable,
+    UpstreamBusy,
+    UpstreamStarting,
+    UpstreamTimeout,
+    UpstreamBadResponse,
+    UpstreamUnavailable,
+)
+
+
+class ResilientUpstream:
+    """Wraps an adapter; implements the same Upstream protocol."""
+
+    def __init__(
+        self,
+        inner: Upstream,
+        *,
+        breaker: CircuitBreaker,
+        max_concurrency: int,
+        queue_timeout: float,
+        metrics: Metrics,
+        stage: SpaceStage | None = None,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.identity = inner.identity
+        self.breaker = breaker
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._queue_timeout = queue_timeout
+        self._metrics = metrics
+        self._stage = stage
+
+    @asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of MAX_CONCURRENCY upstream calls; waits up to QUEUE_TIMEOUT for it."""
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._queue_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise GatewayBusy(
+                    "the gateway is at its limit of concurrent generations; retry shortly",
+                    retry_after=max(1, round(self._queue_timeout)),
+                ) from None
+        else:
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _failed(self, error: GatewayError, probe: bool) -> GatewayError:
+        """Count ``error``; an unavailability opens the circuit in time. The error to raise."""
+        if isinstance(error, GatewayBusy):  # ours, before any call: no verdict on the upstream
+            if probe:
+                self.breaker.release()
+            return error
+        self._metrics.upstream_errors.labels(error.code).inc()
+        if isinstance(error, UNAVAILABLE):
+            self.breaker.failure()
+            if self._stage is not None and isinstance(
+                error, UpstreamStarting | UpstreamUnreachable | UpstreamBusy
+            ):
+                return await self._stage.explain(error)
+        else:
+            self.breaker.success()  # it answered, if only to refuse: it is up
+        return error
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        probe = self.breaker.admit()
+        record = current_record()
+        try:
+            async with self._slot():
+                started = time.perf_counter()
+                try:
+                    generation = await self.inner.generate(req)
+                finally:
+                    elapsed = time.perf_counter() - started
+                    self._metrics.upstream_seconds.observe(elapsed)
+                    if record is not None:
+                        record.upstream_seconds = elapsed
+        except GatewayError as exc:
+            error = await self._failed(exc, probe)
+            if error is exc:
+                raise
+            raise error from None
+        except BaseException:
+            if probe:
+                self.breaker.release()
+            raise
+        self.breaker.success()
+        return generation
+
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        probe = self.breaker.admit()
+        record = current_record()
+        first = True
+        try:
+            async with self._slot():
+                started = time.perf_counter()
+                chunks = self.inner.stream(req)
+                try:
+                    async for chunk in chunks:
+                        if first:
+                            first = False
+                            elapsed = time.perf_counter() - started
+                            self._metrics.time_to_first_token.observe(elapsed)
+                            if record is not None:
+                                record.upstream_seconds = elapsed
+                        yield chunk
+                finally:
+                    await chunks.aclose()
+                    elapsed = time.perf_counter() - started
+                    self._metrics.upstream_seconds.observe(elapsed)
+                    if record is not None:  # the whole stream, for the overhead metric
+                        record.upstream_seconds = elapsed
+        except GatewayError as exc:
+            error = await self._failed(exc, probe)
+            if error is exc:
+                raise
+            raise error from None
+        except BaseException:
+            if probe:
+                self.breaker.release()
+            raise
+        self.breaker.success()
+
+    async def ready(self) -> Readiness:
+        if self.breaker.state == "open":
+            try:
+                self.breaker.admit()
+            except UpstreamUnavailable as exc:
+                return Readiness(False, exc.message, exc)
+            self.breaker.release()  # cooled down: the next real call is the probe
+        readiness = await self.inner.ready()
+        if readiness.ready or readiness.error is None or self._stage is None:
+            return readiness
+        error = await self._stage.explain(readiness.error)
+        return Readiness(False, error.message, error)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        if self._stage is not None:
+            await self._stage.aclose()
