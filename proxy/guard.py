@@ -176,7 +176,6 @@ class Guard:
         client = key_id or "ip:" + self.clients.of(scope, found.get(b"x-forwarded-for"))
         return await self._limit(client)
 
-
     async def aclose(self) -> None:
         """Close the shared store's connections (limits has no close of its own)."""
         if isinstance(self.storage, RedisStorage):

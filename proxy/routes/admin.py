@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.cache import CacheUnavailable
 from proxy.context import context_of
-from proxy.errors import ClientError, GatewayError, NotFound
+from proxy.errors import GatewayError, NotFound
 from proxy.responses import JSONResponse
-
-
-class Unauthorized(ClientError):
-    status = 401
-    code = "unauthorized"
+from proxy.tokens import require_bearer
 
 
 class CacheUnavailableError(GatewayError):
@@ -28,13 +22,7 @@ def require_admin(request: Request) -> None:
     token = context_of(request).settings.admin_token
     if token is None:
         raise NotFound(f"no route {request.method} {request.url.path}; see the README for the API")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise Unauthorized(
-            "send the admin token as Authorization: Bearer <ADMIN_TOKEN>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    require_bearer(request, token, setting="ADMIN_TOKEN", code="unauthorized")
 
 
 async def clear_cache(request: Request) -> Response:

@@ -12,6 +12,7 @@ from proxy.context import context_of
 from proxy.errors import UpstreamNotReady
 from proxy.middleware import request_id_of
 from proxy.responses import JSONResponse, error_body
+from proxy.tokens import require_bearer
 
 INDEX_HTML = files("proxy").joinpath("static/index.html").read_text(encoding="utf-8")
 
@@ -56,8 +57,16 @@ async def models(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics of this instance."""
-    registry = context_of(request).metrics.registry
+    """Prometheus metrics of this instance (behind METRICS_TOKEN when it is set)."""
+    ctx = context_of(request)
+    if ctx.settings.metrics_token is not None:
+        require_bearer(
+            request,
+            ctx.settings.metrics_token,
+            setting="METRICS_TOKEN",
+            code="missing_metrics_token",
+        )
+    registry = ctx.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

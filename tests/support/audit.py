@@ -13,6 +13,7 @@ import httpx
 
 TOKEN = "hf_TestSecret_9f3a7c1e5b2d4a60_doNotLeak"
 CLIENT_AUTH = "Bearer browser-side-secret-7d1e"
+API_KEY = "gw_TestApiKey_51c0e8a2_neverLogged"
 
 
 class Audit:

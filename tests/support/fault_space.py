@@ -89,6 +89,8 @@ class FaultSpace:
         # When a slowstream client hung up (monotonic time), per event id.
         self.closed_at: dict[str, float] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        # Scenarios a test has taken down: they answer everything as a sleeping Space does.
+        self.down: set[str] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -186,7 +188,9 @@ class FaultSpace:
         writer: asyncio.StreamWriter,
     ) -> None:
         write = writer.write
-        if scenario == "private":
+        if scenario in self.down:
+            write(_response(503, SLEEPING_PAGE, content_type="text/html"))
+        elif scenario == "private":
             write(_json(401, {"error": "Invalid credentials in Authorization header"}))
         elif scenario == "asleep":
             write(

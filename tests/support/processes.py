@@ -35,6 +35,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Gateway:
     url: str
     log: IO[str]
+    process: subprocess.Popen[str]
     output: str = ""
 
     def read_output(self) -> str:
@@ -72,7 +73,7 @@ def running(command: list[str] | str, env: dict[str, str], port: int) -> Iterato
         text=True,
         start_new_session=True,
     )
-    gateway = Gateway(f"http://127.0.0.1:{port}", log)
+    gateway = Gateway(f"http://127.0.0.1:{port}", log, process)
     try:
         wait_until(
             lambda: process.poll() is not None or _healthy(gateway.url),
@@ -84,9 +85,11 @@ def running(command: list[str] | str, env: dict[str, str], port: int) -> Iterato
     finally:
         # The whole process group, as a Procfile runner does: with a shell line, the shell
         # is not the gateway.
-        os.killpg(process.pid, signal.SIGTERM)
         try:
+            os.killpg(process.pid, signal.SIGTERM)
             process.wait(15)
+        except ProcessLookupError:
+            pass  # the test stopped it already
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
