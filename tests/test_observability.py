@@ -53,7 +53,8 @@ async def test_metrics_count_upstream_errors_and_time_to_first_token(
         await client.post("/api/chat", json=BODY)
         text = (await client.get("/metrics")).text
     assert sample(text, "proxy_upstream_errors_total", code="upstream_error") == 1
-    async with gateway_client(upstream_url=f"{fault_space.url}/ok") as client:
+    # Any scenario name the fault Space does not know answers like /ok.
+    async with gateway_client(upstream_url=f"{fault_space.url}/observed") as client:
         await client.post("/api/chat", json={**BODY, "stream": True})
         text = (await client.get("/metrics")).text
     assert sample(text, "proxy_time_to_first_token_seconds_count") == 1
