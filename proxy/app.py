@@ -168,6 +168,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/api/cache", admin.clear_cache, methods=["DELETE"]),
+        Route("/openapi.json", ops.openapi_endpoint(settings), methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("proxy", "static")]), name="static"),
     ]
     middleware = [

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.cache import parse_cache_control
 from proxy.context import AppContext, context_of
-from proxy.errors import ClientError, GatewayError, InvalidRequest
+from proxy.errors import GatewayError, InvalidRequest
 from proxy.generation import Chunk, Generation, GenerationRequest, Usage, estimate_tokens
 from proxy.middleware import request_id_of
 from proxy.responses import JSONResponse
@@ -97,7 +97,9 @@ def openai_error(exc: GatewayError) -> JSONResponse:
         429: "rate_limit_error",
     }.get(exc.status, "api_error")
     body = {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+    # OpenAI answers every invalid request with 400; its clients expect no 422.
+    status = 400 if exc.status == 422 else exc.status
+    return JSONResponse(body, status_code=status, headers=exc.headers)
 
 
 def _to_generation_request(body: CompletionRequest, ctx: AppContext) -> GenerationRequest:
@@ -154,11 +156,9 @@ class CompletionsEndpoint:
         try:
             body = CompletionRequest.model_validate_json(raw)
         except ValidationError as exc:
-            error: ClientError = translate_validation_error(
+            raise translate_validation_error(
                 exc, max_new_tokens_limit=ctx.settings.max_new_tokens_limit
-            )
-            error.status = 400  # OpenAI answers every invalid request with 400
-            raise error from None
+            ) from None
         req = _to_generation_request(body, ctx)
         policy = parse_cache_control(headers.get(b"cache-control", ""))
         completion_id = f"chatcmpl-{request_id_of(scope)}"

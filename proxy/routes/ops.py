@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from proxy.catalog import Catalog
 from proxy.context import context_of
 from proxy.errors import UpstreamNotReady
 from proxy.middleware import request_id_of
+from proxy.openapi import build_openapi
 from proxy.responses import JSONResponse, error_body
+from proxy.settings import Settings
 from proxy.tokens import require_bearer
 
 INDEX_HTML = files("proxy").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -72,3 +77,13 @@ async def metrics(request: Request) -> Response:
 
 async def index(request: Request) -> Response:
     return HTMLResponse(INDEX_HTML)
+
+
+def openapi_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /openapi.json``: the document for these settings, rendered once."""
+    body = orjson.dumps(build_openapi(settings, Catalog(default=settings.default_model)))
+
+    async def openapi(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return openapi
