@@ -10,7 +10,6 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -25,7 +24,12 @@ from proxy.gateway import Gateway
 from proxy.guard import Guard, Guarded, origin_matcher
 from proxy.hub import SpaceStage
 from proxy.metrics import Metrics
-from proxy.middleware import ErrorGuardMiddleware, ObserveMiddleware, request_id_of
+from proxy.middleware import (
+    ErrorGuardMiddleware,
+    ObserveMiddleware,
+    OriginOnlyCORS,
+    request_id_of,
+)
 from proxy.resilience import ResilientUpstream
 from proxy.responses import error_response
 from proxy.routes import admin, chat, openai_api, ops
@@ -175,10 +179,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(
             ObserveMiddleware,
             metrics=metrics,
-            vary_origin="*" not in settings.allowed_origins,
             access_log=settings.access_log,
         ),
-        Middleware(CORSMiddleware, **cors_options(settings)),
+        Middleware(OriginOnlyCORS, **cors_options(settings)),
         Middleware(ErrorGuardMiddleware),
     ]
     return Starlette(

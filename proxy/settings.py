@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="Comma-separated keys; when set, non-browser calls need a Bearer key."
     )
-    max_concurrency: int = Field(64, ge=1, description="Concurrent upstream generations.")
+    max_concurrency: int = Field(512, ge=1, description="Concurrent upstream generations.")
     queue_timeout: float = Field(
         10.0, ge=0, description="Seconds a request waits for a free slot before a 503."
     )

@@ -69,6 +69,15 @@ async def test_unknown_paths_share_one_label() -> None:
     assert "wp-admin" not in text
 
 
+async def test_made_up_methods_share_one_label() -> None:
+    async with gateway_client() as client:
+        for method in ("FOO", "BAR", "PROPFIND"):
+            assert (await client.request(method, "/healthz")).status_code == 405
+        text = (await client.get("/metrics")).text
+    assert sample(text, "proxy_requests_total", route="/healthz", method="other", status="405") == 3
+    assert "PROPFIND" not in text
+
+
 async def test_metrics_token() -> None:
     async with gateway_client(metrics_token="scrape-secret") as client:
         missing = await client.get("/metrics")

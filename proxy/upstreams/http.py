@@ -4,6 +4,7 @@ statuses and transport failures onto the gateway's errors."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -58,19 +59,38 @@ class BeforeOutput(Exception):
 RETRYABLE = (UpstreamUnreachable, UpstreamBusy, UpstreamStarting, UpstreamBadResponse)
 
 
+WAIT_INITIAL = 0.1
+WAIT_MAX = 2.0
+WAIT_JITTER = 0.2
+
+
 async def with_retries(attempt: Callable[[], Awaitable[T]], *, retries: int, deadline: float) -> T:
     """``attempt()``, retried with exponential backoff and jitter while it fails before any
     output (it raises BeforeOutput) and time is left before ``deadline`` (loop time).
-    The last failure is raised as its GatewayError."""
-    remaining = deadline - asyncio.get_running_loop().time()
+    The last failure is raised as its GatewayError.
+
+    The first attempt runs bare: a stamina retry context is dozens of objects in reference
+    cycles, and building one per call made the garbage collector a tenth of the gateway's
+    time (and its p99). Only a failed first attempt pays for the retry machinery.
+    """
+    try:
+        return await attempt()
+    except BeforeOutput as exc:
+        first_failure = exc
+    loop = asyncio.get_running_loop()
+    # stamina's first backoff, then its loop continues the sequence (doubling from here).
+    pause = WAIT_INITIAL + random.uniform(0, WAIT_JITTER)
+    if retries < 1 or loop.time() + pause >= deadline:
+        raise first_failure.error from None
+    await asyncio.sleep(pause)
     try:
         async for trying in stamina.retry_context(
             on=BeforeOutput,
-            attempts=retries + 1,
-            timeout=max(remaining, 0.001),
-            wait_initial=0.1,
-            wait_max=2.0,
-            wait_jitter=0.2,
+            attempts=retries,
+            timeout=max(deadline - loop.time(), 0.001),
+            wait_initial=WAIT_INITIAL * 2,
+            wait_max=WAIT_MAX,
+            wait_jitter=WAIT_JITTER,
         ):
             with trying:
                 return await attempt()
