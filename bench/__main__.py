@@ -1,10 +1,12 @@
 """``python -m bench``: what the gateway costs, measured in one run on this machine.
 
-The gateway runs as deployed (the Procfile's ``python -m proxy``, default settings) pinned to
-core 0 with ``taskset``; the fake Space (``bench/fake_space.py``) and the load generator
-(``wrk``) share core 1. Each load is warmed up, then run one to five times; the median run is
-reported. Cache hits and misses are measured through the same gateway process.
-Results are printed as a table and saved as JSON under ``bench/results/``.
+The gateway runs as deployed (the Procfile's ``python -m proxy``, default settings except
+``RATE_LIMIT=off``: one load generator is one client) pinned to core 0 with ``taskset``; the
+fake Space (``bench/fake_space.py``) and the load generator (``wrk``) share core 1. Each load
+is warmed up, then run one to five times; the median run is reported, against the fake Space
+called directly. Cache hits and misses are measured through the same gateway process; a soak
+run in test mode watches the gateway's memory. Results are printed as a table and saved as
+JSON and a PNG chart under ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -53,13 +57,36 @@ wrk.body = '{"inputs": "How can I sleep better?", "parameters": {"max_new_tokens
 """
 
 
+# The fake Space's two-step queue API straight from wrk: a POST for the event id, then the
+# GET for its result, alternating. The fake Space answers any id, so the order across
+# connections does not matter; a generation is two requests.
+DIRECT_TWO_STEP = """
+counter = 0
+post = wrk.format("POST", "/gradio_api/call/predict", {["Content-Type"] = "application/json"},
+  '{"data": ["How can I sleep better?", 64]}')
+get = wrk.format("GET", "/gradio_api/call/predict/1")
+request = function()
+  counter = counter + 1
+  if counter % 2 == 1 then return post end
+  return get
+end
+"""
+
+
 @dataclass
 class Load:
     name: str
-    script: str  # UNIQUE_BODIES (every request a cache miss) or SAME_BODY (hits)
+    script: str  # UNIQUE_BODIES (every request a cache miss), SAME_BODY (hits), DIRECT_TWO_STEP
     connections: int
     runs: int
     ideal_rps: float | None = None
+    seconds: int | None = None  # None: the run length given on the command line
+    # Long enough to fill the memory cache (10,000 entries) where the load misses it.
+    warmup: int = 6
+
+    @property
+    def direct(self) -> bool:
+        return self.script == DIRECT_TWO_STEP
 
 
 @dataclass
@@ -69,6 +96,8 @@ class Setup:
     upstream_delay_ms: int | None  # None: test mode (no upstream)
     loads: list[Load]
     ttft: dict[str, float] | None = None
+    generation: dict[str, float] | None = None
+    rss_mb: list[float] = field(default_factory=list)  # after warm-up, ..., at the end
 
 
 @dataclass
@@ -81,13 +110,26 @@ class Result:
     errors: int
     runs: list[float]
     ideal_rps: float | None
+    seconds: int = 0
+    direct: bool = False
+    rss_mb: list[float] = field(default_factory=list)  # every 5 s, for the soak
 
 
+SOAK = "soak: test mode, unique bodies"
 SETUPS = [
-    Setup(None, [Load("test mode (mock upstream)", UNIQUE_BODIES, 32, 3)]),
+    Setup(
+        None,
+        [
+            Load("test mode (mock upstream)", UNIQUE_BODIES, 32, 3),
+            Load("test mode, 1 connection", UNIQUE_BODIES, 1, 1),
+            Load(SOAK, UNIQUE_BODIES, 32, 1, seconds=60),
+        ],
+    ),
     Setup(
         0,
         [
+            Load("direct upstream (fake Space, no gateway)", DIRECT_TWO_STEP, 32, 3),
+            Load("direct upstream, 1 connection", DIRECT_TWO_STEP, 1, 1),
             Load("cache miss: Gradio queue API, instant fake Space", UNIQUE_BODIES, 32, 3),
             Load("cache hit, same gateway", SAME_BODY, 32, 3),
             Load("cache miss, 1 connection", UNIQUE_BODIES, 1, 1),
@@ -96,9 +138,30 @@ SETUPS = [
     ),
     Setup(
         200,
-        [Load("cache miss, 200 ms fake Space", UNIQUE_BODIES, 256, 5, ideal_rps=256 / 0.2)],
+        [
+            Load(
+                "cache miss, 200 ms fake Space",
+                UNIQUE_BODIES,
+                256,
+                5,
+                ideal_rps=256 / 0.2,
+                warmup=12,
+            )
+        ],
     ),
 ]
+
+
+def record_rss(samples: list[float], pid: int) -> None:
+    samples.append(rss_mb(pid))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def free_port() -> int:
@@ -158,30 +221,35 @@ def _ms(text: str) -> float:
     return float(text)
 
 
-def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, float, float, int]:
-    """requests/s, p50 ms, p99 ms and error count of one wrk run on core 1."""
-    out = subprocess.run(
+Sample = tuple[float, float, float, int]
+
+
+def wrk(
+    url: str,
+    connections: int,
+    seconds: int,
+    script: Path,
+    *,
+    every: Callable[[], None] | None = None,
+) -> Sample:
+    """requests/s, p50 ms, p99 ms and error count of one wrk run on core 1; ``every`` is
+    called every 5 s while it runs."""
+    process = subprocess.Popen(
         [
-            "taskset",
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-            "--",
-            uuid.uuid4().hex[:12],
+            "taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+            "--latency", "--timeout", "10s", "-s", str(script), url, "--", uuid.uuid4().hex[:12],
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )  # fmt: skip
+    while every is not None and process.poll() is None:
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            every()
+    out, _ = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {out}")
     rps = p50 = p99 = 0.0
     errors = 0
     for line in out.splitlines():
@@ -199,9 +267,19 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> tuple[float, 
     return rps, p50, p99, errors
 
 
+def as_generations(sample: Sample) -> Sample:
+    """A two-step direct run in generations: half the requests; each generation's latency is
+    taken as the sum of its two requests' percentiles (an approximation)."""
+    rps, p50, p99, errors = sample
+    return rps / 2, p50 * 2, p99 * 2, errors
+
+
 def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[Result]:
     space = None
     env = {k: v for k, v in os.environ.items() if k not in ("UPSTREAM_URL", "TEST_MODE")}
+    # One load generator is one client: per-client limits would turn the run into 429s.
+    env["RATE_LIMIT"] = "off"
+    space_url = ""
     if setup.upstream_delay_ms is not None:
         space_port = free_port()
         space = start(
@@ -215,7 +293,7 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
             core=1,
         )
         wait_port(space_port)
-        env["UPSTREAM_URL"] = f"http://127.0.0.1:{space_port}"
+        space_url = env["UPSTREAM_URL"] = f"http://127.0.0.1:{space_port}"
     port = free_port()
     env["PORT"] = str(port)
     gateway = start(
@@ -227,15 +305,30 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
     try:
         url = f"http://127.0.0.1:{port}/api/chat"
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        if setup.upstream_delay_ms == 0 and "UPSTREAM_URL" in env:
-            print("running: time to first token, direct vs through the gateway...", flush=True)
-            setup.ttft = ttft.run(env["UPSTREAM_URL"], f"http://127.0.0.1:{port}")
+        if setup.upstream_delay_ms == 0:
+            print("running: time to first token and 1-connection latency, paired...", flush=True)
+            setup.ttft = ttft.run(space_url, f"http://127.0.0.1:{port}")
+            setup.generation = ttft.run(space_url, f"http://127.0.0.1:{port}", stream=False)
         for load in setup.loads:
             print(f"running: {load.name} ({load.connections} connections)...", flush=True)
             script = scripts[load.script]
-            # Warm-up: the upstream pool and the allocator grow during the first seconds.
-            wrk(url, load.connections, 6, script)
-            samples = [wrk(url, load.connections, seconds, script) for _ in range(load.runs)]
+            target = f"{space_url}/" if load.direct else url
+            # Warm-up: the upstream pool, the cache and the allocator grow in the first seconds.
+            wrk(target, load.connections, load.warmup, script)
+            if not setup.rss_mb and not load.direct:
+                setup.rss_mb.append(rss_mb(gateway.pid))
+            samples: list[Sample] = []
+            memory: list[float] = [rss_mb(gateway.pid)]
+            for _ in range(load.runs):
+                sample = wrk(
+                    target,
+                    load.connections,
+                    load.seconds or seconds,
+                    script,
+                    every=partial(record_rss, memory, gateway.pid),
+                )
+                samples.append(as_generations(sample) if load.direct else sample)
+            memory.append(rss_mb(gateway.pid))
             median = sorted(samples)[len(samples) // 2]
             results.append(
                 Result(
@@ -247,8 +340,12 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
                     errors=sum(s[3] for s in samples),
                     runs=[s[0] for s in samples],
                     ideal_rps=load.ideal_rps,
+                    seconds=load.seconds or seconds,
+                    direct=load.direct,
+                    rss_mb=memory if load.seconds else [],
                 )
             )
+        setup.rss_mb.append(rss_mb(gateway.pid))
     finally:
         stop(gateway)
         if space is not None:
@@ -256,9 +353,97 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
     return results
 
 
+def comparison(result: Result, direct: dict[int, Result]) -> str:
+    """The row against the direct-upstream row at the same connection count."""
+    if result.direct:
+        return "(baseline)"
+    base = direct.get(result.connections)
+    if base is None:
+        return ""
+    return (
+        f"{result.requests_per_s / base.requests_per_s:.2f}x req/s, "
+        f"p50 {result.p50_ms - base.p50_ms:+.2f} ms"
+    )
+
+
+def report(results: list[Result]) -> list[str]:
+    direct = {r.connections: r for r in results if r.direct}
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; gateway on core 0, wrk and fake Space on core 1",
+        "",
+        "| scenario | conns | req/s (median) | p50 ms | p99 ms | errors | vs direct upstream "
+        "| vs ideal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        vs_ideal = f"{100 * r.requests_per_s / r.ideal_rps:.0f} %" if r.ideal_rps else ""
+        lines.append(
+            f"| {r.scenario} | {r.connections} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | "
+            f"{r.p99_ms:.2f} | {r.errors} | {comparison(r, direct)} | {vs_ideal} |"
+        )
+    lines.append("")
+    for setup in SETUPS:
+        for label, paired in (
+            ("whole generation", setup.generation),
+            ("time to first token, streamed", setup.ttft),
+        ):
+            if paired:
+                lines.append(
+                    f"{label} (1 connection, paired): direct p50 {paired['direct_p50_ms']:.2f} "
+                    f"ms, through the gateway p50 {paired['gateway_p50_ms']:.2f} ms, "
+                    f"added p50 {paired['added_p50_ms']:.2f} ms (p99 "
+                    f"{paired['direct_p99_ms']:.2f} vs {paired['gateway_p99_ms']:.2f} ms)"
+                )
+    names = ("test mode", "instant fake Space", "200 ms fake Space")
+    for setup, name in zip(SETUPS, names, strict=True):
+        first, last = setup.rss_mb[0], setup.rss_mb[-1]
+        lines.append(
+            f"gateway RSS ({name}): {first:.1f} MiB after warm-up, {last:.1f} MiB after the "
+            f"run ({100 * (last - first) / first:+.1f} %)"
+        )
+    for r in results:
+        if r.rss_mb:
+            base = r.rss_mb[0]
+            peak = max(r.rss_mb)
+            lines.append(
+                f"{r.scenario}: {r.runs[0] * r.seconds:,.0f} requests in "
+                f"{r.seconds} s, {r.errors} errors; RSS every 5 s (MiB): "
+                f"{', '.join(f'{m:.1f}' for m in r.rss_mb)} (peak {100 * (peak - base) / base:+.1f}"
+                " % over the first sample)"
+            )
+    spread = {r.scenario: [round(x) for x in r.runs] for r in results}
+    lines.append(f"all runs (req/s): {json.dumps(spread)}")
+    return lines
+
+
+def chart(results: list[Result], path: Path) -> None:
+    """Requests/s per scenario as horizontal bars, the direct upstream's in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(reversed(results))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    colors = ["#9e9e9e" if r.direct else "#1f77b4" for r in rows]
+    labels = [f"{r.scenario} ({r.connections})" for r in rows]
+    bars = ax.barh(labels, [r.requests_per_s for r in rows], color=colors)
+    for bar, r in zip(bars, rows, strict=True):
+        label = f" {r.requests_per_s:,.0f}  p50 {r.p50_ms:.2f} ms"
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center")
+    ax.set_xlabel("requests/s (median run); direct upstream in grey, in generations/s")
+    ax.set_xlim(0, max(r.requests_per_s for r in rows) * 1.35)
+    ax.set_title("proxy gateway on one core (connections in brackets)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=int, default=8, help="seconds per run")
+    parser.add_argument("--soak", type=int, default=60, help="seconds of the soak run")
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -267,9 +452,13 @@ def main() -> None:
             )
     if (os.cpu_count() or 1) < 2:
         sys.exit("bench: needs two cores (gateway on one, load and fake Space on the other)")
+    for setup in SETUPS:
+        for load in setup.loads:
+            if load.name == SOAK:
+                load.seconds = args.soak
     RESULTS.mkdir(parents=True, exist_ok=True)
     scripts = {}
-    for name, lua in (("unique", UNIQUE_BODIES), ("same", SAME_BODY)):
+    for name, lua in (("unique", UNIQUE_BODIES), ("same", SAME_BODY), ("direct", DIRECT_TWO_STEP)):
         scripts[lua] = RESULTS / f"{name}.lua"
         scripts[lua].write_text(lua)
 
@@ -277,34 +466,25 @@ def main() -> None:
     for setup in SETUPS:
         results.extend(run_setup(setup, seconds=args.seconds, scripts=scripts))
 
+    lines = report(results)
     print()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
-    print("| scenario | conns | req/s (median) | p50 ms | p99 ms | errors | vs ideal |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        vs_ideal = f"{100 * r.requests_per_s / r.ideal_rps:.0f} %" if r.ideal_rps else ""
-        print(
-            f"| {r.scenario} | {r.connections} | {r.requests_per_s:,.0f} | {r.p50_ms:.1f} | "
-            f"{r.p99_ms:.1f} | {r.errors} | {vs_ideal} |"
-        )
-    for setup in SETUPS:
-        if setup.ttft:
-            t = setup.ttft
-            print(
-                f"time to first token (1 connection, streamed): direct p50 "
-                f"{t['direct_p50_ms']:.2f} ms, through the gateway p50 {t['gateway_p50_ms']:.2f}"
-                f" ms, added p50 {t['added_p50_ms']:.2f} ms (p99 {t['direct_p99_ms']:.2f} vs "
-                f"{t['gateway_p99_ms']:.2f} ms)"
-            )
-    spread = {r.scenario: [round(x) for x in r.runs] for r in results}
-    print(f"all runs (req/s): {json.dumps(spread)}")
+    print("\n".join(lines))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"bench-{stamp}.json"
-    ttfts = [s.ttft for s in SETUPS if s.ttft]
-    path.write_text(json.dumps({"results": [asdict(r) for r in results], "ttft": ttfts}, indent=2))
-    print(f"saved {path.relative_to(ROOT)}")
+    path.write_text(
+        json.dumps(
+            {
+                "results": [asdict(r) for r in results],
+                "paired": [{"generation": s.generation, "ttft": s.ttft} for s in SETUPS if s.ttft],
+                "rss_mb": [s.rss_mb for s in SETUPS],
+                "report": lines,
+            },
+            indent=2,
+        )
+    )
+    png = path.with_suffix(".png")
+    chart(results, png)
+    print(f"saved {path.relative_to(ROOT)} and {png.relative_to(ROOT)}")
     if any(r.errors for r in results):
         sys.exit("bench: some requests failed")
 

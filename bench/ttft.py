@@ -1,7 +1,8 @@
-"""Time to first token, read straight from the fake Space and through the gateway.
+"""Paired latencies on one connection: a whole generation and the time to first token, read
+straight from the fake Space and through the gateway.
 
-One connection, requests interleaved so both paths see the same machine state. The gateway
-path asks ``Cache-Control: no-store`` so every request streams from the Space.
+Requests are interleaved so both paths see the same machine state. The gateway path asks
+``Cache-Control: no-store`` so every request reaches the Space.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -44,17 +46,47 @@ async def _gateway(session: aiohttp.ClientSession, gateway: str) -> float:
     return first
 
 
-async def measure(space: str, gateway: str, count: int) -> dict[str, float]:
-    """p50/p99 time to first token in ms, direct and through the gateway."""
+async def _direct_generation(session: aiohttp.ClientSession, space: str) -> float:
+    started = time.perf_counter()
+    async with session.post(
+        f"{space}/gradio_api/call/predict", json={"data": ["How can I sleep better?", 64]}
+    ) as resp:
+        event_id = orjson.loads(await resp.read())["event_id"]
+    async with session.get(f"{space}/gradio_api/call/predict/{event_id}") as resp:
+        body = await resp.read()
+    assert b"event: complete" in body
+    return time.perf_counter() - started
+
+
+async def _gateway_generation(session: aiohttp.ClientSession, gateway: str) -> float:
+    started = time.perf_counter()
+    async with session.post(
+        f"{gateway}/api/chat",
+        json={"inputs": "How can I sleep better?"},
+        headers={"Cache-Control": "no-store"},
+    ) as resp:
+        await resp.read()
+        assert resp.status == 200
+    return time.perf_counter() - started
+
+
+Probe = Callable[[aiohttp.ClientSession, str], Awaitable[float]]
+
+
+async def measure(space: str, gateway: str, count: int, *, stream: bool) -> dict[str, float]:
+    """p50/p99 in ms, direct and through the gateway: time to first token when ``stream``,
+    else the whole generation."""
+    direct_probe: Probe = _direct if stream else _direct_generation
+    gateway_probe: Probe = _gateway if stream else _gateway_generation
     direct: list[float] = []
     through: list[float] = []
     async with aiohttp.ClientSession() as session:
         for _ in range(20):  # warm-up
-            await _direct(session, space)
-            await _gateway(session, gateway)
+            await direct_probe(session, space)
+            await gateway_probe(session, gateway)
         for _ in range(count):
-            direct.append(await _direct(session, space))
-            through.append(await _gateway(session, gateway))
+            direct.append(await direct_probe(session, space))
+            through.append(await gateway_probe(session, gateway))
 
     def pct(values: list[float], q: int) -> float:
         return statistics.quantiles(values, n=100)[q - 1] * 1000
@@ -68,5 +100,5 @@ async def measure(space: str, gateway: str, count: int) -> dict[str, float]:
     }
 
 
-def run(space: str, gateway: str, count: int = 300) -> dict[str, float]:
-    return asyncio.run(measure(space, gateway, count))
+def run(space: str, gateway: str, count: int = 300, *, stream: bool = True) -> dict[str, float]:
+    return asyncio.run(measure(space, gateway, count, stream=stream))
