@@ -38,6 +38,9 @@ class GatewayError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    # True when this is a failure remembered from an earlier upstream call and raised again
+    # without calling the upstream: the circuit breaker must not count it twice.
+    replayed: bool = False
 
     def __init__(
         self,

@@ -84,15 +84,19 @@ class ResilientUpstream:
             if probe:
                 self.breaker.release()
             return error
-        self._metrics.upstream_errors.labels(error.code).inc()
-        if isinstance(error, UNAVAILABLE):
-            self.breaker.failure()
-            if self._stage is not None and isinstance(
-                error, UpstreamStarting | UpstreamUnreachable | UpstreamBusy
-            ):
-                return await self._stage.explain(error)
+        if error.replayed:  # an earlier call's failure raised again: counted already
+            if probe:
+                self.breaker.release()
         else:
-            self.breaker.success()  # it answered, if only to refuse: it is up
+            self._metrics.upstream_errors.labels(error.code).inc()
+            if isinstance(error, UNAVAILABLE):
+                self.breaker.failure()
+            else:
+                self.breaker.success()  # it answered, if only to refuse: it is up
+        if self._stage is not None and isinstance(
+            error, UpstreamStarting | UpstreamUnreachable | UpstreamBusy
+        ):
+            return await self._stage.explain(error)
         return error
 
     async def generate(self, req: GenerationRequest) -> Generation:

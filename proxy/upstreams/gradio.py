@@ -157,6 +157,7 @@ class GradioUpstream(HTTPUpstream):
                 return self._discovery
             recent = time.monotonic() - self._discovery_failed_at < REDISCOVER_AFTER
             if self._discovery_error is not None and recent:
+                self._discovery_error.replayed = True
                 raise self._discovery_error
             try:
                 async with asyncio.timeout(self._connect_timeout + 10):

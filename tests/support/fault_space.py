@@ -91,6 +91,8 @@ class FaultSpace:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         # Scenarios a test has taken down: they answer everything as a sleeping Space does.
         self.down: set[str] = set()
+        # What the ``switch`` Space does now: any scenario's name, set by a test.
+        self.switch = "ok"
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -140,6 +142,8 @@ class FaultSpace:
                 await reader.readexactly(length)  # the body is not needed
             self.requests.append((method, target, headers))
             scenario, _, path = target.lstrip("/").partition("/")
+            if scenario == "switch":
+                scenario = self.switch
             self.hits[f"{scenario} {method} /{path}"] += 1
             await self._answer(scenario, method, "/" + path, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):

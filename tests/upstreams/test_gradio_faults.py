@@ -6,6 +6,7 @@ message that names no token.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -64,6 +65,54 @@ async def test_fault_maps_to_specific_error(
     assert words in body["error"]
     assert headers.get("retry-after") == retry_after
     assert TOKEN not in str(body)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "code"),
+    [
+        ("reset", 502, "upstream_disconnected"),
+        ("garbage", 502, "upstream_bad_response"),
+        ("busy", 503, "upstream_busy"),
+        ("ratelimit", 429, "upstream_rate_limited"),
+        ("apperror", 502, "upstream_error"),
+        ("reset_stream", 502, "upstream_disconnected"),
+        ("badevent", 502, "upstream_bad_response"),
+        ("heartbeats", 504, "upstream_timeout"),
+        ("stall", 504, "upstream_timeout"),
+        # Down already at start-up: discovery is retried at most every 2 s.
+        ("asleep", 503, "upstream_starting"),
+        ("html200", 503, "upstream_starting"),
+        ("private", 502, "upstream_auth"),
+    ],
+)
+async def test_the_next_request_works_once_the_fault_is_gone(
+    fault_space: FaultSpace, scenario: str, status: int, code: str
+) -> None:
+    """One gateway, one upstream: a fault, then the same Space healthy again."""
+    settings = {
+        "upstream_timeout": 1.5,
+        "upstream_read_timeout": 0.5,
+        "upstream_retries": 0,
+        "rate_limit": "off",  # the polling below is not a client to limit
+    }
+    rediscovers = scenario in ("asleep", "html200", "private")
+    fault_space.switch = scenario
+    try:
+        async with gateway_client(
+            upstream_url=f"{fault_space.url}/switch", hf_token=TOKEN, **settings
+        ) as client:
+            failed = await client.post("/api/chat", json=BODY)
+            fault_space.switch = "ok"
+            recovered = await client.post("/api/chat", json=BODY)
+            deadline = time.monotonic() + 5
+            while rediscovers and recovered.status_code != 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                recovered = await client.post("/api/chat", json=BODY)
+    finally:
+        fault_space.switch = "ok"
+    assert (failed.status_code, failed.json()["code"]) == (status, code)
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["generated_text"] == "Hello from the fault space"
 
 
 async def test_unreachable_upstream_is_502(fault_space: FaultSpace) -> None:
