@@ -433,7 +433,7 @@ def chart(results: list[Result], path: Path) -> None:
         label = f" {r.requests_per_s:,.0f}  p50 {r.p50_ms:.2f} ms"
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center")
     ax.set_xlabel("requests/s (median run); direct upstream in grey, in generations/s")
-    ax.set_xlim(0, max(r.requests_per_s for r in rows) * 1.35)
+    ax.set_xlim(0, max(r.requests_per_s for r in rows) * 1.5)
     ax.set_title("proxy gateway on one core (connections in brackets)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
