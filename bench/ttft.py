@@ -16,12 +16,17 @@ import aiohttp
 import orjson
 
 
+async def _submit(session: aiohttp.ClientSession, space: str, endpoint: str) -> str:
+    """The queue API's first step: the event id of a new call to ``endpoint``."""
+    async with session.post(
+        f"{space}/gradio_api/call/{endpoint}", json={"data": ["How can I sleep better?", 64]}
+    ) as resp:
+        return str(orjson.loads(await resp.read())["event_id"])
+
+
 async def _direct(session: aiohttp.ClientSession, space: str) -> float:
     started = time.perf_counter()
-    async with session.post(
-        f"{space}/gradio_api/call/predict_stream", json={"data": ["How can I sleep better?", 64]}
-    ) as resp:
-        event_id = orjson.loads(await resp.read())["event_id"]
+    event_id = await _submit(session, space, "predict_stream")
     async with session.get(f"{space}/gradio_api/call/predict_stream/{event_id}") as resp:
         async for line in resp.content:
             if line.startswith(b"event: generating"):
@@ -48,10 +53,7 @@ async def _gateway(session: aiohttp.ClientSession, gateway: str) -> float:
 
 async def _direct_generation(session: aiohttp.ClientSession, space: str) -> float:
     started = time.perf_counter()
-    async with session.post(
-        f"{space}/gradio_api/call/predict", json={"data": ["How can I sleep better?", 64]}
-    ) as resp:
-        event_id = orjson.loads(await resp.read())["event_id"]
+    event_id = await _submit(session, space, "predict")
     async with session.get(f"{space}/gradio_api/call/predict/{event_id}") as resp:
         body = await resp.read()
     assert b"event: complete" in body
