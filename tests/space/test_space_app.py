@@ -110,7 +110,7 @@ def call(space: SpaceProcess, endpoint: str, data: list[Any]) -> tuple[int, list
     return 200, events
 
 
-def test_overload_gives_a_clean_queue_full_then_recovers(space: SpaceProcess, gateway: str) -> None:
+def test_overload_gives_a_clean_queue_full_then_recovers(space: SpaceProcess) -> None:
     long = ["busy", "llama-2-7b-chat", 1024, 0, 1, False]
     outcomes: list[tuple[int, Any]] = []
     lock = threading.Lock()
@@ -125,8 +125,12 @@ def test_overload_gives_a_clean_queue_full_then_recovers(space: SpaceProcess, ga
     for thread in threads:
         thread.start()
     wait_until(lambda: any(s == 503 for s, _ in outcomes), timeout=30, what="a full queue")
-    # Meanwhile, through the gateway: a 503 the browser can act on.
-    with audited_client(gateway) as http:
+    # Meanwhile, through a gateway that does not retry (retries would race the queue
+    # draining, and could turn this into a success): a 503 the browser can act on.
+    with (
+        gateway_server(upstream_url=space.url, upstream_kind="gradio", upstream_retries=0) as url,
+        audited_client(url) as http,
+    ):
         busy = http.post("/api/chat", json={"inputs": "are you there?"})
     assert busy.status_code == 503
     assert busy.json()["code"] == "upstream_busy" and "retry-after" in busy.headers
