@@ -133,12 +133,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
 
     metrics = Metrics()
+    catalog = Catalog(default=settings.default_model)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         gateway = Gateway(
             build_resilient_upstream(settings, metrics),
-            Catalog(default=settings.default_model),
+            catalog,
             cache=build_cache(settings),
             metrics=metrics,
             lock_timeout=settings.cache_lock_timeout,
@@ -172,7 +173,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/api/cache", admin.clear_cache, methods=["DELETE"]),
-        Route("/openapi.json", ops.openapi_endpoint(settings), methods=["GET"]),
+        Route("/openapi.json", ops.openapi_endpoint(settings, catalog), methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("proxy", "static")]), name="static"),
     ]
     middleware = [

@@ -79,9 +79,12 @@ async def index(request: Request) -> Response:
     return HTMLResponse(INDEX_HTML)
 
 
-def openapi_endpoint(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
-    """``GET /openapi.json``: the document for these settings, rendered once."""
-    body = orjson.dumps(build_openapi(settings, Catalog(default=settings.default_model)))
+def openapi_endpoint(
+    settings: Settings, catalog: Catalog
+) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /openapi.json``: the document for the app's settings and catalogue, rendered
+    once."""
+    body = orjson.dumps(build_openapi(settings, catalog))
 
     async def openapi(request: Request) -> Response:
         return Response(body, media_type="application/json")
