@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncGenerator
+from functools import lru_cache
 
 from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.upstreams.base import Readiness
@@ -17,6 +18,12 @@ from proxy.upstreams.mock_replies import DISCLAIMER, emergency_guidance, match_t
 
 # Roughly how many English words one Llama 2 token is worth, to respect max_new_tokens.
 WORDS_PER_TOKEN = 0.75
+
+
+@lru_cache(maxsize=1024)
+def _word_count(line: str) -> int:
+    """Words in ``line``: the replies are built from a few hundred fixed lines."""
+    return len(line.split())
 
 
 def compose_reply(req: GenerationRequest) -> tuple[str, bool]:
@@ -38,18 +45,18 @@ def compose_reply(req: GenerationRequest) -> tuple[str, bool]:
 
     budget = max(1, int(req.max_new_tokens * WORDS_PER_TOKEN))
     head = [urgent] if urgent else []
-    fixed_words = sum(len(part.split()) for part in head) + len(DISCLAIMER.split())
+    fixed_words = sum(_word_count(part) for part in head) + _word_count(DISCLAIMER)
     room = budget - fixed_words
     kept: list[str] = []
     truncated = False
     for line in body:
-        words = line.split()
-        if len(words) <= room:
+        count = _word_count(line)
+        if count <= room:
             kept.append(line)
-            room -= len(words)
+            room -= count
             continue
         if room > 0:
-            kept.append(" ".join(words[:room]) + "…")
+            kept.append(" ".join(line.split()[:room]) + "…")
         truncated = True
         break
     sections = [*head, "\n".join(kept)] if kept else head

@@ -18,7 +18,9 @@ class Topic:
 
 
 def _words(*alternatives: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(alternatives) + r")", re.IGNORECASE)
+    """Matches any of the lowercase ``alternatives`` at a word start, in lowercased text (a
+    case-sensitive search of ``text.lower()`` is about twice as fast as IGNORECASE)."""
+    return re.compile(r"\b(?:" + "|".join(alternatives) + r")")
 
 
 DISCLAIMER = (
@@ -283,6 +285,7 @@ GENERAL = Topic(
 
 def match_topic(text: str) -> Topic:
     """The first topic whose keywords occur in ``text``, else the general topic."""
+    text = text.lower()
     for topic in TOPICS:
         if topic.pattern.search(text):
             return topic
@@ -291,6 +294,7 @@ def match_topic(text: str) -> Topic:
 
 def emergency_guidance(text: str) -> str | None:
     """Guidance to put first when ``text`` describes an emergency or a crisis."""
+    text = text.lower()
     if CRISIS.search(text):
         return CRISIS_GUIDANCE
     if EMERGENCY.search(text):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from proxy.catalog import Catalog
@@ -114,3 +116,20 @@ async def test_stream_concatenates_to_the_reply() -> None:
     assert "".join(c.text for c in chunks) == (await upstream.generate(req)).text
     assert [c.finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
     assert chunks[-1].finish_reason == "stop"
+
+
+def test_keywords_are_lowercase_for_the_lowercased_search() -> None:
+    from proxy.upstreams import mock_replies
+
+    patterns = [topic.pattern for topic in mock_replies.TOPICS]
+    patterns += [mock_replies.EMERGENCY, mock_replies.CRISIS]
+    for pattern in patterns:
+        assert pattern.pattern == pattern.pattern.lower()
+        assert not pattern.flags & re.IGNORECASE
+
+
+@pytest.mark.parametrize("text", ["I have CHEST PAIN", "Chest Pains since noon"])
+def test_emergency_phrases_match_in_any_case(text: str) -> None:
+    from proxy.upstreams.mock_replies import emergency_guidance
+
+    assert emergency_guidance(text) == EMERGENCY_GUIDANCE
