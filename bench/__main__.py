@@ -3,7 +3,7 @@
 The gateway runs as deployed (the Procfile's ``python -m proxy``, default settings except
 ``RATE_LIMIT=off``: one load generator is one client) pinned to core 0 with ``taskset``; the
 fake Space (``bench/fake_space.py``) and the load generator (``wrk``) share core 1. Each load
-is warmed up, then run one to five times; the median run is reported, against the fake Space
+is warmed up until the gateway's memory settles, then run one to five times; the median run is reported, against the fake Space
 called directly. Cache hits and misses are measured through the same gateway process; a soak
 run in test mode watches the gateway's memory. Results are printed as a table and saved as
 JSON and a PNG chart under ``bench/results/``.
@@ -81,8 +81,6 @@ class Load:
     runs: int
     ideal_rps: float | None = None
     seconds: int | None = None  # None: the run length given on the command line
-    # Long enough to fill the memory cache (10,000 entries) where the load misses it.
-    warmup: int = 6
 
     @property
     def direct(self) -> bool:
@@ -138,18 +136,27 @@ SETUPS = [
     ),
     Setup(
         200,
-        [
-            Load(
-                "cache miss, 200 ms fake Space",
-                UNIQUE_BODIES,
-                256,
-                5,
-                ideal_rps=256 / 0.2,
-                warmup=12,
-            )
-        ],
+        [Load("cache miss, 200 ms fake Space", UNIQUE_BODIES, 256, 5, ideal_rps=256 / 0.2)],
     ),
 ]
+
+
+WARMUP_STEP = 6  # seconds
+WARMUP_MAX_STEPS = 10
+WARMUP_SETTLED = 0.01  # RSS growth between two steps below which the gateway has settled
+
+
+def warm_up(url: str, connections: int, script: Path, pid: int) -> None:
+    """Load the gateway until its memory settles: the upstream pool, the cache (10,000
+    entries where the load misses it) and the allocator grow during the first seconds, for
+    longer the slower the load fills them."""
+    before = rss_mb(pid)
+    for _ in range(WARMUP_MAX_STEPS):
+        wrk(url, connections, WARMUP_STEP, script)
+        after = rss_mb(pid)
+        if after - before < WARMUP_SETTLED * before:
+            return
+        before = after
 
 
 def record_rss(samples: list[float], pid: int) -> None:
@@ -313,8 +320,10 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
             print(f"running: {load.name} ({load.connections} connections)...", flush=True)
             script = scripts[load.script]
             target = f"{space_url}/" if load.direct else url
-            # Warm-up: the upstream pool, the cache and the allocator grow in the first seconds.
-            wrk(target, load.connections, load.warmup, script)
+            if load.direct:
+                wrk(target, load.connections, WARMUP_STEP, script)
+            else:
+                warm_up(target, load.connections, script, gateway.pid)
             if not setup.rss_mb and not load.direct:
                 setup.rss_mb.append(rss_mb(gateway.pid))
             samples: list[Sample] = []
