@@ -451,7 +451,7 @@ def chart(results: list[Result], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--seconds", type=int, default=8, help="seconds per run")
+    parser.add_argument("--seconds", type=int, default=6, help="seconds per run")
     parser.add_argument("--soak", type=int, default=60, help="seconds of the soak run")
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
