@@ -3,10 +3,10 @@
 The gateway runs as deployed (the Procfile's ``python -m proxy``, default settings except
 ``RATE_LIMIT=off``: one load generator is one client) pinned to core 0 with ``taskset``; the
 fake Space (``bench/fake_space.py``) and the load generator (``wrk``) share core 1. Each load
-is warmed up until the gateway's memory settles, then run one to five times; the median run is reported, against the fake Space
-called directly. Cache hits and misses are measured through the same gateway process; a soak
-run in test mode watches the gateway's memory. Results are printed as a table and saved as
-JSON and a PNG chart under ``bench/results/``.
+is warmed up until the gateway's memory settles, then run one to five times; the median run
+is reported, against the fake Space called directly. Cache hits and misses are measured
+through the same gateway process; a soak run in test mode watches the gateway's memory.
+Results are printed as a table and saved as JSON and a PNG chart under ``bench/results/``.
 """
 
 from __future__ import annotations
