@@ -6,7 +6,7 @@ value out of range, each naming the field and what to send instead.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,7 +49,8 @@ class ChatRequest(BaseModel):
     parameters: Parameters = Field(default_factory=Parameters)
     model: str | None = None
     stream: bool = False
-    options: dict[str, Any] | None = Field(
+    # The Inference API's flat options (use_cache, wait_for_model), finite like every number.
+    options: dict[str, bool | int | float | str | None] | None = Field(
         None, description="Accepted for Inference API compatibility and ignored."
     )
 
@@ -67,6 +68,13 @@ def translate_validation_error(error: ValidationError, *, max_new_tokens_limit: 
     if kind == "json_invalid":
         return InvalidRequest(
             f"request body is not valid JSON ({first['msg']}); send a JSON object",
+            code="invalid_json",
+        )
+    finite = next((d for d in details if d["type"] == "finite_number"), None)
+    if finite is not None:  # pydantic reads NaN and Infinity; JSON has no such values
+        where = tuple(part for part in finite["loc"] if part not in ("float", "int"))
+        return InvalidRequest(
+            f"{_field(where)} is NaN or infinite, which JSON cannot hold; send a finite number",
             code="invalid_json",
         )
     if kind in {"model_type", "model_attributes_type"} and not loc:

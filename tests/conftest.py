@@ -31,9 +31,22 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger("proxy").setLevel(logging.DEBUG)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The secret audit reads what every other test recorded, so it runs last.
-    items.sort(key=lambda item: item.nodeid.startswith("tests/test_zz_secret_audit.py"))
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The secret audit: no response or log line that this run recorded, whatever tests it
+    selected, holds the HF token, a browser's Authorization value or an API key."""
+    leaks = AUDIT.leaks()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write("\n")
+        used = "yes" if AUDIT.token_seen_upstream else "not in this selection"
+        reporter.write_line(
+            f"secret audit: {len(AUDIT.texts)} responses and log lines, {len(leaks)} leaks; "
+            f"token seen upstream: {used}"
+        )
+        for leak in leaks:
+            reporter.write_line(f"  LEAK: {leak!r}", red=True)
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ single-flight, counted on a spy upstream."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -131,6 +131,13 @@ async def test_concurrent_identical_misses_share_the_error(
     assert (await post(client)).headers["x-cache"] == "MISS"  # the error was not cached
 
 
+async def until(condition: Callable[[], bool], *, timeout: float = 5) -> None:
+    """Let the loop run until ``condition()`` holds, or fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0)
+
+
 async def test_single_flight_survives_a_leader_that_leaves() -> None:
     flights: Flights[str] = Flights()
     calls = 0
@@ -143,14 +150,15 @@ async def test_single_flight_survives_a_leader_that_leaves() -> None:
         return "done"
 
     leader = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0.01)
+    await until(lambda: calls == 1)  # the leader is working
     follower = asyncio.create_task(flights.run("k", work))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one step: the follower now waits on the leader's flight
+    assert calls == 1 and len(flights) == 1
     leader.cancel()
-    await asyncio.sleep(0.01)
+    await until(lambda: calls == 2)  # the follower took over
     release.set()
     assert await follower == "done"
-    assert calls == 2
+    assert leader.cancelled()
     assert len(flights) == 0
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import gateway_client
 from tests.support.audit import API_KEY
+from tests.support.servers import free_port
 
 BODY = {"inputs": "How can I sleep better?"}
 
@@ -142,3 +143,15 @@ def test_bad_settings_say_what_to_fix(name: str, value: str, words: str) -> None
         Settings(**{name.lower(): value})
     message = describe_error(info.value)
     assert name in message and words in message
+
+
+async def test_limits_hold_per_instance_while_the_shared_store_is_down() -> None:
+    # REDIS_URL names a port where nothing listens: the shared store is down from the start.
+    # Limits must not fail open; each instance counts on its own until Redis is back.
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    async with gateway_client(redis_url=dead, rate_limit="2/minute") as client:
+        answers = [await client.post("/api/chat", json=BODY) for _ in range(3)]
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    assert answers[2].json()["code"] == "rate_limited"
+    assert answers[2].headers["retry-after"]
+    assert answers[0].headers["x-cache"] == "BYPASS"  # the cache is down too: served uncached

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import gateway_client
+from tests.support.spy import SpyUpstream
 
 
 async def post(client: httpx.AsyncClient, body: Any, **kw: Any) -> httpx.Response:
@@ -59,9 +60,19 @@ async def test_default_model_when_none_given(mock_client: httpx.AsyncClient) -> 
     assert response.json()["model"] == "llama-2-7b-chat"
 
 
-async def test_temperature_zero_is_accepted_as_greedy(mock_client: httpx.AsyncClient) -> None:
-    response = await post(mock_client, {"inputs": "sleep", "parameters": {"temperature": 0}})
-    assert response.status_code == 200
+async def test_temperature_zero_is_accepted_as_greedy(monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = SpyUpstream()
+    monkeypatch.setattr("proxy.app.build_upstream", lambda settings: spy)
+    async with gateway_client() as client:
+        greedy = await post(client, {"inputs": "sleep", "parameters": {"temperature": 0}})
+        # Greedy decoding ignores top_p and temperature: the same reply, from the cache.
+        same = await post(
+            client, {"inputs": "sleep", "parameters": {"top_p": 0.3, "temperature": 0}}
+        )
+    assert greedy.status_code == 200 and greedy.json()["generated_text"]
+    [sent] = spy.requests
+    assert (sent.do_sample, sent.temperature) == (False, 0.0)
+    assert same.headers["x-cache"] == "HIT"
 
 
 BAD_BODIES = [

@@ -89,6 +89,27 @@ def test_stop_sequence_and_length(client: OpenAI) -> None:
     assert short.choices[0].finish_reason == "length"
 
 
+@pytest.mark.parametrize("cache", ["no-store", "max-age=3600"])  # from the upstream; replayed
+def test_a_streamed_reply_stops_at_a_stop_sequence(client: OpenAI, cache: str) -> None:
+    whole = client.chat.completions.create(model="llama-2-7b-chat", messages=MESSAGES)
+    text = whole.choices[0].message.content or ""
+    words = text.split(" ")
+    stop = " ".join(words[5:8])  # three words: the stream sends it over several chunks
+    chunks = list(
+        client.chat.completions.create(
+            model="llama-2-7b-chat",
+            messages=MESSAGES,
+            stop=[stop],
+            stream=True,
+            extra_headers={"Cache-Control": cache},
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text[: text.index(stop)]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "code"),
     [

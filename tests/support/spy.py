@@ -19,11 +19,13 @@ class SpyUpstream(MockUpstream):
         super().__init__()
         self.calls = 0
         self.stream_calls = 0
+        self.requests: list[GenerationRequest] = []  # every request it was asked, in order
         self.delay = delay
         self.failures = list(failures or [])
 
     async def generate(self, req: GenerationRequest) -> Generation:
         self.calls += 1
+        self.requests.append(req)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.failures:
@@ -32,6 +34,7 @@ class SpyUpstream(MockUpstream):
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         self.stream_calls += 1
+        self.requests.append(req)
         if self.failures:
             yield Chunk("partial ")
             raise self.failures.pop(0)

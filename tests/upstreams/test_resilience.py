@@ -56,6 +56,18 @@ async def test_an_app_error_is_not_retried(fault_space: FaultSpace) -> None:
     assert fault_space.hits[posts] - before == 1  # the Space ran it: never twice
 
 
+async def test_errors_the_space_raises_on_one_input_never_open_the_circuit(
+    fault_space: FaultSpace,
+) -> None:
+    posts = "apperror POST /gradio_api/call/predict"
+    before = fault_space.hits[posts]
+    settings = {"circuit_failures": 2, "upstream_retries": 0, "cache_enabled": False}
+    async with gateway_client(upstream_url=f"{fault_space.url}/apperror", **settings) as client:
+        answers = [await client.post("/api/chat", json=BODY) for _ in range(4)]
+    assert [r.json()["code"] for r in answers] == ["upstream_error"] * 4
+    assert fault_space.hits[posts] - before == 4  # every request reached the Space
+
+
 async def test_breaker_opens_fails_fast_then_probes_and_closes(fault_space: FaultSpace) -> None:
     posts = "outage POST /gradio_api/call/predict"
     settings = {"circuit_failures": 2, "circuit_cooldown": 0.5, "upstream_retries": 0}
