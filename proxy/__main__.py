@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from typing import Any
 
@@ -21,29 +20,9 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from proxy.serving import serve as run
 
-    from proxy.app import create_app
-
-    settings = _settings(host=args.host, port=args.port)
-    configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
-    # Long-lived objects built so far never need collecting; a higher first threshold keeps
-    # the collector off the per-request path (many short-lived allocations per request).
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=settings.log_level,
-        # Forwarded headers are read by the gateway itself, from TRUSTED_PROXIES only.
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,  # the gateway writes its own, without query strings or addresses
-        timeout_graceful_shutdown=settings.graceful_timeout,
-    )
+    run(_settings(host=args.host, port=args.port, web_concurrency=args.workers))
 
 
 def inspect(args: argparse.Namespace) -> None:
@@ -67,6 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     for target in (parser, serve_cmd):
         target.add_argument("--host", help="interface to listen on (default: HOST or 127.0.0.1)")
         target.add_argument("--port", type=int, help="port to listen on (default: PORT or 8000)")
+        target.add_argument(
+            "--workers",
+            type=int,
+            help="worker processes (default: WEB_CONCURRENCY or 1; more than one needs "
+            "REDIS_URL unless rate limits and the cache are off)",
+        )
     inspect_cmd = commands.add_parser(
         "inspect", help="print a Gradio app's endpoints and the mapping the gateway will use"
     )

@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the gateway app. Nothing is connected until the lifespan starts."""
     settings = settings or Settings()
 
-    metrics = Metrics()
+    metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
     catalog = Catalog(default=settings.default_model)
 
     @asynccontextmanager
@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await gateway.aclose()
             await guard.aclose()
+            metrics.close()
 
     routes = [
         Route("/", ops.index, methods=["GET"]),

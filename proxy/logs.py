@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -12,13 +13,19 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per record; access-log records carry their fields at the top level."""
+    """One JSON object per record; access-log records carry their fields at the top level.
+    ``pid`` tells the workers apart (read once: each worker configures its own logging)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pid = os.getpid()
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": self.pid,
         }
         access = getattr(record, "access", None)
         if isinstance(access, dict):

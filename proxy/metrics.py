@@ -1,8 +1,22 @@
-"""Prometheus metrics of one app, on a registry of its own (several apps can share a process)."""
+"""Prometheus metrics of one app, on a registry of its own (several apps can share a process).
+
+With several workers (PROMETHEUS_MULTIPROC_DIR set), each worker writes its values to that
+directory and a scrape, whichever worker answers it, reports the sum over all of them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 # Seconds: from well under a millisecond (cache hits) to minutes (long generations).
 LATENCY_BUCKETS = (
@@ -11,7 +25,10 @@ LATENCY_BUCKETS = (
 
 
 class Metrics:
-    def __init__(self) -> None:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "proxy_requests", "Requests by route, method and status.",
@@ -43,7 +60,10 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
         self.in_flight = Gauge(
-            "proxy_in_flight_requests", "Requests being served now.", registry=registry
+            "proxy_in_flight_requests",
+            "Requests being served now.",
+            registry=registry,
+            multiprocess_mode="livesum",  # the workers alive now, added up
         )
         self.cache_requests = Counter(
             "proxy_cache_requests",
@@ -61,3 +81,16 @@ class Metrics:
             ["backend"],
             registry=registry,
         )
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: this process's metrics, or every worker's summed."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """This worker is gone: its live gauges no longer count in the sum."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]

@@ -141,6 +141,16 @@ class Settings(BaseSettings):
     graceful_timeout: int = Field(
         30, ge=0, description="Seconds in-flight requests get to finish on shutdown."
     )
+    web_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Worker processes (Heroku sets it); more than one needs REDIS_URL "
+        "unless rate limits and the cache are off.",
+    )
+    prometheus_multiproc_dir: str | None = Field(
+        None, description="Set by the gateway for its workers: where they share metrics."
+    )
 
     @field_validator(
         "upstream_url",
@@ -151,6 +161,8 @@ class Settings(BaseSettings):
         "admin_token",
         "metrics_token",
         "space_id",
+        "web_concurrency",
+        "prometheus_multiproc_dir",
         mode="before",
     )
     @classmethod
@@ -312,6 +324,19 @@ class Settings(BaseSettings):
         return None if self.rate_limit == "off" else self.rate_limit
 
     @property
+    def state_per_process(self) -> str | None:
+        """What would be counted per process with several workers, or None when nothing
+        is: rate limits and the cache live in each process unless REDIS_URL shares them."""
+        if self.redis_url:
+            return None
+        parts = []
+        if self.rate_limits:
+            parts.append("rate limits")
+        if self.cache_enabled:
+            parts.append("the cache")
+        return " and ".join(parts) or None
+
+    @property
     def hf_token_value(self) -> str | None:
         return self.hf_token.get_secret_value() if self.hf_token else None
 
@@ -324,6 +349,11 @@ def describe_error(error: ValidationError) -> str:
         message = str(item["msg"]).removeprefix("Value error, ")
         lines.append(f"{name}: {message}" if item["loc"] else message)
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def export_to_workers(**variables: str) -> None:
+    """Variables the worker processes, started after this call, inherit."""
+    os.environ.update(variables)
 
 
 def quiet_hub_environment() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from proxy.serving import worker_count
 from proxy.settings import Settings, describe_error
 
 
@@ -65,3 +66,24 @@ def test_bad_values_name_the_variable(values: dict[str, object], words: list[str
     text = error_text(**values)
     for word in words:
         assert word in text
+
+
+@pytest.mark.parametrize(
+    ("env", "workers"),
+    [
+        ({"web_concurrency": "2"}, 1),  # limits and cache per process: one worker, exact
+        ({"web_concurrency": "2", "redis_url": "redis://r:6379/0"}, 2),
+        ({"web_concurrency": "3", "rate_limit": "off", "cache_enabled": "0"}, 3),
+        ({"web_concurrency": "2", "rate_limit": "off"}, 1),  # the cache would still split
+        ({"web_concurrency": ""}, 1),  # set but empty, as some platforms leave it
+        ({}, 1),
+    ],
+)
+def test_workers_only_where_no_limit_gets_looser(env: dict[str, str], workers: int) -> None:
+    assert worker_count(Settings(**env)) == workers  # type: ignore[arg-type]
+
+
+def test_web_concurrency_must_be_a_worker_count() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(web_concurrency="0")  # type: ignore[arg-type]
+    assert "WEB_CONCURRENCY" in describe_error(info.value)

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from importlib.resources import files
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -71,8 +70,7 @@ async def metrics(request: Request) -> Response:
             setting="METRICS_TOKEN",
             code="missing_metrics_token",
         )
-    registry = ctx.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx.metrics.exposition(), media_type=ctx.metrics.content_type)
 
 
 async def index(request: Request) -> Response:

@@ -57,7 +57,9 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def running(command: list[str] | str, env: dict[str, str], port: int) -> Iterator[Gateway]:
+def running(
+    command: list[str] | str, env: dict[str, str], port: int, *, cwd: Path = ROOT
+) -> Iterator[Gateway]:
     """Run the gateway as a subprocess until the block ends; its output goes to the audit.
 
     The output goes to a file, not a pipe: a busy gateway would fill a pipe nobody reads yet.
@@ -66,7 +68,7 @@ def running(command: list[str] | str, env: dict[str, str], port: int) -> Iterato
     process = subprocess.Popen(
         command,
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         shell=isinstance(command, str),
         stdout=log,
         stderr=subprocess.STDOUT,
