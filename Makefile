@@ -46,8 +46,8 @@ lock-check: $(DEV)
 		{ echo "requirements.txt is stale: run make lock and commit it" >&2; exit 1; }
 
 lint: $(DEV) lock-check
-	$(BIN)/ruff check proxy space tests bench
-	$(BIN)/ruff format --check proxy space tests bench
+	$(BIN)/ruff check proxy space tests bench index.py
+	$(BIN)/ruff format --check proxy space tests bench index.py
 	$(BIN)/mypy
 	@# Only the settings module reads the environment.
 	@! grep -rnE 'os\.(environ|getenv)' proxy --include='*.py' | grep -v '^proxy/settings.py:'

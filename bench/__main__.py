@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import ttft
+from bench import coldstart, ttft
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -475,7 +475,9 @@ def main() -> None:
     for setup in SETUPS:
         results.extend(run_setup(setup, seconds=args.seconds, scripts=scripts))
 
-    lines = report(results)
+    print("cold start ...", flush=True)
+    cold = coldstart.measure()
+    lines = report(results) + ["", *coldstart.report(cold)]
     print()
     print("\n".join(lines))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -486,6 +488,7 @@ def main() -> None:
                 "results": [asdict(r) for r in results],
                 "paired": [{"generation": s.generation, "ttft": s.ttft} for s in SETUPS if s.ttft],
                 "rss_mb": [s.rss_mb for s in SETUPS],
+                "cold_start": [asdict(c) for c in cold],
                 "report": lines,
             },
             indent=2,

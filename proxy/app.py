@@ -16,13 +16,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from proxy.breaker import CircuitBreaker
-from proxy.cache import CacheBackend, MemoryCache, RedisCache
+from proxy.cache import CacheBackend, MemoryCache
 from proxy.catalog import Catalog
 from proxy.context import AppContext
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
 from proxy.gateway import Gateway
 from proxy.guard import Guard, Guarded, origin_matcher
-from proxy.hub import SpaceStage
 from proxy.metrics import Metrics
 from proxy.middleware import (
     ErrorGuardMiddleware,
@@ -51,6 +50,8 @@ def build_cache(settings: Settings) -> CacheBackend | None:
     if not settings.cache_enabled:
         return None
     if settings.redis_url:
+        from proxy.redis_cache import RedisCache  # redis only when configured
+
         return RedisCache(
             settings.redis_url,
             ttl=settings.cache_ttl,
@@ -69,6 +70,8 @@ def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
     upstream = build_upstream(settings)
     stage = None
     if settings.space_id and settings.effective_upstream == "gradio":
+        from proxy.hub import SpaceStage  # the Hub client only for a Space
+
         stage = SpaceStage(settings.hub_url, settings.space_id, token=settings.hf_token_value)
     return ResilientUpstream(
         upstream,

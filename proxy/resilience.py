@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from proxy.breaker import CircuitBreaker
 from proxy.errors import (
@@ -21,10 +22,12 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.generation import Chunk, Generation, GenerationRequest
-from proxy.hub import SpaceStage
 from proxy.metrics import Metrics
 from proxy.record import current_record
 from proxy.upstreams.base import Readiness, Upstream
+
+if TYPE_CHECKING:
+    from proxy.hub import SpaceStage
 
 # Failures that say the upstream cannot serve now (as opposed to refusing one request).
 UNAVAILABLE = (

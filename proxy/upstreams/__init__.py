@@ -1,4 +1,7 @@
-"""Upstream adapters, one module each, chosen by the ``UPSTREAM_KIND`` setting."""
+"""Upstream adapters, one module each, chosen by the ``UPSTREAM_KIND`` setting.
+
+Each adapter's module is imported only when it is selected: test mode never loads aiohttp.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,11 @@ from typing import Any
 
 from proxy.settings import Settings, UpstreamKind
 from proxy.upstreams.base import Readiness, Upstream
-from proxy.upstreams.gradio import GradioUpstream
-from proxy.upstreams.mock import MockUpstream
-from proxy.upstreams.openai_compat import OpenAICompatUpstream
-from proxy.upstreams.tgi import TGIUpstream
 
 
 def _mock(settings: Settings) -> Upstream:
+    from proxy.upstreams.mock import MockUpstream
+
     return MockUpstream(
         latency_ms=settings.mock_latency_ms, token_delay_ms=settings.mock_token_delay_ms
     )
@@ -33,6 +34,8 @@ def _http_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def _gradio(settings: Settings) -> Upstream:
+    from proxy.upstreams.gradio import GradioUpstream
+
     assert settings.upstream_url is not None
     return GradioUpstream(
         settings.upstream_url,
@@ -43,11 +46,15 @@ def _gradio(settings: Settings) -> Upstream:
 
 
 def _tgi(settings: Settings) -> Upstream:
+    from proxy.upstreams.tgi import TGIUpstream
+
     assert settings.upstream_url is not None
     return TGIUpstream(settings.upstream_url, **_http_kwargs(settings))
 
 
 def _openai(settings: Settings) -> Upstream:
+    from proxy.upstreams.openai_compat import OpenAICompatUpstream
+
     assert settings.upstream_url is not None
     return OpenAICompatUpstream(
         settings.upstream_url,
