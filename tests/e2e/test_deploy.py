@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,20 @@ def fresh(url: str, method: str = "GET", **kw: Any) -> httpx.Response:
         return client.request(method, url, **kw)
 
 
+def burst(url: str, method: str = "GET", *, count: int = 8, **kw: Any) -> list[httpx.Response]:
+    """``count`` requests at once, each on its own connection: while one worker is busy
+    accepting, the other takes connections too (one at a time, one worker may take all)."""
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: fresh(url, method, **kw), range(count)))
+
+
 def both_workers_serve(gateway: Gateway) -> set[int]:
     def two() -> set[int] | None:
-        fresh(f"{gateway.url}/healthz")
+        burst(f"{gateway.url}/healthz")
         pids = set(pids_serving(gateway, "/healthz").values())
         return pids if len(pids) == 2 else None
 
-    return wait_until(two, timeout=20, what="both workers to answer")  # type: ignore[no-any-return]
+    return wait_until(two, timeout=30, what="both workers to answer")  # type: ignore[no-any-return]
 
 
 def test_the_build_installs_the_runtime_lock_only(app_dir: Path) -> None:
@@ -145,25 +153,57 @@ def test_two_workers_share_one_budget_one_cache_and_their_metrics(
     app_dir: Path, redis_server: RedisServer
 ) -> None:
     redis_server.client().flushall()
-    settings = {"REDIS_URL": redis_server.url, "RATE_LIMIT": "6/minute"}
+    # Clients told apart by X-Forwarded-For (the platform's router is trusted).
+    settings = {"REDIS_URL": redis_server.url, "RATE_LIMIT": "6/minute", "TRUSTED_PROXIES": "*"}
+    body = {"inputs": "How can I sleep better?"}
     with web(app_dir, **settings) as gateway:
         both_workers_serve(gateway)
-        answers = [
-            fresh(f"{gateway.url}/api/chat", "POST", json={"inputs": "How can I sleep better?"})
-            for _ in range(12)
-        ]
-        served_by = pids_serving(gateway, "/api/chat")
+        url = f"{gateway.url}/api/chat"
+        # One client, until both workers have answered it: six requests in a minute in all.
+        budget: list[httpx.Response] = []
+        for _ in range(8):
+            budget += burst(url, "POST", count=4, json={"inputs": "a budget question"},
+                            headers={"X-Forwarded-For": "198.51.100.1"})  # fmt: skip
+            pids = {pids_serving(gateway, "/api/chat")[r.headers["x-request-id"]] for r in budget}
+            if len(pids) == 2 and len(budget) >= 12:
+                break
+        # Many clients asking one question: a hit answered by the worker that did not miss.
+        first = fresh(url, "POST", json=body, headers={"X-Forwarded-For": "198.51.100.2"})
+        miss_pid = pids_serving(gateway, "/api/chat")[first.headers["x-request-id"]]
+        hits: list[httpx.Response] = []
+        for round_ in range(10):
+            hits += burst_hits(url, body, round_)
+            served_by = pids_serving(gateway, "/api/chat")
+            if any(served_by[r.headers["x-request-id"]] != miss_pid for r in hits):
+                break
         scrapes = [fresh(f"{gateway.url}/metrics").text for _ in range(4)]
-    assert [r.status_code for r in answers].count(200) == 6
-    assert [r.status_code for r in answers][6:] == [429] * 6  # one budget for both workers
-    ok = [r for r in answers if r.status_code == 200]
-    assert [r.headers["x-cache"] for r in ok] == ["MISS"] + ["HIT"] * 5
-    miss_pid = served_by[ok[0].headers["x-request-id"]]
-    hit_pids = {served_by[r.headers["x-request-id"]] for r in ok[1:]}
-    assert hit_pids - {miss_pid}, "no hit came from the other worker"
+        served_by = pids_serving(gateway, "/api/chat")
+    assert len({served_by[r.headers["x-request-id"]] for r in budget}) == 2
+    assert [r.status_code for r in budget].count(200) == 6  # one budget for both workers
+    assert {r.status_code for r in budget} == {200, 429}
+    assert first.headers["x-cache"] == "MISS"
+    assert {r.headers["x-cache"] for r in hits} == {"HIT"}
+    assert {served_by[r.headers["x-request-id"]] for r in hits} - {miss_pid}
+    total = len(budget) + 1 + len(hits)
+    ok = 6 + 1 + len(hits)
     for text in scrapes:  # whichever worker answered the scrape: the sum over both
-        assert 'proxy_requests_total{method="POST",route="/api/chat",status="200"} 6.0' in text
-        assert 'proxy_requests_total{method="POST",route="/api/chat",status="429"} 6.0' in text
+        assert (
+            f'proxy_requests_total{{method="POST",route="/api/chat",status="200"}} {ok}.0' in text
+        )
+        assert (
+            f'proxy_requests_total{{method="POST",route="/api/chat",status="429"}} {total - ok}.0'
+            in text
+        )
+
+
+def burst_hits(url: str, body: dict[str, str], round_: int) -> list[httpx.Response]:
+    """Four clients at once (their own addresses), each asking ``body``."""
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(
+            lambda i: fresh(url, "POST", json=body,
+                            headers={"X-Forwarded-For": f"203.0.113.{10 * round_ + i}"}),
+            range(4),
+        ))  # fmt: skip
 
 
 def test_a_generation_through_a_real_gradio_app(

@@ -184,9 +184,16 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         return result
 
     yield invoke
-    app = serverless._HANDLER.app if serverless._HANDLER is not None else None
-    if app is not None:
-        asyncio.get_event_loop().run_until_complete(app.aclose())
+    # The instance is retired: its app shut down, and the loop mangum ran it on closed.
+    loop = asyncio.get_event_loop()
+    if serverless._HANDLER is not None:
+        loop.run_until_complete(serverless._HANDLER.app.aclose())
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
+    asyncio.set_event_loop(None)
 
 
 JSON = {"Content-Type": "application/json"}
