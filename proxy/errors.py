@@ -14,10 +14,12 @@ GatewayError
 │   ├── InvalidParameter          422 invalid_parameter, empty_prompt, prompt_too_long
 │   └── RateLimited               429 rate_limited (with Retry-After and RateLimit-*)
 ├── GatewayBusy                   503 gateway_busy (with Retry-After): MAX_CONCURRENCY reached
+├── CacheBackendDown              503 cache_unavailable (with Retry-After): DELETE /api/cache
 └── UpstreamFailure (the model side failed; the request may succeed later)
     ├── UpstreamUnreachable       502 upstream_unreachable
     ├── UpstreamAppError          502 upstream_error
     ├── UpstreamBadResponse       502 upstream_bad_response
+    │   └── UpstreamDisconnected  502 upstream_disconnected: cut before the answer
     ├── UpstreamAuth              502 upstream_auth
     ├── UpstreamRejected          422 upstream_rejected (the model refused the input)
     ├── UpstreamRateLimited       429 upstream_rate_limited (with Retry-After)
@@ -26,11 +28,24 @@ GatewayError
     ├── UpstreamUnavailable       503 upstream_unavailable (with Retry-After): circuit open
     ├── UpstreamNotReady          503 upstream_not_ready (with Retry-After)
     └── UpstreamTimeout           504 upstream_timeout
+
+What the gateway does with each error is said here, on the classes, and nowhere else:
+
+- ``retry_before_output``: a failure before any output that another attempt may cure
+  (connect errors, a connection cut before the answer, a busy or starting Space). Retried
+  within UPSTREAM_RETRIES and the request's deadline.
+- ``unavailable``: the upstream cannot serve now. It counts toward opening the circuit, makes
+  ``/readyz`` unready, and lets FALLBACK=mock answer instead.
+- ``request_fault``: the request itself is wrong. Returned as it is, never retried, and never
+  held against the upstream (the circuit treats the answer as a sign of life).
+- ``cold_start_symptom``: what a Space that is asleep or building looks like; the Hub's
+  runtime stage is asked to explain it when SPACE_ID is known.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 
 class GatewayError(Exception):
@@ -38,6 +53,10 @@ class GatewayError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    retry_before_output: ClassVar[bool] = False
+    unavailable: ClassVar[bool] = False
+    request_fault: ClassVar[bool] = False
+    cold_start_symptom: ClassVar[bool] = False
     # True when this is a failure remembered from an earlier upstream call and raised again
     # without calling the upstream: the circuit breaker must not count it twice.
     replayed: bool = False
@@ -63,6 +82,7 @@ class GatewayError(Exception):
 class ClientError(GatewayError):
     status = 400
     code = "invalid_request"
+    request_fault = True
 
 
 class InvalidRequest(ClientError):
@@ -120,6 +140,13 @@ class GatewayBusy(GatewayError):
     code = "gateway_busy"
 
 
+class CacheBackendDown(GatewayError):
+    """The cache backend (Redis) did not answer an operator's request."""
+
+    status = 503
+    code = "cache_unavailable"
+
+
 class UpstreamFailure(GatewayError):
     status = 502
     code = "upstream_error"
@@ -128,6 +155,9 @@ class UpstreamFailure(GatewayError):
 class UpstreamUnreachable(UpstreamFailure):
     status = 502
     code = "upstream_unreachable"
+    retry_before_output = True
+    unavailable = True
+    cold_start_symptom = True
 
 
 class UpstreamAppError(UpstreamFailure):
@@ -138,6 +168,15 @@ class UpstreamAppError(UpstreamFailure):
 class UpstreamBadResponse(UpstreamFailure):
     status = 502
     code = "upstream_bad_response"
+    unavailable = True
+
+
+class UpstreamDisconnected(UpstreamBadResponse):
+    """The connection was cut before the answer (a reset, a closed stream): worth a retry."""
+
+    status = 502
+    code = "upstream_disconnected"
+    retry_before_output = True
 
 
 class UpstreamAuth(UpstreamFailure):
@@ -148,6 +187,7 @@ class UpstreamAuth(UpstreamFailure):
 class UpstreamRejected(UpstreamFailure):
     status = 422
     code = "upstream_rejected"
+    request_fault = True
 
 
 class UpstreamRateLimited(UpstreamFailure):
@@ -158,23 +198,32 @@ class UpstreamRateLimited(UpstreamFailure):
 class UpstreamBusy(UpstreamFailure):
     status = 503
     code = "upstream_busy"
+    retry_before_output = True
+    unavailable = True
+    cold_start_symptom = True
 
 
 class UpstreamStarting(UpstreamFailure):
     status = 503
     code = "upstream_starting"
+    retry_before_output = True
+    unavailable = True
+    cold_start_symptom = True
 
 
 class UpstreamUnavailable(UpstreamFailure):
     status = 503
     code = "upstream_unavailable"
+    unavailable = True
 
 
 class UpstreamNotReady(UpstreamFailure):
     status = 503
     code = "upstream_not_ready"
+    unavailable = True
 
 
 class UpstreamTimeout(UpstreamFailure):
     status = 504
     code = "upstream_timeout"
+    unavailable = True

@@ -18,10 +18,10 @@ from typing import Literal
 
 from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
 from proxy.catalog import Catalog
+from proxy.errors import GatewayError
 from proxy.flights import Flights
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.metrics import Metrics
-from proxy.resilience import UNAVAILABLE
 from proxy.stops import stop_generation, stop_stream
 from proxy.upstreams.base import Readiness, Upstream
 
@@ -104,8 +104,8 @@ class Gateway:
         """The reply for ``req``; raises GatewayError subclasses on upstream trouble."""
         try:
             served = await self._serve(req, policy)
-        except UNAVAILABLE:
-            if self.fallback is None:
+        except GatewayError as exc:
+            if self.fallback is None or not exc.unavailable:
                 raise
             generation = await self.fallback.generate(req)
             served = Served(replace(generation, upstream=FALLBACK_LABEL), "BYPASS")
@@ -190,8 +190,8 @@ class Gateway:
             served.chunks = stop_stream(served.chunks, req.stop)
         try:
             served.chunks = await _primed(served.chunks)
-        except UNAVAILABLE:
-            if self.fallback is None:
+        except GatewayError as exc:
+            if self.fallback is None or not exc.unavailable:
                 raise
             # Nothing was sent yet: the whole reply can still come from the fallback.
             chunks = self.fallback.stream(req)

@@ -14,12 +14,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.errors import (
     GatewayBusy,
     GatewayError,
-    UpstreamBadResponse,
-    UpstreamBusy,
-    UpstreamStarting,
-    UpstreamTimeout,
     UpstreamUnavailable,
-    UpstreamUnreachable,
 )
 from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.metrics import Metrics
@@ -28,16 +23,6 @@ from proxy.upstreams.base import Readiness, Upstream
 
 if TYPE_CHECKING:
     from proxy.hub import SpaceStage
-
-# Failures that say the upstream cannot serve now (as opposed to refusing one request).
-UNAVAILABLE = (
-    UpstreamUnreachable,
-    UpstreamBusy,
-    UpstreamStarting,
-    UpstreamTimeout,
-    UpstreamBadResponse,
-    UpstreamUnavailable,
-)
 
 
 class ResilientUpstream:
@@ -92,13 +77,11 @@ class ResilientUpstream:
                 self.breaker.release()
         else:
             self._metrics.upstream_errors.labels(error.code).inc()
-            if isinstance(error, UNAVAILABLE):
+            if error.unavailable:
                 self.breaker.failure()
             else:
                 self.breaker.success()  # it answered, if only to refuse: it is up
-        if self._stage is not None and isinstance(
-            error, UpstreamStarting | UpstreamUnreachable | UpstreamBusy
-        ):
+        if self._stage is not None and error.cold_start_symptom:
             return await self._stage.explain(error)
         return error
 

@@ -7,14 +7,9 @@ from starlette.responses import Response
 
 from proxy.cache import CacheUnavailable
 from proxy.context import context_of
-from proxy.errors import GatewayError, NotFound
+from proxy.errors import CacheBackendDown, NotFound
 from proxy.responses import JSONResponse
 from proxy.tokens import require_bearer
-
-
-class CacheUnavailableError(GatewayError):
-    status = 503
-    code = "cache_unavailable"
 
 
 def require_admin(request: Request) -> None:
@@ -31,7 +26,7 @@ async def clear_cache(request: Request) -> Response:
     try:
         cleared = await context_of(request).gateway.clear_cache()
     except CacheUnavailable:
-        raise CacheUnavailableError(
+        raise CacheBackendDown(
             "the cache backend is unavailable; try again", retry_after=5
         ) from None
     return JSONResponse({"status": "cleared", "entries": cleared})

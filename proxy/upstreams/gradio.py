@@ -24,12 +24,11 @@ from proxy.errors import (
     GatewayError,
     UpstreamAppError,
     UpstreamBadResponse,
-    UpstreamBusy,
+    UpstreamDisconnected,
     UpstreamFailure,
     UpstreamRateLimited,
     UpstreamStarting,
     UpstreamTimeout,
-    UpstreamUnreachable,
 )
 from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.sse import SSEDecoder
@@ -98,6 +97,8 @@ class GradioUpstream(HTTPUpstream):
         self._api_name = api_name
         self._stream_api_name = stream_api_name
         self._discovery: Discovery | None = None
+        # The last call's failure when it said the Space cannot serve now, for /readyz.
+        self._last_failure: GatewayError | None = None
         self._plan_lock = asyncio.Lock()
         self._discovery_error: GatewayError | None = None
         self._discovery_failed_at = 0.0
@@ -239,7 +240,7 @@ class GradioUpstream(HTTPUpstream):
             try:
                 return await self._submit(plan, data)
             except Exception as exc:
-                raise before_output(exc, self._translate(exc)) from None
+                raise before_output(self._translate(exc)) from None
 
         try:
             async with asyncio.timeout_at(deadline):
@@ -271,9 +272,8 @@ class GradioUpstream(HTTPUpstream):
                                 code="upstream_first_token_timeout",
                             ) from None
                     if not chunk:
-                        raise UpstreamBadResponse(
-                            "the upstream closed the result stream before completing",
-                            code="upstream_disconnected",
+                        raise UpstreamDisconnected(
+                            "the upstream closed the result stream before completing"
                         )
                     for event, raw in decoder.feed(chunk):
                         if event in ("generating", "complete", "error"):
@@ -291,9 +291,7 @@ class GradioUpstream(HTTPUpstream):
                 resp.release()
         except Exception as exc:
             error = self._translate(exc)
-            if isinstance(
-                error, UpstreamUnreachable | UpstreamBusy | UpstreamStarting | UpstreamTimeout
-            ):
+            if error.unavailable:  # /readyz says so until a call succeeds
                 self._last_failure = error
             if error is exc:
                 raise

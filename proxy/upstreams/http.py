@@ -18,6 +18,7 @@ from proxy.errors import (
     UpstreamAuth,
     UpstreamBadResponse,
     UpstreamBusy,
+    UpstreamDisconnected,
     UpstreamFailure,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -54,9 +55,6 @@ class BeforeOutput(Exception):
     def __init__(self, error: GatewayError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-RETRYABLE = (UpstreamUnreachable, UpstreamBusy, UpstreamStarting, UpstreamBadResponse)
 
 
 WAIT_INITIAL = 0.1
@@ -99,13 +97,10 @@ async def with_retries(attempt: Callable[[], Awaitable[T]], *, retries: int, dea
     raise AssertionError("stamina either returns or raises")  # pragma: no cover
 
 
-def before_output(exc: Exception, translated: GatewayError) -> Exception:
-    """``translated`` marked retryable when it is a failure before output, else itself."""
-    if isinstance(exc, TimeoutError) or not isinstance(translated, RETRYABLE):
-        return translated
-    if isinstance(translated, UpstreamBadResponse) and translated.code != "upstream_disconnected":
-        return translated  # garbage stays garbage
-    return BeforeOutput(translated)
+def before_output(translated: GatewayError) -> Exception:
+    """``translated``, marked for a retry when it is a failure before output that another
+    attempt may cure (its class says so), else itself."""
+    return BeforeOutput(translated) if translated.retry_before_output else translated
 
 
 def new_session(
@@ -183,9 +178,7 @@ def translate(exc: Exception, *, read_timeout: float, total_timeout: float) -> G
         exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientOSError
     ):
         # A ClientOSError that is not a connect error is a reset mid-request.
-        return UpstreamBadResponse(
-            "the upstream closed the connection before answering", code="upstream_disconnected"
-        )
+        return UpstreamDisconnected("the upstream closed the connection before answering")
     return UpstreamUnreachable(f"the connection to the upstream failed ({type(exc).__name__})")
 
 
@@ -217,7 +210,6 @@ class HTTPUpstream:
         self._first_token_timeout = first_token_timeout or total_timeout
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
-        self._last_failure: GatewayError | None = None
 
     def auth_headers(self) -> dict[str, str]:
         """How this upstream takes the token."""

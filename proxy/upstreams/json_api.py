@@ -14,10 +14,7 @@ import orjson
 from proxy.errors import (
     GatewayError,
     UpstreamBadResponse,
-    UpstreamBusy,
-    UpstreamStarting,
     UpstreamTimeout,
-    UpstreamUnreachable,
 )
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
@@ -35,12 +32,6 @@ class JSONUpstream(HTTPUpstream):
 
     name = "json"
     health_path = "/health"
-
-    def _failed(self, exc: Exception) -> GatewayError:
-        error = self._translate(exc)
-        if isinstance(error, UpstreamUnreachable | UpstreamBusy | UpstreamStarting):
-            self._last_failure = error
-        return error
 
     def _status_error(self, resp: aiohttp.ClientResponse, body: bytes, path: str) -> GatewayError:
         message = error_message(body)
@@ -60,7 +51,7 @@ class JSONUpstream(HTTPUpstream):
                     self.base_url + path, data=orjson.dumps(body), headers=headers
                 )
             except Exception as exc:
-                raise before_output(exc, self._translate(exc)) from None
+                raise before_output(self._translate(exc)) from None
             if resp.status == 200:
                 return resp
             try:
@@ -68,7 +59,7 @@ class JSONUpstream(HTTPUpstream):
             finally:
                 resp.release()
             error = self._status_error(resp, raw, path)
-            raise before_output(error, error) from None
+            raise before_output(error) from None
 
         return await with_retries(attempt, retries=self._retries, deadline=deadline)
 
@@ -81,8 +72,7 @@ class JSONUpstream(HTTPUpstream):
                 async with resp:
                     raw = await resp.read()
         except Exception as exc:
-            raise self._failed(exc) from None
-        self._last_failure = None
+            raise self._translate(exc) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -132,7 +122,7 @@ class JSONUpstream(HTTPUpstream):
             finally:
                 resp.release()
         except Exception as exc:
-            error = self._failed(exc)
+            error = self._translate(exc)
             if error is exc:
                 raise
             raise error from None
@@ -144,7 +134,6 @@ class JSONUpstream(HTTPUpstream):
                     if resp.status != 200:
                         raise self._status_error(resp, await resp.read(), self.health_path)
         except Exception as exc:
-            error = self._failed(exc)
+            error = self._translate(exc)
             return Readiness(False, error.message, error)
-        self._last_failure = None
         return Readiness(True, f"{self.name} server at {self.base_url}")
