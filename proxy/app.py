@@ -30,7 +30,7 @@ from proxy.middleware import (
     request_id_of,
 )
 from proxy.resilience import ResilientUpstream
-from proxy.responses import error_response
+from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
 from proxy.settings import Settings
 from proxy.upstreams import Upstream, build_upstream
@@ -110,7 +110,7 @@ def cors_options(settings: Settings) -> dict[str, Any]:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc, request_id_of(request.scope))
+    return render_error(exc, request.scope, request_id_of(request.scope))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -128,7 +128,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
         error.status = exc.status_code
-    return error_response(error, request_id_of(request.scope))
+    return render_error(error, request.scope, request_id_of(request.scope))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -68,9 +68,11 @@ class GatewayError(Exception):
         code: str | None = None,
         retry_after: int | None = None,
         headers: Mapping[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, when there is one
         if code is not None:
             self.code = code
         self.retry_after = retry_after

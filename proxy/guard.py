@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.clients import ClientAddresses
 from proxy.errors import Forbidden, GatewayError, RateLimited, Unauthorized
 from proxy.metrics import Metrics
-from proxy.responses import error_response
+from proxy.responses import render_error
 from proxy.settings import Settings
 
 logger = logging.getLogger("proxy.guard")
@@ -203,7 +203,8 @@ class Guarded:
         try:
             extra = await guard.admit(scope)
         except GatewayError as exc:
-            await error_response(exc, scope["state"].get("request_id"))(scope, receive, send)
+            request_id = scope["state"].get("request_id")
+            await render_error(exc, scope, request_id)(scope, receive, send)
             return
         if not extra:
             await self.endpoint(scope, receive, send)

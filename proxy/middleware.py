@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.errors import GatewayError
 from proxy.metrics import Metrics
 from proxy.record import RequestRecord, begin
-from proxy.responses import error_response
+from proxy.responses import render_error
 
 logger = logging.getLogger("proxy.app")
 access_logger = logging.getLogger("proxy.access")
@@ -235,4 +235,4 @@ class ErrorGuardMiddleware:
                 error = GatewayError("internal error; the request id is in the logs")
             if started:
                 return  # too late for a status; the connection simply ends
-            await error_response(error, request_id)(scope, receive, send)
+            await render_error(error, scope, request_id)(scope, receive, send)

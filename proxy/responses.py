@@ -1,4 +1,10 @@
-"""Response helpers: fast JSON, and the one place errors are rendered for the browser."""
+"""Response helpers: fast JSON, and the one place errors are rendered.
+
+Each front has its renderer: everything under ``/v1/`` (the OpenAI-compatible front: its
+routes, the guard in front of them, the router's own 404 and 405, crashes) answers in
+OpenAI's error shape, so OpenAI clients show the message; every other path answers in the
+gateway's own shape, which the seed's front ends read.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import JSONResponse as _JSONResponse
+from starlette.types import Scope
 
 from proxy.errors import GatewayError
 
@@ -27,3 +34,37 @@ def error_body(exc: GatewayError, request_id: str | None) -> dict[str, Any]:
 def error_response(exc: GatewayError, request_id: str | None) -> JSONResponse:
     """``{"error", "code", "request_id"}`` with the error's status and headers."""
     return JSONResponse(error_body(exc, request_id), status_code=exc.status, headers=exc.headers)
+
+
+OPENAI_PREFIX = "/v1/"
+# OpenAI's error "type" for each status; anything else is an api_error.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(exc: GatewayError) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}``, as OpenAI answers."""
+    kind = _OPENAI_TYPES.get(exc.status, "api_error")
+    return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}
+
+
+def openai_error_response(exc: GatewayError) -> JSONResponse:
+    # OpenAI answers every invalid request with 400; its clients expect no 422.
+    status = 400 if exc.status == 422 else exc.status
+    return JSONResponse(openai_error_body(exc), status_code=status, headers=exc.headers)
+
+
+def render_error(exc: GatewayError, scope: Scope, request_id: str | None) -> JSONResponse:
+    """``exc`` in the shape of the front that ``scope``'s path belongs to."""
+    if scope.get("path", "").startswith(OPENAI_PREFIX):
+        return openai_error_response(exc)
+    return error_response(exc, request_id)

@@ -76,20 +76,23 @@ def translate_validation_error(error: ValidationError, *, max_new_tokens_limit: 
         return InvalidRequest(
             f"{_field(where)} is NaN or infinite, which JSON cannot hold; send a finite number",
             code="invalid_json",
+            param=_field(where),
         )
     if kind in {"model_type", "model_attributes_type"} and not loc:
         return InvalidRequest("request body must be a JSON object", code="invalid_json")
     if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
         field = str(loc[-1])
         expected = RANGES.get(field, str(first["msg"])).format(limit=max_new_tokens_limit)
-        return InvalidParameter(f"{name} must be {expected}; got {first.get('input')!r}")
+        return InvalidParameter(
+            f"{name} must be {expected}; got {first.get('input')!r}", param=name
+        )
     if kind == "extra_forbidden":
         scope = Parameters if loc[:1] == ("parameters",) else ChatRequest
         allowed = ", ".join(scope.model_fields)
         return InvalidRequest(
-            f"unknown field {name!r}; allowed here: {allowed}", code="unknown_field"
+            f"unknown field {name!r}; allowed here: {allowed}", code="unknown_field", param=name
         )
-    return InvalidRequest(f"{name}: {first['msg']}")
+    return InvalidRequest(f"{name}: {first['msg']}", param=name if loc else None)
 
 
 def parse_chat_request(body: bytes, *, max_new_tokens_limit: int) -> ChatRequest:

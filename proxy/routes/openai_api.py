@@ -25,7 +25,7 @@ from proxy.context import AppContext, context_of
 from proxy.errors import GatewayError, InvalidRequest
 from proxy.generation import Chunk, Generation, GenerationRequest, Usage, estimate_tokens
 from proxy.middleware import request_id_of
-from proxy.responses import JSONResponse
+from proxy.responses import JSONResponse, openai_error_body, openai_error_response
 from proxy.routes.chat import (
     SSE_HEADERS,
     _cache_headers,
@@ -86,22 +86,6 @@ class CompletionRequest(BaseModel):
     functions: list[Any] | None = None
 
 
-def openai_error(exc: GatewayError) -> JSONResponse:
-    kind = {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        404: "invalid_request_error",
-        413: "invalid_request_error",
-        415: "invalid_request_error",
-        422: "invalid_request_error",
-        429: "rate_limit_error",
-    }.get(exc.status, "api_error")
-    body = {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
-    # OpenAI answers every invalid request with 400; its clients expect no 422.
-    status = 400 if exc.status == 422 else exc.status
-    return JSONResponse(body, status_code=status, headers=exc.headers)
-
-
 def _to_generation_request(body: CompletionRequest, ctx: AppContext) -> GenerationRequest:
     settings = ctx.settings
     if body.n != 1:
@@ -146,7 +130,7 @@ class CompletionsEndpoint:
         except ClientDisconnect:
             return
         except GatewayError as exc:
-            response = openai_error(exc)
+            response = openai_error_response(exc)
         await response(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive) -> Response:
@@ -240,11 +224,11 @@ async def _stream_frames(
                 if delta:
                     yield chunk_frame({"content": delta}, None)
     except GatewayError as exc:
-        yield _data(orjson.loads(openai_error(exc).body))
+        yield _data(openai_error_body(exc))
         return
     except Exception:
         logger.exception("stream failed in completion %s", completion_id)
-        yield _data(orjson.loads(openai_error(GatewayError("internal error")).body))
+        yield _data(openai_error_body(GatewayError("internal error")))
         return
     yield chunk_frame({}, finish)
     if include_usage:
