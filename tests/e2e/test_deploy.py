@@ -98,6 +98,19 @@ def pids_serving(gateway: Gateway, route: str) -> dict[str, int]:
     }
 
 
+def pids_of(gateway: Gateway, responses: list[httpx.Response]) -> list[int]:
+    """The pid of the worker that served each response, once its access-log line (which
+    honcho relays a moment after the response) has arrived."""
+    ids = [r.headers["x-request-id"] for r in responses]
+
+    def logged() -> dict[str, int] | None:
+        served = pids_serving(gateway, "/api/chat")
+        return served if all(i in served for i in ids) else None
+
+    served = wait_until(logged, timeout=10, what="the access-log lines")
+    return [served[i] for i in ids]
+
+
 def fresh(url: str, method: str = "GET", **kw: Any) -> httpx.Response:
     """One request on a new connection, so the kernel may hand it to any worker."""
     with httpx.Client(timeout=30) as client:
@@ -164,26 +177,24 @@ def test_two_workers_share_one_budget_one_cache_and_their_metrics(
         for _ in range(8):
             budget += burst(url, "POST", count=4, json={"inputs": "a budget question"},
                             headers={"X-Forwarded-For": "198.51.100.1"})  # fmt: skip
-            pids = {pids_serving(gateway, "/api/chat")[r.headers["x-request-id"]] for r in budget}
-            if len(pids) == 2 and len(budget) >= 12:
+            if len(set(pids_of(gateway, budget))) == 2 and len(budget) >= 12:
                 break
         # Many clients asking one question: a hit answered by the worker that did not miss.
         first = fresh(url, "POST", json=body, headers={"X-Forwarded-For": "198.51.100.2"})
-        miss_pid = pids_serving(gateway, "/api/chat")[first.headers["x-request-id"]]
+        [miss_pid] = pids_of(gateway, [first])
         hits: list[httpx.Response] = []
         for round_ in range(10):
             hits += burst_hits(url, body, round_)
-            served_by = pids_serving(gateway, "/api/chat")
-            if any(served_by[r.headers["x-request-id"]] != miss_pid for r in hits):
+            if set(pids_of(gateway, hits)) - {miss_pid}:
                 break
         scrapes = [fresh(f"{gateway.url}/metrics").text for _ in range(4)]
-        served_by = pids_serving(gateway, "/api/chat")
-    assert len({served_by[r.headers["x-request-id"]] for r in budget}) == 2
+        budget_pids, hit_pids = pids_of(gateway, budget), pids_of(gateway, hits)
+    assert len(set(budget_pids)) == 2
     assert [r.status_code for r in budget].count(200) == 6  # one budget for both workers
     assert {r.status_code for r in budget} == {200, 429}
     assert first.headers["x-cache"] == "MISS"
     assert {r.headers["x-cache"] for r in hits} == {"HIT"}
-    assert {served_by[r.headers["x-request-id"]] for r in hits} - {miss_pid}
+    assert set(hit_pids) - {miss_pid}
     total = len(budget) + 1 + len(hits)
     ok = 6 + 1 + len(hits)
     for text in scrapes:  # whichever worker answered the scrape: the sum over both
