@@ -44,7 +44,6 @@ from proxy.upstreams.gradio_api import (
 from proxy.upstreams.http import (
     HTTPUpstream,
     before_output,
-    error_message,
     status_error,
     with_retries,
 )
@@ -183,7 +182,7 @@ class GradioUpstream(HTTPUpstream):
                     resp.status,
                     resp.headers,
                     f"POST {plan.call_path}",
-                    message=error_message(await resp.content.read(4096)),
+                    message=self.explain(await resp.content.read(4096)),
                     auth_statuses=AUTH_STATUSES,
                 )
             body = await resp.read()
@@ -201,9 +200,7 @@ class GradioUpstream(HTTPUpstream):
                 "the upstream app raised an error without details "
                 "(its owner can launch it with show_error=True)"
             )
-        text = str(message)[:500]
-        if self._token:
-            text = text.replace(self._token, "[redacted]")
+        text = self.redact(str(message))[:500]
         if "gpu quota" in text.lower():
             return UpstreamRateLimited(f"the upstream is out of GPU quota: {text}", retry_after=60)
         return UpstreamAppError(f"the upstream reported: {text}")

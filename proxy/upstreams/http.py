@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -46,6 +47,19 @@ def error_message(body: bytes) -> str | None:
         error = error.get("message")
     message = error if isinstance(error, str) else data.get("message") or data.get("detail")
     return str(message) if message else None
+
+
+_BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret and any ``Bearer <credential>`` replaced: upstream text
+    (error bodies, error events) passes here before it reaches a response, ``/readyz``, a
+    metric or a log line, since a Space may echo the headers it received."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _BEARER.sub("Bearer [redacted]", text)
 
 
 class BeforeOutput(Exception):
@@ -210,6 +224,14 @@ class HTTPUpstream:
         self._first_token_timeout = first_token_timeout or total_timeout
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
+
+    def explain(self, body: bytes) -> str | None:
+        """The upstream's own explanation in an error body, secrets redacted."""
+        message = error_message(body)
+        return self.redact(message) if message else None
+
+    def redact(self, text: str) -> str:
+        return redact(text, (self._token,) if self._token else ())
 
     def auth_headers(self) -> dict[str, str]:
         """How this upstream takes the token."""

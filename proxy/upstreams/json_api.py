@@ -21,7 +21,6 @@ from proxy.upstreams.base import Readiness
 from proxy.upstreams.http import (
     HTTPUpstream,
     before_output,
-    error_message,
     status_error,
     with_retries,
 )
@@ -34,10 +33,7 @@ class JSONUpstream(HTTPUpstream):
     health_path = "/health"
 
     def _status_error(self, resp: aiohttp.ClientResponse, body: bytes, path: str) -> GatewayError:
-        message = error_message(body)
-        if message and self._token:
-            message = message.replace(self._token, "[redacted]")
-        return status_error(resp.status, resp.headers, f"POST {path}", message=message)
+        return status_error(resp.status, resp.headers, f"POST {path}", message=self.explain(body))
 
     async def _open(
         self, path: str, body: dict[str, Any], headers: dict[str, str], deadline: float

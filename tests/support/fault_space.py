@@ -145,7 +145,7 @@ class FaultSpace:
             if scenario == "switch":
                 scenario = self.switch
             self.hits[f"{scenario} {method} /{path}"] += 1
-            await self._answer(scenario, method, "/" + path, reader, writer)
+            await self._answer(scenario, method, "/" + path, reader, writer, headers)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -190,6 +190,7 @@ class FaultSpace:
         path: str,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        headers: dict[str, str],
     ) -> None:
         write = writer.write
         if scenario in self.down:
@@ -207,16 +208,22 @@ class FaultSpace:
         elif path == "/gradio_api/info":
             write(_json(200, INFO))
         elif method == "POST" and path == "/gradio_api/call/predict":
-            await self._post(scenario, writer)
+            await self._post(scenario, writer, headers)
         elif method == "GET" and path.startswith("/gradio_api/call/predict/"):
             await self._result(scenario, path, reader, writer)
         else:
             write(_response(404, b'{"detail": "Not Found"}'))
         await writer.drain()
 
-    async def _post(self, scenario: str, writer: asyncio.StreamWriter) -> None:
+    async def _post(
+        self, scenario: str, writer: asyncio.StreamWriter, headers: dict[str, str]
+    ) -> None:
         post_count = self.hits[f"{scenario} POST /gradio_api/call/predict"]
-        if scenario == "reset":
+        echoed = f"got headers: {json.dumps(headers)}"
+        if scenario.startswith("echo") and scenario[4:].isdigit():
+            # A Space that echoes the request's headers in its error, with this status.
+            writer.write(_json(int(scenario[4:]), {"error": echoed}))
+        elif scenario == "reset":
             self._reset(writer)
         elif scenario == "garbage":
             writer.write(_response(200, b"\x00\xffnot json at all{{", content_type="text/plain"))
@@ -236,6 +243,9 @@ class FaultSpace:
             return
         if scenario == "apperror":
             write(SSE_HEAD + _event("error", {"error": "CUDA out of memory", "visible": True}))
+        elif scenario == "echoevent":
+            seen = self.requests[-1][2]  # this request's headers, the token among them
+            write(SSE_HEAD + _event("error", {"error": f"got headers: {json.dumps(seen)}"}))
         elif scenario == "apperror_null":
             write(SSE_HEAD + _event("error", {"error": None}))
         elif scenario == "quota":

@@ -197,3 +197,28 @@ async def test_readyz_reports_discovery_failure_and_recovers_lazily(
         response = await client.get("/readyz")
     assert response.status_code == 200
     assert "/predict" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "scenario", ["echo400", "echo422", "echo429", "echo500", "echo503", "echoevent"]
+)
+async def test_a_space_that_echoes_headers_never_leaks_the_token(
+    fault_space: FaultSpace, scenario: str
+) -> None:
+    # The Space puts every header it received, the token's among them, in its error text.
+    async with gateway_client(
+        upstream_url=f"{fault_space.url}/{scenario}", hf_token=TOKEN, upstream_retries=0
+    ) as client:
+        answers = [
+            await client.post("/api/chat", json={"inputs": "echo me"}),
+            await client.post("/api/chat", json={"inputs": "echo me", "stream": True}),
+            await client.post("/v1/chat/completions", json={
+                "model": "llama-2-7b-chat", "messages": [{"role": "user", "content": "echo"}]}),
+            await client.get("/readyz"),
+        ]  # fmt: skip
+    assert fault_space.requests[-1][2]["x-hf-authorization"] == f"Bearer {TOKEN}"
+    for answer in answers:
+        assert TOKEN not in answer.text
+    assert answers[0].status_code >= 400
+    assert "got headers" in answers[0].text  # the Space's explanation still reaches the user
+    assert "Bearer [redacted]" in answers[0].text
