@@ -6,10 +6,13 @@ Each adapter's module is imported only when it is selected: test mode never load
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from proxy.settings import Settings, UpstreamKind
 from proxy.upstreams.base import Readiness, Upstream
+
+if TYPE_CHECKING:
+    from proxy.upstreams.http import HTTPOptions
 
 
 def _mock(settings: Settings) -> Upstream:
@@ -20,17 +23,19 @@ def _mock(settings: Settings) -> Upstream:
     )
 
 
-def _http_kwargs(settings: Settings) -> dict[str, Any]:
-    """What every HTTP adapter takes: the token, timeouts and pool size."""
-    return {
-        "token": settings.hf_token_value,
-        "connect_timeout": settings.upstream_connect_timeout,
-        "read_timeout": settings.upstream_read_timeout,
-        "total_timeout": settings.upstream_timeout,
-        "max_connections": settings.upstream_max_connections,
-        "first_token_timeout": settings.upstream_first_token_timeout,
-        "retries": settings.upstream_retries,
-    }
+def http_options(settings: Settings) -> HTTPOptions:
+    """What every HTTP adapter takes, from the settings."""
+    from proxy.upstreams.http import HTTPOptions
+
+    return HTTPOptions(
+        token=settings.hf_token_value,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        total_timeout=settings.upstream_timeout,
+        max_connections=settings.upstream_max_connections,
+        first_token_timeout=settings.upstream_first_token_timeout,
+        retries=settings.upstream_retries,
+    )
 
 
 def _gradio(settings: Settings) -> Upstream:
@@ -39,9 +44,9 @@ def _gradio(settings: Settings) -> Upstream:
     assert settings.upstream_url is not None
     return GradioUpstream(
         settings.upstream_url,
+        http_options(settings),
         api_name=settings.space_api_name,
         stream_api_name=settings.space_stream_api_name,
-        **_http_kwargs(settings),
     )
 
 
@@ -49,7 +54,7 @@ def _tgi(settings: Settings) -> Upstream:
     from proxy.upstreams.tgi import TGIUpstream
 
     assert settings.upstream_url is not None
-    return TGIUpstream(settings.upstream_url, **_http_kwargs(settings))
+    return TGIUpstream(settings.upstream_url, http_options(settings))
 
 
 def _openai(settings: Settings) -> Upstream:
@@ -58,9 +63,9 @@ def _openai(settings: Settings) -> Upstream:
     assert settings.upstream_url is not None
     return OpenAICompatUpstream(
         settings.upstream_url,
+        http_options(settings),
         model_map=settings.upstream_model_map,
         system_prompt=settings.system_prompt,
-        **_http_kwargs(settings),
     )
 
 

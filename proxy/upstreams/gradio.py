@@ -42,6 +42,7 @@ from proxy.upstreams.gradio_api import (
     result_text,
 )
 from proxy.upstreams.http import (
+    HTTPOptions,
     HTTPUpstream,
     before_output,
     status_error,
@@ -71,27 +72,12 @@ class GradioUpstream(HTTPUpstream):
     def __init__(
         self,
         base_url: str,
+        options: HTTPOptions,
         *,
-        token: str | None,
         api_name: str | None,
         stream_api_name: str | None = None,
-        connect_timeout: float,
-        read_timeout: float,
-        total_timeout: float,
-        max_connections: int,
-        first_token_timeout: float | None = None,
-        retries: int = 0,
     ) -> None:
-        super().__init__(
-            base_url,
-            token=token,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            total_timeout=total_timeout,
-            max_connections=max_connections,
-            first_token_timeout=first_token_timeout,
-            retries=retries,
-        )
+        super().__init__(base_url, options)
         self.identity = f"gradio {self.base_url} {api_name or 'auto'}"
         self._api_name = api_name
         self._stream_api_name = stream_api_name

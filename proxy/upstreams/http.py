@@ -7,6 +7,7 @@ import asyncio
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
@@ -196,33 +197,36 @@ def translate(exc: Exception, *, read_timeout: float, total_timeout: float) -> G
     return UpstreamUnreachable(f"the connection to the upstream failed ({type(exc).__name__})")
 
 
+@dataclass(frozen=True, slots=True)
+class HTTPOptions:
+    """What every HTTP adapter takes, whatever its protocol: the token, the timeouts (connect,
+    silence, whole call, first token), the pool size and the retries before output."""
+
+    token: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    total_timeout: float = 120.0
+    max_connections: int = 512
+    first_token_timeout: float | None = None
+    retries: int = 0
+
+
 class HTTPUpstream:
     """The part of every HTTP adapter that is the same: where the upstream is, the token, the
     timeouts, and one pooled session opened by ``start`` and closed by ``aclose``."""
 
     name = "http"
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        token: str | None,
-        connect_timeout: float,
-        read_timeout: float,
-        total_timeout: float,
-        max_connections: int,
-        first_token_timeout: float | None = None,
-        retries: int = 0,
-    ) -> None:
+    def __init__(self, base_url: str, options: HTTPOptions) -> None:
         self.base_url = base_url.rstrip("/")
         self.identity = f"{self.name} {self.base_url}"
-        self._token = token
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._total_timeout = total_timeout
-        self._max_connections = max_connections
-        self._first_token_timeout = first_token_timeout or total_timeout
-        self._retries = retries
+        self._token = options.token
+        self._connect_timeout = options.connect_timeout
+        self._read_timeout = options.read_timeout
+        self._total_timeout = options.total_timeout
+        self._max_connections = options.max_connections
+        self._first_token_timeout = options.first_token_timeout or options.total_timeout
+        self._retries = options.retries
         self._session: aiohttp.ClientSession | None = None
 
     def explain(self, body: bytes) -> str | None:

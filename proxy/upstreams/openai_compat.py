@@ -15,6 +15,7 @@ from typing import Any
 from proxy.errors import UpstreamAppError, UpstreamBadResponse
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest, Usage
 from proxy.prompts import HEALTH_SYSTEM_PROMPT
+from proxy.upstreams.http import HTTPOptions
 from proxy.upstreams.json_api import JSONUpstream
 
 
@@ -39,13 +40,13 @@ class OpenAICompatUpstream(JSONUpstream):
     def __init__(
         self,
         base_url: str,
+        options: HTTPOptions,
         *,
         model_map: Mapping[str, str],
         system_prompt: str | None,
-        **kwargs: Any,
     ) -> None:
         # Accept the server's root or its /v1 base, as OpenAI clients do.
-        super().__init__(base_url.removesuffix("/").removesuffix("/v1"), **kwargs)
+        super().__init__(base_url.removesuffix("/").removesuffix("/v1"), options)
         self._model_map = dict(model_map)
         self._system_prompt = system_prompt or HEALTH_SYSTEM_PROMPT
 
