@@ -9,7 +9,7 @@ from typing import Any
 
 from proxy.errors import GatewayError
 from proxy.settings import Settings, quiet_hub_environment, space_url
-from proxy.upstreams.gradio_api import choose_endpoint, plan_endpoint
+from proxy.upstreams.gradio_plan import choose_endpoint, plan_endpoint
 
 
 def describe_upstream(url: str, settings: Settings) -> str:

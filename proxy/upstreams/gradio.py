@@ -33,7 +33,7 @@ from proxy.errors import (
 from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
-from proxy.upstreams.gradio_api import (
+from proxy.upstreams.gradio_plan import (
     EndpointPlan,
     build_data,
     choose_endpoint,

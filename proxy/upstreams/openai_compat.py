@@ -16,7 +16,7 @@ from proxy.errors import UpstreamAppError, UpstreamBadResponse
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest, Usage
 from proxy.prompts import HEALTH_SYSTEM_PROMPT
 from proxy.upstreams.http import HTTPOptions
-from proxy.upstreams.json_api import JSONUpstream
+from proxy.upstreams.json_base import JSONUpstream
 
 
 def _finish(reason: Any) -> FinishReason:

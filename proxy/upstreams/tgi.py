@@ -22,7 +22,7 @@ from proxy.generation import (
     Usage,
     estimate_tokens,
 )
-from proxy.upstreams.json_api import JSONUpstream
+from proxy.upstreams.json_base import JSONUpstream
 
 
 def _finish(details: Any) -> FinishReason:

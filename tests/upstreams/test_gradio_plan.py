@@ -9,7 +9,7 @@ import pytest
 from proxy.catalog import Catalog
 from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse
 from proxy.schemas import ChatRequest, to_generation_request
-from proxy.upstreams.gradio_api import build_data, choose_endpoint, plan_endpoint, result_text
+from proxy.upstreams.gradio_plan import build_data, choose_endpoint, plan_endpoint, result_text
 
 CATALOG = Catalog(default="llama-2-7b-chat")
 
