@@ -33,8 +33,7 @@ from proxy.resilience import ResilientUpstream
 from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
 from proxy.settings import Settings
-from proxy.upstreams import Upstream, build_upstream
-from proxy.upstreams.mock import MockUpstream
+from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
 
 logger = logging.getLogger("proxy.app")
 
@@ -89,9 +88,7 @@ def build_fallback(settings: Settings) -> Upstream | None:
     """The mock, when FALLBACK=mock and a real upstream is configured."""
     if settings.fallback != "mock" or settings.effective_upstream == "mock":
         return None
-    return MockUpstream(
-        latency_ms=settings.mock_latency_ms, token_delay_ms=settings.mock_token_delay_ms
-    )
+    return UPSTREAMS["mock"](settings)
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
@@ -142,7 +139,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         gateway = Gateway(
             build_resilient_upstream(settings, metrics),
-            catalog,
             cache=build_cache(settings),
             metrics=metrics,
             lock_timeout=settings.cache_lock_timeout,
@@ -159,7 +155,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await gateway.start()
         try:
             yield {
-                "ctx": AppContext(settings=settings, gateway=gateway, metrics=metrics, guard=guard)
+                "ctx": AppContext(
+                    settings=settings,
+                    catalog=catalog,
+                    gateway=gateway,
+                    metrics=metrics,
+                    guard=guard,
+                )
             }
         finally:
             await gateway.aclose()

@@ -1,4 +1,5 @@
-"""What the lifespan builds and the routes use: settings, the gateway core, the guard."""
+"""What the lifespan builds and the routes use: settings, the model catalogue, the gateway
+core, the metrics and the guard."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from proxy.catalog import Catalog
 from proxy.gateway import Gateway
 from proxy.guard import Guard
 from proxy.metrics import Metrics
@@ -15,6 +17,7 @@ from proxy.settings import Settings
 @dataclass(frozen=True, slots=True)
 class AppContext:
     settings: Settings
+    catalog: Catalog
     gateway: Gateway
     metrics: Metrics
     guard: Guard

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
-from proxy.catalog import Catalog
 from proxy.errors import GatewayError
 from proxy.flights import Flights
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
@@ -56,12 +55,11 @@ class ServedStream:
 
 
 class Gateway:
-    """One upstream, the catalogue of models it serves, and an optional cache."""
+    """One upstream and an optional cache."""
 
     def __init__(
         self,
         upstream: Upstream,
-        catalog: Catalog,
         *,
         cache: CacheBackend | None,
         metrics: Metrics,
@@ -70,7 +68,6 @@ class Gateway:
     ) -> None:
         self.upstream = upstream
         self.fallback = fallback
-        self.catalog = catalog
         self.cache = cache
         self.metrics = metrics
         self._lock_timeout = lock_timeout

@@ -180,6 +180,14 @@ class Settings(BaseSettings):
                     data = {**data, "space_id": url.strip()}
         return data
 
+    @field_validator("trusted_proxies", "api_keys", "allowed_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """A comma-separated variable as a tuple of its non-empty parts."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("rate_limit")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
@@ -190,13 +198,6 @@ class Settings(BaseSettings):
             parse_many(value)
         except ValueError:
             raise ValueError("must look like 30/minute or 30/minute;500/day (or off)") from None
-        return value
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split_proxies(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("trusted_proxies")
@@ -211,13 +212,6 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{item!r} is not an IP address or network such as 10.0.0.0/8 (or '*')"
                 ) from None
-        return value
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("upstream_url")
@@ -276,16 +270,10 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of: {', '.join(names)}")
         return value
 
-    @field_validator("allowed_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
-        return value
-
     @field_validator("allowed_origins")
     @classmethod
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(origin.rstrip("/") for origin in value)
         if not value:
             raise ValueError("must list at least one origin, e.g. http://localhost:3000")
         if "*" in value and len(value) > 1:

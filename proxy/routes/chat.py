@@ -110,7 +110,7 @@ def generation_request(body: ChatRequest, ctx: AppContext, *, stream: bool) -> G
     settings = ctx.settings
     return to_generation_request(
         body,
-        ctx.gateway.catalog,
+        ctx.catalog,
         max_prompt_chars=settings.max_prompt_chars,
         max_new_tokens_limit=settings.max_new_tokens_limit,
         system_prompt=settings.system_prompt,

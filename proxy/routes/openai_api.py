@@ -239,7 +239,7 @@ async def _stream_frames(
 
 async def models(request: Request) -> Response:
     """``GET /v1/models``: the catalogue in OpenAI's list shape."""
-    catalog = context_of(request).gateway.catalog
+    catalog = context_of(request).catalog
     data = [
         {"id": spec.name, "object": "model", "created": LLAMA2_RELEASED, "owned_by": "meta-llama"}
         for spec in catalog.models

@@ -44,7 +44,7 @@ async def readyz(request: Request) -> Response:
 async def models(request: Request) -> Response:
     """The catalogue: public names, Hub ids, chat or base, and generation defaults."""
     ctx = context_of(request)
-    catalog = ctx.gateway.catalog
+    catalog = ctx.catalog
     return JSONResponse(
         {
             "models": [spec.public() for spec in catalog.models],
