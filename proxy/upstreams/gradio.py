@@ -225,7 +225,7 @@ class GradioUpstream(HTTPUpstream):
             except Exception as exc:
                 raise before_output(self._translate(exc)) from None
 
-        try:
+        with self.translated():
             async with asyncio.timeout_at(deadline):
                 event_id = await with_retries(
                     submit_once, retries=self._retries, deadline=retry_deadline
@@ -272,13 +272,10 @@ class GradioUpstream(HTTPUpstream):
                 # Back to the pool when fully read; aiohttp closes it when it is not, which
                 # is also how an abandoned stream is cancelled at the Space.
                 resp.release()
-        except Exception as exc:
-            error = self._translate(exc)
-            if error.unavailable:  # /readyz says so until a call succeeds
-                self._last_failure = error
-            if error is exc:
-                raise
-            raise error from None
+
+    def _note_failure(self, error: GatewayError) -> None:
+        if error.unavailable:  # /readyz says so until a call succeeds
+            self._last_failure = error
 
     async def generate(self, req: GenerationRequest) -> Generation:
         # One deadline around the whole call: nothing else runs between its events here.

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -262,3 +263,19 @@ class HTTPUpstream:
 
     def _translate(self, exc: Exception) -> GatewayError:
         return translate(exc, read_timeout=self._read_timeout, total_timeout=self._total_timeout)
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """Every failure inside comes out as a GatewayError: library exceptions (aiohttp,
+        timeouts) translated here, once, and each failure shown to ``_note_failure``."""
+        try:
+            yield
+        except Exception as exc:
+            error = self._translate(exc)
+            self._note_failure(error)
+            if error is exc:
+                raise
+            raise error from None
+
+    def _note_failure(self, error: GatewayError) -> None:
+        """A call failed with ``error``; adapters that report it in ``ready()`` keep it."""

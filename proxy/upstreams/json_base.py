@@ -62,13 +62,11 @@ class JSONUpstream(HTTPUpstream):
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """POST ``body`` and return the decoded JSON answer; raises GatewayError."""
         deadline = asyncio.get_running_loop().time() + self._total_timeout
-        try:
+        with self.translated():
             async with asyncio.timeout_at(deadline):
                 resp = await self._open(path, body, {"Content-Type": "application/json"}, deadline)
                 async with resp:
                     raw = await resp.read()
-        except Exception as exc:
-            raise self._translate(exc) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -80,7 +78,7 @@ class JSONUpstream(HTTPUpstream):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout
         first_deadline = min(loop.time() + self._first_token_timeout, deadline)
-        try:
+        with self.translated():
             async with asyncio.timeout_at(first_deadline):
                 resp = await self._open(
                     path,
@@ -117,11 +115,6 @@ class JSONUpstream(HTTPUpstream):
                             ) from None
             finally:
                 resp.release()
-        except Exception as exc:
-            error = self._translate(exc)
-            if error is exc:
-                raise
-            raise error from None
 
     async def ready(self) -> Readiness:
         try:
