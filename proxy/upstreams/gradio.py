@@ -28,7 +28,6 @@ from proxy.errors import (
     UpstreamFailure,
     UpstreamRateLimited,
     UpstreamStarting,
-    UpstreamTimeout,
 )
 from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.sse import SSEDecoder
@@ -240,20 +239,7 @@ class GradioUpstream(HTTPUpstream):
                 decoder = SSEDecoder()
                 wait_until = first_deadline
                 while True:
-                    if wait_until is None:
-                        chunk = await resp.content.readany()
-                    else:
-                        try:
-                            async with asyncio.timeout_at(wait_until):
-                                chunk = await resp.content.readany()
-                        except TimeoutError:
-                            if wait_until == deadline:
-                                raise
-                            raise UpstreamTimeout(
-                                f"no first token from the upstream within "
-                                f"{self._first_token_timeout:g} s",
-                                code="upstream_first_token_timeout",
-                            ) from None
+                    chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
                     if not chunk:
                         raise UpstreamDisconnected(
                             "the upstream closed the result stream before completing"

@@ -277,5 +277,25 @@ class HTTPUpstream:
                 raise
             raise error from None
 
+    async def next_chunk(
+        self, resp: aiohttp.ClientResponse, *, wait_until: float | None, deadline: float | None
+    ) -> bytes:
+        """The next chunk of ``resp``'s body (``b""`` at its end), by ``wait_until`` (loop
+        time; None: the caller bounds the call). Until output starts, ``wait_until`` is the
+        first-token deadline, and missing it is ``upstream_first_token_timeout``; after,
+        it is the call's ``deadline``, and missing it is the call's own TimeoutError."""
+        if wait_until is None:
+            return await resp.content.readany()
+        try:
+            async with asyncio.timeout_at(wait_until):
+                return await resp.content.readany()
+        except TimeoutError:
+            if wait_until == deadline:
+                raise
+            raise UpstreamTimeout(
+                f"no first token from the upstream within {self._first_token_timeout:g} s",
+                code="upstream_first_token_timeout",
+            ) from None
+
     def _note_failure(self, error: GatewayError) -> None:
         """A call failed with ``error``; adapters that report it in ``ready()`` keep it."""

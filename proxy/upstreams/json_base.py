@@ -14,7 +14,6 @@ import orjson
 from proxy.errors import (
     GatewayError,
     UpstreamBadResponse,
-    UpstreamTimeout,
 )
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
@@ -90,17 +89,7 @@ class JSONUpstream(HTTPUpstream):
                 decoder = SSEDecoder()
                 wait_until = first_deadline
                 while True:
-                    try:
-                        async with asyncio.timeout_at(wait_until):
-                            chunk = await resp.content.readany()
-                    except TimeoutError:
-                        if wait_until == deadline:
-                            raise
-                        raise UpstreamTimeout(
-                            f"no first token from the upstream within "
-                            f"{self._first_token_timeout:g} s",
-                            code="upstream_first_token_timeout",
-                        ) from None
+                    chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
                     wait_until = deadline
                     if not chunk:
                         return

@@ -17,6 +17,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from tests.support.servers import stop_loop_server
+
 INFO = {
     "named_endpoints": {
         "/predict": {
@@ -110,19 +112,8 @@ class FaultSpace:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            assert self._server is not None
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        assert self._server is not None
+        stop_loop_server(self._server, self._loop, self._thread)
 
     async def _start(self) -> asyncio.base_events.Server:
         return await asyncio.start_server(self._handle, "127.0.0.1", 0)

@@ -58,6 +58,26 @@ class ThreadServer:
         self.thread.join(15)
 
 
+def stop_loop_server(
+    server: asyncio.Server, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+) -> None:
+    """Stop an asyncio server that runs on ``loop`` in ``thread``: its connections' tasks
+    cancelled, the server closed, the loop stopped and closed."""
+
+    async def stop() -> None:
+        server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
 class TcpRelay:
     """Forwards every connection on ``port`` to ``target_port`` on loopback, from a thread:
     a server that can be started late, on a port that refused connections until then."""
@@ -97,16 +117,5 @@ class TcpRelay:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        async def stop() -> None:
-            assert self._server is not None
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        assert self._server is not None
+        stop_loop_server(self._server, self._loop, self._thread)
