@@ -15,8 +15,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from proxy.logs import configure_logging
-from proxy.settings import Settings
+from proxy.serving import app_from_environment
 
 
 class OnDemand:
@@ -54,12 +53,8 @@ class OnDemand:
 
 
 def function_app() -> OnDemand:
-    """The app of a function instance, configured from its environment."""
-    from proxy.app import create_app
-
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return OnDemand(create_app(settings))
+    """The app of a function instance, configured from its environment, as a worker's is."""
+    return OnDemand(app_from_environment())
 
 
 _HANDLER: Any = None

@@ -33,7 +33,8 @@ def _tune_gc() -> None:
 
 
 def app_from_environment() -> Starlette:
-    """The app of one worker process, configured from the environment it inherited."""
+    """The app of one worker process or function instance, configured from the environment
+    it inherited."""
     from proxy.app import create_app
 
     settings = Settings()
