@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,6 +29,7 @@ from proxy.middleware import (
     OriginOnlyCORS,
     request_id_of,
 )
+from proxy.rate_limits import RateLimits
 from proxy.resilience import ResilientUpstream
 from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
@@ -62,6 +63,34 @@ def build_cache(settings: Settings) -> CacheBackend | None:
         max_bytes=settings.cache_max_bytes,
         ttl=settings.cache_ttl,
     )
+
+
+def build_rate_limits(
+    settings: Settings, metrics: Metrics, stack: AsyncExitStack
+) -> RateLimits | None:
+    """RATE_LIMITS counted in memory, or in Redis when REDIS_URL is set; the Redis
+    connections are closed when ``stack`` closes."""
+    if not settings.rate_limits:
+        return None
+    from limits.aio.storage import MemoryStorage, RedisStorage
+
+    if not settings.redis_url:
+        storage = MemoryStorage()
+        return RateLimits(settings.rate_limits, storage, metrics=metrics, shared=False)
+    import redis.asyncio as redis  # redis only when configured
+
+    pool = redis.ConnectionPool.from_url(
+        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    stack.push_async_callback(pool.aclose)
+    shared = RedisStorage(
+        "async+" + settings.redis_url,
+        implementation="redispy",
+        key_prefix=f"{settings.redis_prefix}:limits",
+        wrap_exceptions=True,
+        connection_pool=pool,  # type: ignore[arg-type]  # documented; typed too narrowly
+    )
+    return RateLimits(settings.rate_limits, shared, metrics=metrics, shared=True)
 
 
 def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
@@ -137,23 +166,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        gateway = Gateway(
-            build_resilient_upstream(settings, metrics),
-            cache=build_cache(settings),
-            metrics=metrics,
-            lock_timeout=settings.cache_lock_timeout,
-            fallback=build_fallback(settings),
-        )
-        guard = Guard(settings, metrics)
-        if gateway.upstream_name == "mock":
-            logger.warning(
-                "TEST MODE: no upstream configured (UPSTREAM_URL unset or TEST_MODE=1); "
-                "replies come from the built-in mock and are labelled X-Upstream: mock"
+        async with AsyncExitStack() as stack:
+            gateway = Gateway(
+                build_resilient_upstream(settings, metrics),
+                cache=build_cache(settings),
+                metrics=metrics,
+                lock_timeout=settings.cache_lock_timeout,
+                fallback=build_fallback(settings),
             )
-        else:
-            logger.info("upstream: %s %s", gateway.upstream_name, settings.upstream_url)
-        await gateway.start()
-        try:
+            stack.callback(metrics.close)
+            guard = Guard(settings, build_rate_limits(settings, metrics, stack))
+            if gateway.upstream_name == "mock":
+                logger.warning(
+                    "TEST MODE: no upstream configured (UPSTREAM_URL unset or TEST_MODE=1); "
+                    "replies come from the built-in mock and are labelled X-Upstream: mock"
+                )
+            else:
+                logger.info("upstream: %s %s", gateway.upstream_name, settings.upstream_url)
+            stack.push_async_callback(gateway.aclose)
+            await gateway.start()
             yield {
                 "ctx": AppContext(
                     settings=settings,
@@ -163,10 +194,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     guard=guard,
                 )
             }
-        finally:
-            await gateway.aclose()
-            await guard.aclose()
-            metrics.close()
 
     routes = [
         Route("/", ops.index, methods=["GET"]),

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.conftest import gateway_client
 from tests.e2e.conftest import audited_client
 from tests.support.audit import API_KEY
 from tests.support.processes import clean_env, gateway_command, running
@@ -121,3 +122,20 @@ def test_in_flight_requests_finish_on_sigterm() -> None:
         gateway.process.wait(15)
     assert result and result[0].status_code == 200
     assert result[0].json()["generated_text"]
+
+
+async def test_shutdown_closes_every_redis_connection(redis_server: RedisServer) -> None:
+    """Limits and cache through Redis: after the lifespan ends no connection of the gateway's
+    is left open on the server (a function platform freezes or ends instances often)."""
+    checker = redis_server.client()
+
+    def others() -> int:
+        return len(checker.client_list()) - 1  # every connection but the checker's own
+
+    async with gateway_client(redis_url=redis_server.url, rate_limit="100/minute") as client:
+        for question in ("Tips for sleep?", "Tips for sleep?", "How much water?"):
+            response = await client.post("/api/chat", json={"inputs": question})
+            assert response.status_code == 200
+            assert "ratelimit-remaining" in response.headers
+        assert others() >= 1
+    wait_until(lambda: others() == 0, timeout=5, what="the gateway's Redis connections to close")
