@@ -5,11 +5,21 @@ Uses ``gradio_client`` (the optional ``inspect`` extra), never on the request pa
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from proxy.errors import GatewayError
-from proxy.settings import Settings, quiet_hub_environment, space_url
+from proxy.settings import Settings, space_url
 from proxy.upstreams.gradio_plan import choose_endpoint, plan_endpoint
+
+
+def quiet_hub_environment() -> None:
+    """Keep huggingface_hub and gradio_client from calling the Hub (telemetry, agent lookups).
+
+    Must run before ``gradio_client`` is imported: both read these variables at import time.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def describe_upstream(url: str, settings: Settings) -> str:

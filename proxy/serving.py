@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -17,7 +18,7 @@ import tempfile
 from starlette.applications import Starlette
 
 from proxy.logs import configure_logging
-from proxy.settings import Settings, export_to_workers
+from proxy.settings import Settings
 
 logger = logging.getLogger("proxy.serving")
 
@@ -96,8 +97,9 @@ def serve(settings: Settings) -> None:
         uvicorn.run(app, **options)  # type: ignore[arg-type]
         return
     metrics_dir = tempfile.mkdtemp(prefix="proxy-metrics-")
-    # Read by prometheus-client when a worker imports it, and by the gateway's settings.
-    export_to_workers(PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+    # Inherited by the workers started below: read by prometheus-client when a worker
+    # imports it, and by the worker's settings.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     logger.info("serving with %d workers", workers)
     try:
         uvicorn.run(FACTORY, factory=True, **options)  # type: ignore[arg-type]

@@ -6,7 +6,6 @@ Invalid values stop start-up with a message that names the variable and says how
 
 from __future__ import annotations
 
-import os
 import re
 from ipaddress import ip_network
 from typing import Annotated, Literal
@@ -338,16 +337,3 @@ def describe_error(error: ValidationError) -> str:
         lines.append(f"{name}: {message}" if item["loc"] else message)
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
-
-def export_to_workers(**variables: str) -> None:
-    """Variables the worker processes, started after this call, inherit."""
-    os.environ.update(variables)
-
-
-def quiet_hub_environment() -> None:
-    """Keep huggingface_hub and gradio_client from calling the Hub (telemetry, agent lookups).
-
-    Must run before ``gradio_client`` is imported: both read these variables at import time.
-    """
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+import proxy
 from proxy.serving import worker_count
 from proxy.settings import Settings, describe_error
 
@@ -87,3 +91,37 @@ def test_web_concurrency_must_be_a_worker_count() -> None:
     with pytest.raises(ValidationError) as info:
         Settings(web_concurrency="0")  # type: ignore[arg-type]
     assert "WEB_CONCURRENCY" in describe_error(info.value)
+
+
+def environment_uses(tree: ast.Module) -> list[tuple[int, str]]:
+    """Every use of os.environ or os.getenv in a module: (line, "read" or "write")."""
+    writes = {"update", "setdefault", "pop", "clear"}
+    uses = []
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "getenv":
+            uses.append((node.lineno, "read"))
+        if not (isinstance(node, ast.Attribute) and node.attr == "environ"):
+            continue
+        parent = parents.get(node)
+        if isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store):
+            uses.append((node.lineno, "write"))
+        elif isinstance(parent, ast.Attribute) and parent.attr in writes:
+            uses.append((node.lineno, "write"))
+        else:
+            uses.append((node.lineno, "read"))
+    return uses
+
+
+def test_only_settings_reads_the_environment_and_settings_never_writes_it() -> None:
+    package = Path(proxy.__file__).parent
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        uses = environment_uses(ast.parse(path.read_text(), str(path)))
+        if uses:
+            found[str(path.relative_to(package))] = uses
+    reads = {name: uses for name, uses in found.items() if any(u[1] == "read" for u in uses)}
+    assert reads == {}, "only pydantic-settings, through settings.py, reads the environment"
+    assert "settings.py" not in found
+    # The two writers: the metrics directory the workers inherit, and the Hub's quiet flags.
+    assert set(found) == {"serving.py", "inspect.py"}
