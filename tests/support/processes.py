@@ -34,15 +34,18 @@ def clean_env(**extra: str) -> dict[str, str]:
 @dataclass
 class Gateway:
     url: str
-    log: IO[str]
-    process: subprocess.Popen[str]
+    log: IO[bytes]
+    process: subprocess.Popen[bytes]
     output: str = ""
 
     def read_output(self) -> str:
-        """Everything the process has printed so far."""
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        """Everything the process has printed so far.
+
+        Read at explicit offsets: the process shares the file's offset, so a seek here would
+        move where its next line lands (over the start of the log).
+        """
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
 
 
 def gateway_command(port: int) -> list[str]:
@@ -64,7 +67,7 @@ def running(
 
     The output goes to a file, not a pipe: a busy gateway would fill a pipe nobody reads yet.
     """
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         command,
         env=env,
@@ -72,7 +75,6 @@ def running(
         shell=isinstance(command, str),
         stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
         start_new_session=True,
     )
     gateway = Gateway(f"http://127.0.0.1:{port}", log, process)
