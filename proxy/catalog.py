@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxy.errors import UnknownModel
+from proxy.replies import ModelCard
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +21,7 @@ class ModelSpec:
     top_p: float = 0.95
     do_sample: bool = True
 
-    def public(self) -> dict[str, object]:
+    def public(self) -> ModelCard:
         return {
             "id": self.name,
             "hub_id": self.hub_id,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from proxy.catalog import ModelSpec
 from proxy.prompts import Message
-
-FinishReason = Literal["stop", "length"]
+from proxy.replies import FinishReason as FinishReason  # re-exported: a Generation's own type
 
 
 @dataclass(frozen=True, slots=True)

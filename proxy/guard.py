@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.clients import ClientAddresses
 from proxy.errors import Forbidden, GatewayError, Unauthorized
+from proxy.operations import operation_of
 from proxy.rate_limits import RateLimits
 from proxy.responses import render_error
 from proxy.settings import Settings
@@ -93,6 +94,7 @@ class Guarded:
 
     def __init__(self, endpoint: ASGIApp) -> None:
         self.endpoint = endpoint
+        self.operation = operation_of(endpoint)  # what the endpoint documents, guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard: Guard = scope["state"]["ctx"].guard

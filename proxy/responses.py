@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse as _JSONResponse
 from starlette.types import Scope
 
 from proxy.errors import GatewayError
+from proxy.replies import ErrorReply, OpenAIErrorReply
 
 
 class JSONResponse(_JSONResponse):
@@ -24,8 +25,8 @@ class JSONResponse(_JSONResponse):
         return orjson.dumps(content)
 
 
-def error_body(exc: GatewayError, request_id: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": exc.message, "code": exc.code}
+def error_body(exc: GatewayError, request_id: str | None) -> ErrorReply:
+    body: ErrorReply = {"error": exc.message, "code": exc.code}
     if request_id:
         body["request_id"] = request_id
     return body
@@ -51,7 +52,7 @@ _OPENAI_TYPES = {
 }
 
 
-def openai_error_body(exc: GatewayError) -> dict[str, Any]:
+def openai_error_body(exc: GatewayError) -> OpenAIErrorReply:
     """``{"error": {"message", "type", "param", "code"}}``, as OpenAI answers."""
     kind = _OPENAI_TYPES.get(exc.status, "api_error")
     return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}

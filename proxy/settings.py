@@ -336,4 +336,3 @@ def describe_error(error: ValidationError) -> str:
         message = str(item["msg"]).removeprefix("Value error, ")
         lines.append(f"{name}: {message}" if item["loc"] else message)
     return "invalid configuration:\n  " + "\n  ".join(lines)
-

@@ -8,6 +8,8 @@ from starlette.responses import Response
 from proxy.cache import CacheUnavailable
 from proxy.context import context_of
 from proxy.errors import CacheBackendDown, NotFound
+from proxy.operations import Operation, Reply, documented
+from proxy.replies import CacheCleared
 from proxy.responses import JSONResponse
 from proxy.tokens import require_bearer
 
@@ -20,6 +22,20 @@ def require_admin(request: Request) -> None:
     require_bearer(request, token, setting="ADMIN_TOKEN", code="unauthorized")
 
 
+@documented(
+    Operation(
+        "clearCache",
+        "Empty the cache (Bearer ADMIN_TOKEN; 404 while it is unset)",
+        replies={200: Reply("cleared", CacheCleared)},
+        errors={
+            401: "the admin token is missing or wrong",
+            404: "ADMIN_TOKEN is unset",
+            503: "the cache backend is unavailable",
+        },
+        auth="adminToken",
+        auth_optional=False,
+    )
+)
 async def clear_cache(request: Request) -> Response:
     """DELETE /api/cache: remove every cached reply."""
     require_admin(request)
@@ -29,4 +45,5 @@ async def clear_cache(request: Request) -> Response:
         raise CacheBackendDown(
             "the cache backend is unavailable; try again", retry_after=5
         ) from None
-    return JSONResponse({"status": "cleared", "entries": cleared})
+    reply: CacheCleared = {"status": "cleared", "entries": cleared}
+    return JSONResponse(reply)

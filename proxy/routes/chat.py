@@ -13,8 +13,10 @@ from starlette.types import Receive, Scope, Send
 from proxy.cache import parse_cache_control
 from proxy.context import AppContext
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
-from proxy.generation import Chunk, GenerationRequest
+from proxy.generation import Chunk, FinishReason, GenerationRequest
 from proxy.middleware import request_id_of
+from proxy.operations import GENERATION_ERRORS, Operation, Reply
+from proxy.replies import ChatReply, DoneEvent
 from proxy.responses import JSONResponse, error_body
 from proxy.schemas import ChatRequest, parse_chat_request, to_generation_request
 from proxy.sse import frame
@@ -68,7 +70,7 @@ async def _events(
     """SSE frames: ``token`` per delta, ``replace`` when the upstream rewrote its text, then
     ``done`` with the whole text, or ``error`` if the stream failed after it started."""
     text = ""
-    finish = "stop"
+    finish: FinishReason = "stop"
     try:
         async with aclosing(chunks):
             async for chunk in chunks:
@@ -86,7 +88,26 @@ async def _events(
         logger.exception("stream failed in request %s", request_id)
         yield frame("error", error_body(GatewayError("internal error"), request_id))
         return
-    yield frame("done", {"generated_text": text, "model": req.model.name, "finish_reason": finish})
+    done: DoneEvent = {"generated_text": text, "model": req.model.name, "finish_reason": finish}
+    yield frame("done", done)
+
+
+def chat_operation(operation_id: str) -> Operation:
+    return Operation(
+        operation_id,
+        "Generate a reply (the seed's API), as JSON or Server-Sent Events",
+        replies={
+            200: Reply(
+                "the reply; with stream or Accept: text/event-stream, SSE events token, "
+                "replace, done or error",
+                ChatReply,
+                events=("token", "replace", "done", "error"),
+            )
+        },
+        errors=GENERATION_ERRORS,
+        request=ChatRequest,
+        auth="apiKey",
+    )
 
 
 class ChatEndpoint:
@@ -96,6 +117,9 @@ class ChatEndpoint:
     A plain ASGI endpoint: the hottest route skips Starlette's per-request wrappers. Errors
     are raised to the app's handlers as for any route.
     """
+
+    def __init__(self, operation_id: str = "chat") -> None:
+        self.operation = chat_operation(operation_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -138,9 +162,9 @@ async def chat(scope: Scope, receive: Receive) -> Response:
         )
     served = await ctx.gateway.generate(req, policy)
     generation = served.generation
+    reply: ChatReply = {"generated_text": generation.text, "model": generation.model}
     return JSONResponse(
-        {"generated_text": generation.text, "model": generation.model},
-        headers=_cache_headers(generation.upstream, served.cache, served.age),
+        reply, headers=_cache_headers(generation.upstream, served.cache, served.age)
     )
 
 

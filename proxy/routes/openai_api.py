@@ -25,6 +25,8 @@ from proxy.context import AppContext, context_of
 from proxy.errors import GatewayError, InvalidRequest
 from proxy.generation import Chunk, Generation, GenerationRequest, Usage, estimate_tokens
 from proxy.middleware import request_id_of
+from proxy.operations import GENERATION_ERRORS, Operation, Reply, documented
+from proxy.replies import ChatCompletion, CompletionUsage, OpenAIModelList
 from proxy.responses import JSONResponse, openai_error_body, openai_error_response
 from proxy.routes.chat import (
     SSE_HEADERS,
@@ -110,7 +112,7 @@ def _to_generation_request(body: CompletionRequest, ctx: AppContext) -> Generati
     return dataclasses.replace(req, stop=tuple(s for s in stop if s))
 
 
-def _usage(req: GenerationRequest, generation: Generation) -> dict[str, Any]:
+def _usage(req: GenerationRequest, generation: Generation) -> CompletionUsage:
     usage = generation.usage or Usage(
         estimate_tokens(req.prompt), estimate_tokens(generation.text), estimated=True
     )
@@ -123,6 +125,22 @@ def _usage(req: GenerationRequest, generation: Generation) -> dict[str, Any]:
 
 class CompletionsEndpoint:
     """``POST /v1/chat/completions``, as JSON or as OpenAI's ``data:`` stream."""
+
+    operation = Operation(
+        "chatCompletions",
+        "OpenAI-compatible chat completion, JSON or a data: stream",
+        replies={
+            200: Reply(
+                "the completion, or with stream a data: stream ending in [DONE]",
+                ChatCompletion,
+                events=(),
+            )
+        },
+        # OpenAI answers every invalid request with 400, so this route has no 422.
+        errors={k: v for k, v in GENERATION_ERRORS.items() if k != 422},
+        request=CompletionRequest,
+        auth="apiKey",
+    )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -159,23 +177,23 @@ class CompletionsEndpoint:
             )
         served = await ctx.gateway.generate(req, policy)
         generation = served.generation
+        completion: ChatCompletion = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": generation.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": generation.text},
+                    "finish_reason": generation.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(req, generation),
+        }
         return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": generation.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": generation.text},
-                        "finish_reason": generation.finish_reason,
-                        "logprobs": None,
-                    }
-                ],
-                "usage": _usage(req, generation),
-            },
-            headers=_cache_headers(generation.upstream, served.cache, served.age),
+            completion, headers=_cache_headers(generation.upstream, served.cache, served.age)
         )
 
 
@@ -237,11 +255,26 @@ async def _stream_frames(
     yield b"data: [DONE]\n\n"
 
 
+@documented(
+    Operation(
+        "openaiModels",
+        "The models in OpenAI's list shape",
+        replies={200: Reply("the models", OpenAIModelList)},
+    )
+)
 async def models(request: Request) -> Response:
     """``GET /v1/models``: the catalogue in OpenAI's list shape."""
     catalog = context_of(request).catalog
-    data = [
-        {"id": spec.name, "object": "model", "created": LLAMA2_RELEASED, "owned_by": "meta-llama"}
-        for spec in catalog.models
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    listed: OpenAIModelList = {
+        "object": "list",
+        "data": [
+            {
+                "id": spec.name,
+                "object": "model",
+                "created": LLAMA2_RELEASED,
+                "owned_by": "meta-llama",
+            }
+            for spec in catalog.models
+        ],
+    }
+    return JSONResponse(listed)

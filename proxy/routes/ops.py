@@ -13,7 +13,8 @@ from proxy.catalog import Catalog
 from proxy.context import context_of
 from proxy.errors import UpstreamNotReady
 from proxy.middleware import request_id_of
-from proxy.openapi import build_openapi
+from proxy.operations import Operation, Reply, documented
+from proxy.replies import Alive, Catalogue, NotReadyReply, Ready
 from proxy.responses import JSONResponse, error_body
 from proxy.settings import Settings
 from proxy.tokens import require_bearer
@@ -21,45 +22,81 @@ from proxy.tokens import require_bearer
 INDEX_HTML = files("proxy").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
+@documented(
+    Operation(
+        "healthz",
+        "Liveness: 200 while the process serves",
+        replies={200: Reply("alive", Alive)},
+    )
+)
 async def healthz(request: Request) -> Response:
     """Always 200 while the process serves requests; touches nothing else."""
-    return JSONResponse({"status": "ok"})
+    alive: Alive = {"status": "ok"}
+    return JSONResponse(alive)
 
 
+@documented(
+    Operation(
+        "readyz",
+        "Readiness of the upstream",
+        replies={200: Reply("ready", Ready), 503: Reply("not ready: the reason", NotReadyReply)},
+    )
+)
 async def readyz(request: Request) -> Response:
-    """200 when the upstream can take requests, else 503 with the reason."""
+    """200 when the upstream can take requests, else 503 with the reason and Retry-After."""
     gateway = context_of(request).gateway
     readiness = await gateway.ready()
     if readiness.ready:
-        return JSONResponse(
-            {"status": "ready", "upstream": gateway.upstream_name, "detail": readiness.detail}
-        )
+        ready: Ready = {
+            "status": "ready",
+            "upstream": gateway.upstream_name,
+            "detail": readiness.detail,
+        }
+        return JSONResponse(ready)
     error = readiness.error or UpstreamNotReady(readiness.detail)
-    body = error_body(error, request_id_of(request.scope))
-    body.update(status="unavailable", upstream=gateway.upstream_name)
+    body: NotReadyReply = {
+        **error_body(error, request_id_of(request.scope)),
+        "status": "unavailable",
+        "upstream": gateway.upstream_name,
+    }
     retry = error.headers.get("Retry-After", "10")
     return JSONResponse(body, status_code=503, headers={"Retry-After": retry})
 
 
+@documented(
+    Operation(
+        "models",
+        "The Llama 2 models, their Hub ids, defaults and limits",
+        replies={200: Reply("the catalogue", Catalogue)},
+    )
+)
 async def models(request: Request) -> Response:
     """The catalogue: public names, Hub ids, chat or base, and generation defaults."""
     ctx = context_of(request)
     catalog = ctx.catalog
-    return JSONResponse(
-        {
-            "models": [spec.public() for spec in catalog.models],
-            "default": catalog.default.name,
-            "upstream": ctx.gateway.upstream_name,
-            "test_mode": ctx.gateway.upstream_name == "mock",
-            "limits": {
-                "max_new_tokens": ctx.settings.max_new_tokens_limit,
-                "max_prompt_chars": ctx.settings.max_prompt_chars,
-                "max_body_bytes": ctx.settings.max_body_bytes,
-            },
-        }
+    catalogue: Catalogue = {
+        "models": [spec.public() for spec in catalog.models],
+        "default": catalog.default.name,
+        "upstream": ctx.gateway.upstream_name,
+        "test_mode": ctx.gateway.upstream_name == "mock",
+        "limits": {
+            "max_new_tokens": ctx.settings.max_new_tokens_limit,
+            "max_prompt_chars": ctx.settings.max_prompt_chars,
+            "max_body_bytes": ctx.settings.max_body_bytes,
+        },
+    }
+    return JSONResponse(catalogue)
+
+
+@documented(
+    Operation(
+        "metrics",
+        "Prometheus metrics (Bearer METRICS_TOKEN when it is set)",
+        replies={200: Reply("Prometheus text format", media_type="text/plain")},
+        errors={401: "METRICS_TOKEN is set and was not sent"},
+        auth="metricsToken",
     )
-
-
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this instance (behind METRICS_TOKEN when it is set)."""
     ctx = context_of(request)
@@ -73,6 +110,11 @@ async def metrics(request: Request) -> Response:
     return Response(ctx.metrics.exposition(), media_type=ctx.metrics.content_type)
 
 
+@documented(
+    Operation(
+        "demoPage", "The demo chat page", replies={200: Reply("HTML", media_type="text/html")}
+    )
+)
 async def index(request: Request) -> Response:
     return HTMLResponse(INDEX_HTML)
 
@@ -80,11 +122,16 @@ async def index(request: Request) -> Response:
 def openapi_endpoint(
     settings: Settings, catalog: Catalog
 ) -> Callable[[Request], Awaitable[Response]]:
-    """``GET /openapi.json``: the document for the app's settings and catalogue, rendered
-    once."""
-    body = orjson.dumps(build_openapi(settings, catalog))
+    """``GET /openapi.json``: the document of the app's own routes under its settings and
+    catalogue, rendered on the first call (not at start-up: a cold start does not pay it)."""
+    rendered: list[bytes] = []
 
+    @documented(Operation("openapi", "This document", replies={200: Reply("OpenAPI 3.1", dict)}))
     async def openapi(request: Request) -> Response:
-        return Response(body, media_type="application/json")
+        if not rendered:
+            from proxy.openapi import build_openapi
+
+            rendered.append(orjson.dumps(build_openapi(request.app.routes, settings, catalog)))
+        return Response(rendered[0], media_type="application/json")
 
     return openapi

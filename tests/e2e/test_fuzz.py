@@ -23,6 +23,7 @@ from schemathesis.checks import (
 from schemathesis.generation.case import Case
 
 from proxy import Settings
+from proxy.app import create_app
 from proxy.catalog import Catalog
 from proxy.openapi import build_openapi
 from tests.e2e.conftest import gateway_server
@@ -52,7 +53,9 @@ def gateway_url() -> Iterator[str]:
 # is); built here because schemathesis's lazy fixture loading does not work on pytest 9.2.
 FUZZED_SETTINGS = {"rate_limit": "off", "mock_token_delay_ms": 0, "admin_token": "admin-secret"}
 _settings = Settings(**FUZZED_SETTINGS)
-DOCUMENT = build_openapi(_settings, Catalog(default=_settings.default_model))
+DOCUMENT = build_openapi(
+    create_app(_settings).routes, _settings, Catalog(default=_settings.default_model)
+)
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 

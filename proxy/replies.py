@@ -1,0 +1,145 @@
+"""The JSON bodies the gateway answers with, as TypedDicts.
+
+The routes build their replies as these types (mypy checks every key and value), and
+``openapi.py`` derives the document's reply schemas from the same types, so the two cannot
+drift. Nothing but typing is imported here: the hot path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired
+
+# typing_extensions, not typing: pydantic reads only these TypedDicts on Python < 3.12.
+from typing_extensions import TypedDict
+
+FinishReason = Literal["stop", "length"]
+
+
+class ErrorReply(TypedDict):
+    """Every error of the gateway's own routes: what is wrong and how to fix it."""
+
+    error: str
+    code: str
+    request_id: NotRequired[str]
+
+
+class NotReadyReply(ErrorReply):
+    """``GET /readyz`` while the upstream cannot take requests."""
+
+    status: Literal["unavailable"]
+    upstream: str
+
+
+class OpenAIErrorDetail(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIErrorReply(TypedDict):
+    """Every error under ``/v1/``, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+
+class ChatReply(TypedDict):
+    """``POST /api/chat`` as JSON: the seed's reply."""
+
+    generated_text: str
+    model: str
+
+
+class DoneEvent(ChatReply):
+    """The data of the ``done`` event that ends an ``/api/chat`` stream."""
+
+    finish_reason: FinishReason
+
+
+class AssistantMessage(TypedDict):
+    role: Literal["assistant"]
+    content: str
+
+
+class CompletionChoice(TypedDict):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason
+    logprobs: None
+
+
+class CompletionUsage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(TypedDict):
+    """``POST /v1/chat/completions`` as JSON, in OpenAI's shape."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+
+
+class ModelDefaults(TypedDict):
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    do_sample: bool
+
+
+class ModelCard(TypedDict):
+    id: str
+    hub_id: str
+    type: Literal["chat", "base"]
+    context_length: int
+    defaults: ModelDefaults
+
+
+class Limits(TypedDict):
+    max_new_tokens: int
+    max_prompt_chars: int
+    max_body_bytes: int
+
+
+class Catalogue(TypedDict):
+    """``GET /api/models``: the models, their Hub ids, defaults and this instance's limits."""
+
+    models: list[ModelCard]
+    default: str
+    upstream: str
+    test_mode: bool
+    limits: Limits
+
+
+class OpenAIModel(TypedDict):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(TypedDict):
+    """``GET /v1/models``: the models in OpenAI's list shape."""
+
+    object: Literal["list"]
+    data: list[OpenAIModel]
+
+
+class Alive(TypedDict):
+    status: Literal["ok"]
+
+
+class Ready(TypedDict):
+    status: Literal["ready"]
+    upstream: str
+    detail: str
+
+
+class CacheCleared(TypedDict):
+    status: Literal["cleared"]
+    entries: int
