@@ -3,12 +3,15 @@ OpenAI-compatible servers (vLLM-style), error bodies included, since the real on
 
 Replies echo the prompt so tests can check what arrived. Words in the prompt choose a fault:
 VALIDATION (422 / 400), OVERLOADED (429), GENERROR (424 / 500), STREAMERROR (an error event
-after the first token). Every request is recorded with its headers and body.
+after the first token), SLOW (a stream of a word every 0.1 s for 30 s). Every request is
+recorded with its headers and body, and when a client hangs up on a stream, the time.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -26,6 +29,22 @@ def _json(payload: Any, status: int = 200) -> Response:
 class FakeServer:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        # When each client of a SLOW stream hung up (monotonic time), in order.
+        self.hung_up: list[float] = []
+
+    def slow_stream(self, frame: Callable[[int], bytes]) -> StreamingResponse:
+        """``frame(i)`` every 0.1 s for 30 s; a client that hangs up is recorded."""
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                for index in range(300):
+                    yield frame(index)
+                    await asyncio.sleep(0.1)
+            except BaseException:  # cancelled: the server saw the client disconnect
+                self.hung_up.append(time.monotonic())
+                raise
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     async def _record(self, request: Request) -> dict[str, Any]:
         body = orjson.loads(await request.body())
@@ -97,6 +116,21 @@ class FakeTGI(FakeServer):
         body = await self._record(request)
         if (fault := self._fault(body["inputs"])) is not None:
             return fault
+        if "SLOW" in body["inputs"]:
+            return self.slow_stream(
+                lambda i: (
+                    b"data:"
+                    + orjson.dumps(
+                        {
+                            "index": i + 1,
+                            "token": {"id": i, "text": f" w{i}", "logprob": 0.0, "special": False},
+                            "generated_text": None,
+                            "details": None,
+                        }  # fmt: skip
+                    )
+                    + b"\n\n"
+                )
+            )
         words, finish = self._words(body)
 
         async def events() -> AsyncIterator[bytes]:
@@ -215,6 +249,28 @@ class FakeOpenAI(FakeServer):
                 choice["text"] = text
             obj = "chat.completion" if chat else "text_completion"
             return _json({**head, "object": obj, "choices": [choice], "usage": usage})
+
+        if "SLOW" in prompt:
+            return self.slow_stream(
+                lambda i: (
+                    b"data: "
+                    + orjson.dumps(
+                        {
+                            **head,
+                            "object": "chat.completion.chunk",
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"content": f" w{i}"},
+                                    "logprobs": None,
+                                    "finish_reason": None,
+                                }
+                            ],
+                        }  # fmt: skip
+                    )
+                    + b"\n\n"
+                )
+            )
 
         async def events() -> AsyncIterator[bytes]:
             obj = "chat.completion.chunk" if chat else "text_completion"

@@ -30,6 +30,19 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> An
         time.sleep(0.02)
 
 
+async def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """``wait_until`` for a test running on an event loop: the loop keeps running between
+    polls, so what the test waits on (a connection closing) can happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
 class ThreadServer:
     """An ASGI app served by uvicorn on a free loopback port, in a thread of this process."""
 

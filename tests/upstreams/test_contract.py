@@ -5,8 +5,10 @@ request's fault) means the same whichever upstream is behind the gateway."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -25,7 +27,7 @@ from proxy.upstreams import Upstream, build_upstream
 from tests.support.audit import TOKEN
 from tests.support.fake_llm_servers import FakeOpenAI, FakeTGI
 from tests.support.fault_space import FaultSpace
-from tests.support.servers import ThreadServer, free_port
+from tests.support.servers import ThreadServer, free_port, wait_for
 
 KINDS = ["mock", "gradio", "tgi", "openai"]
 HTTP_KINDS = KINDS[1:]
@@ -41,12 +43,34 @@ def request(text: str) -> GenerationRequest:
     )
 
 
+@dataclass
+class Peers:
+    """The peer of each HTTP kind: where it serves, and what it saw."""
+
+    urls: dict[str, str]
+    space: FaultSpace
+    tgi: FakeTGI
+    openai: FakeOpenAI
+
+    def hang_ups(self, kind: str) -> list[float]:
+        """When clients hung up on the peer's streams (monotonic times)."""
+        if kind == "gradio":
+            return list(self.space.closed_at.values())
+        return (self.tgi if kind == "tgi" else self.openai).hung_up
+
+
 @pytest.fixture(scope="module")
-def urls(fault_space: FaultSpace) -> Iterator[dict[str, str]]:
-    """Where each HTTP kind's peer serves; the Gradio one by scenario."""
+def peers(fault_space: FaultSpace) -> Iterator[Peers]:
     tgi, oai = FakeTGI(), FakeOpenAI()
     with ThreadServer(tgi.app(), lifespan="off") as a, ThreadServer(oai.app(), lifespan="off") as b:
-        yield {"gradio": fault_space.url, "tgi": a.url, "openai": f"{b.url}/v1"}
+        urls = {"gradio": fault_space.url, "tgi": a.url, "openai": f"{b.url}/v1"}
+        yield Peers(urls, fault_space, tgi, oai)
+
+
+@pytest.fixture(scope="module")
+def urls(peers: Peers) -> dict[str, str]:
+    """Where each HTTP kind's peer serves; the Gradio one by scenario."""
+    return peers.urls
 
 
 @asynccontextmanager
@@ -91,6 +115,25 @@ async def test_a_stream_closed_early_leaves_the_adapter_serving(
             first = await anext(chunks)
         again = await upstream.generate(req)
     assert first.text and again.text
+
+
+@pytest.mark.parametrize("kind", HTTP_KINDS)
+async def test_closing_a_stream_cancels_the_generation_at_the_peer(kind: str, peers: Peers) -> None:
+    """A browser that leaves must not keep a GPU generating: the peer sees the hang-up."""
+    if kind == "gradio":
+        url, prompt = base(kind, peers.urls, "slowstream"), "hello"
+    else:
+        url, prompt = peers.urls[kind], "please go SLOW"
+    before = len(peers.hang_ups(kind))
+    async with adapter(kind, url) as upstream:
+        async with aclosing(upstream.stream(request(prompt))) as chunks:
+            first = await anext(chunks)
+        left_at = time.monotonic()
+        await wait_for(
+            lambda: len(peers.hang_ups(kind)) > before, timeout=5, what="the peer to see it"
+        )
+    assert first.text
+    assert peers.hang_ups(kind)[-1] - left_at < 1.0  # at once, not at the 30 s end
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
