@@ -1,0 +1,2 @@
+"""The gateway's endpoints, one module per front: chat (the seed's API), openai_api, ops
+(health, models, metrics, the page) and admin."""

@@ -1,4 +1,5 @@
-"""Operational routes: liveness, readiness, the model list, and the landing page."""
+"""Operational routes: liveness, readiness, the model list, metrics, the landing page and the
+OpenAPI document."""
 
 from __future__ import annotations
 

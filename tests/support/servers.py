@@ -18,29 +18,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _poll(condition: Callable[[], Any], deadline: float, timeout: float, what: str) -> Any:
+    """``condition()``, or TimeoutError when it is falsy and ``deadline`` has passed."""
+    result = condition()
+    if not result and time.monotonic() > deadline:
+        raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+    return result
+
+
 def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+    while not (result := _poll(condition, deadline, timeout, what)):
         time.sleep(0.02)
+    return result
 
 
 async def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
     """``wait_until`` for a test running on an event loop: the loop keeps running between
     polls, so what the test waits on (a connection closing) can happen."""
     deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+    while not (result := _poll(condition, deadline, timeout, what)):
         await asyncio.sleep(0.02)
+    return result
 
 
 class ThreadServer:
