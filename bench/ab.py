@@ -1,0 +1,146 @@
+"""``python -m bench.ab BASE [HEAD]``: what a change costs per request, two revisions
+measured in one run, interleaved.
+
+Throughput on a shared VM moves by 10 to 20 % from run to run, too much to see a 3 % change.
+The gateway's CPU time per request (utime + stime of its process over a wrk run, divided by
+the requests served) moves far less, so that is what this compares. Each revision is checked
+out in a temporary git worktree and served as deployed (``python -m proxy``, pinned to core 0,
+``RATE_LIMIT=off`` as in ``make bench``); wrk and the fake Space share core 1. Rounds alternate
+which revision goes first, so drift on the host hits both alike. HEAD defaults to the working
+tree as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.coldstart import _free_port, _post
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIQUE = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+counter = 0
+run = ""
+init = function(args) run = args[1] end
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, '{"inputs": "How can I sleep better? ' .. run .. '-' ..
+    counter .. '", "parameters": {"max_new_tokens": 64}}')
+end
+"""
+SAME = UNIQUE.replace("' .. run .. '-' ..\n    counter .. '", "")
+# name -> (connections, body script, needs the fake Space)
+SCENARIOS = {
+    "test mode": (32, UNIQUE, False),
+    "cache hit": (32, SAME, True),
+    "cache miss": (32, UNIQUE, True),
+    "cache miss, 1 connection": (1, UNIQUE, True),
+}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while _post(port) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing answers on port {port}")
+        time.sleep(0.02)
+
+
+def cpu_per_request(tree: Path, scenario: str, script: Path, space: str, seconds: int) -> float:
+    """Microseconds of the gateway's CPU per request served, after a warm-up run."""
+    connections, _, upstream = SCENARIOS[scenario]
+    port = _free_port()
+    env = {**os.environ, "RATE_LIMIT": "off", "MOCK_TOKEN_DELAY_MS": "0"}
+    env.pop("UPSTREAM_URL", None)
+    if upstream:
+        env["UPSTREAM_URL"] = space
+    gateway = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, "-m", "proxy", "--port", str(port)],
+        cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_listening(port)
+
+        def wrk() -> str:
+            command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+                       "-s", str(script), f"http://127.0.0.1:{port}/api/chat", "--",
+                       f"r{time.time_ns()}"]  # fmt: skip
+            return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+        wrk()
+        before = _cpu_seconds(gateway.pid)
+        output = wrk()
+        used = _cpu_seconds(gateway.pid) - before
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+    found = re.search(r"(\d+) requests in", output)
+    assert found, output
+    return used / int(found.group(1)) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
+    parser.add_argument("base", help="a git revision")
+    parser.add_argument("head", nargs="?", help="a git revision (default: the working tree)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        trees = {"base": Path(tmp) / "base", "head": Path(tmp) / "head"}
+        revisions = {"base": args.base, "head": args.head}
+        for name, revision in revisions.items():
+            if revision is None:
+                trees[name] = ROOT
+            else:
+                subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[name]),
+                                revision], cwd=ROOT, check=True)  # fmt: skip
+        scripts = {}
+        for name, lua in (("unique", UNIQUE), ("same", SAME)):
+            scripts[lua] = Path(tmp) / f"{name}.lua"
+            scripts[lua].write_text(lua)
+        space_port = _free_port()
+        space = subprocess.Popen(
+            ["taskset", "-c", "1", sys.executable, "-m", "bench.fake_space", str(space_port), "0"],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_listening(space_port)
+            print(f"base {args.base}, head {args.head or 'working tree'}; CPU µs per request "
+                  "(median of rounds)\n")  # fmt: skip
+            print("| scenario | base | head | head / base |\n|---|---|---|---|")
+            for scenario, (_, lua, _) in SCENARIOS.items():
+                samples: dict[str, list[float]] = {"base": [], "head": []}
+                for index in range(args.rounds):
+                    order = ["base", "head"] if index % 2 == 0 else ["head", "base"]
+                    for name in order:
+                        samples[name].append(cpu_per_request(
+                            trees[name], scenario, scripts[lua],
+                            f"http://127.0.0.1:{space_port}", args.seconds))  # fmt: skip
+                base, head = (statistics.median(samples[n]) for n in ("base", "head"))
+                print(f"| {scenario} | {base:.0f} | {head:.0f} | {head / base:.3f} |", flush=True)
+        finally:
+            space.terminate()
+            space.wait(10)
+            for name, revision in revisions.items():
+                if revision is not None:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(trees[name])],
+                                   cwd=ROOT, check=False)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
