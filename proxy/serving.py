@@ -39,7 +39,7 @@ def app_from_environment() -> Starlette:
     from proxy.app import create_app
 
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets)
     app = create_app(settings)
     _tune_gc()
     return app
@@ -75,7 +75,10 @@ def serve(settings: Settings) -> None:
     # uvicorn drains, restores the handler it found, then raises the signal again: with this
     # one, a drained shutdown exits 0, as a platform expects of a clean stop.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.secrets)
+    from proxy import edge  # uvicorn's protocol classes: a server's, not a function's
+
+    edge.configure(settings)
     workers = worker_count(settings)
     options = {
         "host": settings.host,
@@ -88,6 +91,8 @@ def serve(settings: Settings) -> None:
         "server_header": False,
         "access_log": False,  # the gateway writes its own, without query strings or addresses
         "timeout_graceful_shutdown": settings.graceful_timeout,
+        # httptools with bounded heads, head and body deadlines and a connection bound.
+        "http": "proxy.edge:EdgeProtocol",
     }
     if workers == 1:
         from proxy.app import create_app
