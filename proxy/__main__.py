@@ -29,7 +29,7 @@ def inspect(args: argparse.Namespace) -> None:
     from proxy.inspect import describe_upstream
 
     settings = _settings()
-    configure_logging("warning", settings.log_format)
+    configure_logging("warning", settings.log_format, settings.secrets)
     url = args.url or settings.upstream_url
     if url is None:
         sys.exit("proxy inspect: give a URL or Space id, or set UPSTREAM_URL")

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from proxy.redaction import Redactor
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -34,11 +36,14 @@ class JSONFormatter(logging.Formatter):
             entry["message"] = record.getMessage()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # formatted (and redacted) by the handler's filter
+            entry["exception"] = record.exc_text
         return orjson.dumps(entry).decode()
 
 
-def configure_logging(level: str, log_format: str) -> None:
-    """Log to stderr as text or JSON; called only by the entry point, never on import."""
+def configure_logging(level: str, log_format: str, secrets: tuple[str, ...] = ()) -> None:
+    """Log to stderr as text or JSON, ``secrets`` and Bearer credentials redacted from every
+    line; called only by the entry point, never on import."""
     # Fields no format of ours shows, each costing a call per record: the caller's file and
     # line (a stack walk), the thread, the process id. The logging HOWTO's "Optimization"
     # section names these switches; with an access line per request they are a tenth of a
@@ -48,6 +53,7 @@ def configure_logging(level: str, log_format: str) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Redactor(secrets))
     handler.setFormatter(
         JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from proxy.redaction import Redactor
 
 DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
 T = TypeVar("T")
@@ -49,19 +49,6 @@ def error_message(body: bytes) -> str | None:
         error = error.get("message")
     message = error if isinstance(error, str) else data.get("message") or data.get("detail")
     return str(message) if message else None
-
-
-_BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret and any ``Bearer <credential>`` replaced: upstream text
-    (error bodies, error events) passes here before it reaches a response, ``/readyz``, a
-    metric or a log line, since a Space may echo the headers it received."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _BEARER.sub("Bearer [redacted]", text)
 
 
 class BeforeOutput(Exception):
@@ -210,6 +197,9 @@ class HTTPOptions:
     max_connections: int = 512
     first_token_timeout: float | None = None
     retries: int = 0
+    # The gateway's other secrets (API keys, admin and metrics tokens...), redacted from
+    # upstream text as the token is.
+    secrets: tuple[str, ...] = ()
 
 
 class HTTPUpstream:
@@ -228,15 +218,13 @@ class HTTPUpstream:
         self._max_connections = options.max_connections
         self._first_token_timeout = options.first_token_timeout or options.total_timeout
         self._retries = options.retries
+        self.redact = Redactor((options.token, *options.secrets))
         self._session: aiohttp.ClientSession | None = None
 
     def explain(self, body: bytes) -> str | None:
         """The upstream's own explanation in an error body, secrets redacted."""
         message = error_message(body)
         return self.redact(message) if message else None
-
-    def redact(self, text: str) -> str:
-        return redact(text, (self._token,) if self._token else ())
 
     def auth_headers(self) -> dict[str, str]:
         """How this upstream takes the token."""
