@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,6 +35,9 @@ from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
 from proxy.settings import Settings
 from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
+
+if TYPE_CHECKING:
+    from proxy.user_tokens import UserTokens
 
 logger = logging.getLogger("proxy.app")
 
@@ -91,6 +94,22 @@ def build_rate_limits(
         connection_pool=pool,  # type: ignore[arg-type]  # documented; typed too narrowly
     )
     return RateLimits(settings.rate_limits, shared, metrics=metrics, shared=True)
+
+
+def build_user_tokens(settings: Settings) -> UserTokens | None:
+    """The verifier of signed user tokens, when JWT_SECRET or JWT_JWKS_URL is set."""
+    if not settings.jwt_configured:
+        return None
+    from proxy.user_tokens import UserTokens  # PyJWT only when configured
+
+    return UserTokens(
+        secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+        jwks_url=settings.jwt_jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        algorithms=settings.accepted_jwt_algorithms,
+        refresh=settings.jwt_jwks_refresh,
+    )
 
 
 def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
@@ -157,6 +176,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render_error(error, request.scope, request_id_of(request.scope))
 
 
+STATIC = ("proxy", "static")
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the gateway app. Nothing is connected until the lifespan starts."""
     settings = settings or Settings()
@@ -175,7 +197,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 fallback=build_fallback(settings),
             )
             stack.callback(metrics.close)
-            guard = Guard(settings, build_rate_limits(settings, metrics, stack))
+            guard = Guard(
+                settings,
+                build_rate_limits(settings, metrics, stack),
+                users=build_user_tokens(settings),
+            )
             if gateway.upstream_name == "mock":
                 logger.warning(
                     "TEST MODE: no upstream configured (UPSTREAM_URL unset or TEST_MODE=1); "
@@ -207,7 +233,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/api/cache", admin.clear_cache, methods=["DELETE"]),
         Route("/openapi.json", ops.openapi_endpoint(settings, catalog), methods=["GET"]),
-        Mount("/static", StaticFiles(packages=[("proxy", "static")]), name="static"),
+        Mount(
+            "/static",
+            ops.WithPageHeaders(StaticFiles(packages=[("proxy", "static")])),
+            name="static",
+        ),
     ]
     middleware = [
         Middleware(
@@ -218,9 +248,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(OriginOnlyCORS, **cors_options(settings)),
         Middleware(ErrorGuardMiddleware),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
+    # No redirect from /api/chat/ to /api/chat: its Location would be built from the
+    # client's Host header, and a POST should not be redirected anyway. A 404 says what to fix.
+    app.router.redirect_slashes = False
+    return app

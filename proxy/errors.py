@@ -5,16 +5,19 @@ GatewayError
 ├── ClientError (4xx: the caller can fix it)
 │   ├── InvalidRequest            400 invalid_json, invalid_request, ...
 │   ├── UnknownModel              400 unknown_model
-│   ├── Unauthorized              401 missing_api_key, invalid_api_key (with WWW-Authenticate)
+│   ├── Unauthorized              401 missing_api_key, missing_token, missing_credential,
+│   │                                 invalid_api_key, invalid_token, token_expired
 │   ├── Forbidden                 403 origin_not_allowed
 │   ├── NotFound                  404 not_found
 │   ├── MethodNotAllowed          405 method_not_allowed (with Allow)
 │   ├── PayloadTooLarge           413 payload_too_large
 │   ├── UnsupportedMediaType      415 unsupported_media_type
 │   ├── InvalidParameter          422 invalid_parameter, empty_prompt, prompt_too_long
-│   └── RateLimited               429 rate_limited (with Retry-After and RateLimit-*)
+│   └── RateLimited               429 rate_limited (with Retry-After and RateLimit-*),
+│                                     too_many_failed_auth (with Retry-After)
 ├── GatewayBusy                   503 gateway_busy (with Retry-After): MAX_CONCURRENCY reached
 ├── CacheBackendDown              503 cache_unavailable (with Retry-After): DELETE /api/cache
+├── AuthUnavailable               503 auth_unavailable (with Retry-After): the JWKS is unreachable
 └── UpstreamFailure (the model side failed; the request may succeed later)
     ├── UpstreamUnreachable       502 upstream_unreachable
     ├── UpstreamAppError          502 upstream_error
@@ -147,6 +150,13 @@ class CacheBackendDown(GatewayError):
 
     status = 503
     code = "cache_unavailable"
+
+
+class AuthUnavailable(GatewayError):
+    """User tokens cannot be checked now: the identity provider's keys could not be fetched."""
+
+    status = 503
+    code = "auth_unavailable"
 
 
 class UpstreamFailure(GatewayError):

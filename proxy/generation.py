@@ -22,6 +22,8 @@ class GenerationRequest:
     do_sample: bool
     stream: bool = False
     stop: tuple[str, ...] = ()
+    # Whose cache entries this request reads and writes (CACHE_SCOPE=caller); "" is shared.
+    cache_scope: str = ""
 
     @property
     def last_user_text(self) -> str:

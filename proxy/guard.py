@@ -1,22 +1,29 @@
-"""Who may generate: the origin check, API keys and the per-client rate limits (counted by
-``rate_limits.RateLimits``), in front of the generation routes. A pure ASGI wrapper:
-admitted requests get ``RateLimit-*`` headers on their response; refused ones get a JSON
-error with the same headers."""
+"""Who may generate: the origin check, the callers CALLERS accepts (anyone, browsers by
+origin, API keys, signed user tokens), the throttle on failed credentials and the per-client
+rate limits (counted by ``rate_limits.RateLimits``), in front of the generation routes. A pure
+ASGI wrapper: admitted requests get ``RateLimit-*`` headers on their response; refused ones get
+a JSON error with the same headers."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.auth_failures import AuthFailures
 from proxy.clients import ClientAddresses
-from proxy.errors import Forbidden, GatewayError, Unauthorized
+from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
 from proxy.operations import operation_of
 from proxy.rate_limits import RateLimits
 from proxy.responses import render_error
 from proxy.settings import Settings
+
+if TYPE_CHECKING:  # PyJWT is imported only when user tokens are configured
+    from proxy.user_tokens import UserTokens
 
 _WANTED = (b"origin", b"authorization", b"x-forwarded-for")
 
@@ -34,27 +41,67 @@ def origin_matcher(origins: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts))
 
 
+def looks_like_jwt(credential: str) -> bool:
+    return credential.count(".") == 2 and credential.startswith("eyJ")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who an admitted request comes from: ``identity`` counts its rate limit and scopes its
+    cache entries (``key:…``, ``user:…`` or ``ip:…``); ``trusted`` when it proved itself with
+    a credential."""
+
+    identity: str
+    trusted: bool
+
+
 class Guard:
-    def __init__(self, settings: Settings, limits: RateLimits | None = None) -> None:
+    """Decides who may generate, by CALLERS: ``anyone``; ``browser`` (an allowed Origin, which
+    only browsers cannot forge); ``key`` (one of API_KEYS); ``token`` (a valid user token).
+    A disallowed Origin is refused whatever else the request carries."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        limits: RateLimits | None = None,
+        *,
+        failures: AuthFailures | None = None,
+        users: UserTokens | None = None,
+    ) -> None:
         self.origins = origin_matcher(settings.allowed_origins)
         self.keys = [key.get_secret_value().encode() for key in settings.api_keys]
         self.clients = ClientAddresses(settings.trusted_proxies)
         self.limits = limits
+        self.callers = settings.accepted_callers
+        self.failures = failures or AuthFailures(settings.auth_failures)
+        self.users = users
 
     def allowed_origin(self, origin: str) -> bool:
         return self.origins is None or self.origins.fullmatch(origin) is not None
 
-    def _key_id(self, authorization: str | None, origin: str | None) -> str | None:
-        """The client's identity from its API key; raises when keys are required and absent.
+    def address(self, scope: Scope, forwarded: str | None = None) -> str:
+        """The client's address, as TRUSTED_PROXIES lets the gateway believe it."""
+        return self.clients.of(scope, forwarded)
 
-        Browsers (an allowed Origin) need no key: the origin allow-list is their check.
-        """
-        if not self.keys:
-            return None
-        token = None
-        if authorization and authorization[:7].lower() == "bearer ":
-            token = authorization[7:].strip().encode()
-        if token:
+    def _missing(self) -> Unauthorized:
+        if "key" in self.callers and "token" in self.callers:
+            what, code = "an API key or a user token", "missing_credential"
+        elif "token" in self.callers:
+            what, code = "a user token (the signed-in user's access token)", "missing_token"
+        else:
+            what, code = "an API key", "missing_api_key"
+        return Unauthorized(
+            f"this gateway needs {what}: send Authorization: Bearer <credential>",
+            code=code,
+            headers=BEARER_CHALLENGE,
+        )
+
+    async def _identify(self, credential: str) -> str:
+        """The identity a credential proves; raises Unauthorized for a wrong one."""
+        if "token" in self.callers and self.users is not None and looks_like_jwt(credential):
+            return await self.users.user_of(credential)
+        if "key" in self.callers:
+            token = credential.encode()
             matched = False
             for key in self.keys:  # every key compared, in constant time each
                 matched |= hmac.compare_digest(token, key)
@@ -63,27 +110,61 @@ class Guard:
             raise Unauthorized(
                 "the API key is not valid", code="invalid_api_key", headers=BEARER_CHALLENGE
             )
-        if origin is not None:
-            return None  # a browser on an allowed origin
-        raise Unauthorized(
-            "this gateway needs an API key: send Authorization: Bearer <key>",
-            headers=BEARER_CHALLENGE,
-        )
+        if "token" in self.callers:
+            raise Unauthorized(
+                "the credential is not a user token (a JWT)",
+                code="invalid_token",
+                headers=BEARER_CHALLENGE,
+            )
+        # Nothing is asked of callers: a credential is not checked, and proves nothing.
+        raise _Ignored
 
-    async def admit(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        """Headers for the response of an admitted request; raises GatewayError otherwise."""
-        found = {k: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED}
+    async def admit(self, scope: Scope) -> tuple[Caller, list[tuple[bytes, bytes]]]:
+        """The caller and the headers for the response of an admitted request; raises
+        GatewayError otherwise."""
+        found: dict[bytes, str] = {}
+        for key, value in scope["headers"]:
+            if key in _WANTED:
+                text = value.decode("latin-1")
+                if key not in found:
+                    found[key] = text
+                elif key == b"x-forwarded-for":  # several are one list, in order (RFC 9110)
+                    found[key] += ", " + text
+                else:  # two Origins or credentials: CORS would read one, the guard another
+                    raise InvalidRequest(
+                        f"send one {key.decode().title()} header, not several",
+                        code="duplicate_header",
+                    )
         origin = found.get(b"origin")
         if origin is not None and not self.allowed_origin(origin):
             raise Forbidden(
                 f"the origin {origin[:100]} is not allowed; the gateway's operator can add it "
                 "to ALLOWED_ORIGINS"
             )
-        key_id = self._key_id(found.get(b"authorization"), origin)
+        address = self.address(scope, found.get(b"x-forwarded-for"))
+        caller = Caller("ip:" + address, trusted=False)
+        authorization = found.get(b"authorization")
+        credential = None
+        if authorization and authorization[:7].lower() == "bearer ":
+            credential = authorization[7:].strip()
+        if credential and self.callers - {"anyone", "browser"}:
+            await self.failures.check(address)
+            try:
+                caller = Caller(await self._identify(credential), trusted=True)
+            except Unauthorized:
+                await self.failures.failed(address)
+                raise
+            except _Ignored:
+                pass
+        elif not ("anyone" in self.callers or ("browser" in self.callers and origin)):
+            raise self._missing()
         if self.limits is None:
-            return []
-        client = key_id or "ip:" + self.clients.of(scope, found.get(b"x-forwarded-for"))
-        return await self.limits.hit(client)
+            return caller, []
+        return caller, await self.limits.hit(caller.identity)
+
+
+class _Ignored(Exception):
+    """A credential sent to a gateway that asks for none."""
 
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="proxy"'}
@@ -99,11 +180,12 @@ class Guarded:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard: Guard = scope["state"]["ctx"].guard
         try:
-            extra = await guard.admit(scope)
+            caller, extra = await guard.admit(scope)
         except GatewayError as exc:
             request_id = scope["state"].get("request_id")
             await render_error(exc, scope, request_id)(scope, receive, send)
             return
+        scope["state"]["caller"] = caller
         if not extra:
             await self.endpoint(scope, receive, send)
             return

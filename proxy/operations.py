@@ -60,15 +60,16 @@ def operation_of(endpoint: object) -> Operation | None:
 
 # Why each error status can happen on a generation route.
 GENERATION_ERRORS = {
-    400: "malformed JSON, wrong shape, unknown field or unknown model",
-    401: "API_KEYS is set and the key is missing or wrong",
+    400: "malformed JSON, wrong shape, unknown field, unknown model, or a header sent twice",
+    401: "a credential CALLERS asks for (an API key, a user token) is missing or wrong",
     403: "the browser's Origin is not in ALLOWED_ORIGINS",
     413: "the body is over MAX_BODY_BYTES",
     415: "the body is not application/json",
     422: "a value out of range, an empty prompt or one over MAX_PROMPT_CHARS",
-    429: "a rate limit (ours or the upstream's); see Retry-After",
+    429: "a rate limit (ours or the upstream's) or too many failed credentials; see Retry-After",
     500: "a bug; the details are in the log under the request id",
     502: "the upstream failed, answered garbage, or refused our token",
-    503: "the upstream is busy, starting or unavailable, or the queue is full",
+    503: "the upstream is busy, starting or unavailable, the queue is full, or user tokens "
+    "cannot be checked now",
     504: "the upstream did not answer in time",
 }

@@ -6,6 +6,7 @@ value out of range, each naming the field and what to send instead.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,6 +23,22 @@ RANGES = {
     "temperature": "a number from 0 to 2 (0 means greedy decoding)",
     "top_p": "a number greater than 0 and at most 1",
 }
+
+
+def has_visible_text(text: str) -> bool:
+    """True when ``text`` holds a character that is neither whitespace nor an invisible
+    format character (zero-width spaces and joiners, the BOM, direction marks)."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+
+
+# Request values are never echoed whole into an error: at most this many characters.
+ECHO_CHARS = 40
+
+
+def echo(value: object) -> str:
+    """``repr(value)``, cut to ECHO_CHARS."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
 
 
 class ChatMessage(BaseModel):
@@ -84,13 +101,15 @@ def translate_validation_error(error: ValidationError, *, max_new_tokens_limit: 
         field = str(loc[-1])
         expected = RANGES.get(field, str(first["msg"])).format(limit=max_new_tokens_limit)
         return InvalidParameter(
-            f"{name} must be {expected}; got {first.get('input')!r}", param=name
+            f"{name} must be {expected}; got {echo(first.get('input'))}", param=name
         )
     if kind == "extra_forbidden":
         scope = Parameters if loc[:1] == ("parameters",) else ChatRequest
         allowed = ", ".join(scope.model_fields)
         return InvalidRequest(
-            f"unknown field {name!r}; allowed here: {allowed}", code="unknown_field", param=name
+            f"unknown field {echo(name)}; allowed here: {allowed}",
+            code="unknown_field",
+            param=name[:ECHO_CHARS],
         )
     return InvalidRequest(f"{name}: {first['msg']}", param=name if loc else None)
 
@@ -111,6 +130,7 @@ def to_generation_request(
     max_new_tokens_limit: int,
     system_prompt: str | None,
     stream: bool = False,
+    cache_scope: str = "",
 ) -> GenerationRequest:
     """Normalise a validated body: resolve the model, fill defaults, render the prompt."""
     params = body.parameters
@@ -134,7 +154,7 @@ def to_generation_request(
     else:
         assert body.messages is not None
         messages = tuple(Message(m.role, m.content) for m in body.messages)
-    if not any(m.role == "user" and m.content.strip() for m in messages):
+    if not any(m.role == "user" and has_visible_text(m.content) for m in messages):
         raise InvalidParameter(
             "the prompt is empty: write something in inputs or in a user message",
             code="empty_prompt",
@@ -173,4 +193,5 @@ def to_generation_request(
         top_p=round(float(top_p), 4),
         do_sample=do_sample,
         stream=stream,
+        cache_scope=cache_scope,
     )

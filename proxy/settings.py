@@ -20,6 +20,8 @@ UpstreamKind = Literal["gradio", "tgi", "openai", "mock"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 Fallback = Literal["none", "mock"]
+Caller = Literal["anyone", "browser", "key", "token"]
+CacheScope = Literal["caller", "shared"]
 
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*")
 _SPACE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -71,6 +73,19 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(512, ge=1, description="Pooled upstream connections.")
 
     max_body_bytes: int = Field(65536, ge=1024, description="Largest accepted request body.")
+    max_head_bytes: int = Field(
+        32768, ge=1024, le=1048576, description="Largest request line and headers (else 431)."
+    )
+    max_headers: int = Field(100, ge=10, le=1000, description="Most request headers (else 431).")
+    head_timeout: float = Field(
+        60.0, gt=0, description="Seconds for a request line and headers to arrive (else 408)."
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds of silence tolerated inside a request body (else 408)."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open client connections per process (beyond: 503)."
+    )
     max_prompt_chars: int = Field(16000, ge=1, description="Longest accepted prompt.")
     max_new_tokens_limit: int = Field(
         1024, ge=1, le=1024, description="Ceiling for max_new_tokens."
@@ -108,6 +123,33 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), description="Comma-separated keys; when set, non-browser calls need a Bearer key."
+    )
+    callers: Annotated[tuple[Caller, ...], NoDecode] = Field(
+        (),
+        description="Who may generate, comma-separated: anyone, browser (an allowed Origin; "
+        "browsers only), key (API_KEYS), token (a signed user token). Default: anyone, or "
+        "key and/or token when API_KEYS or a JWT setting is set.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="Shared secret that signs user tokens (HS256)."
+    )
+    jwt_jwks_url: str | None = Field(
+        None, description="The identity provider's JWKS URL, for signed user tokens."
+    )
+    jwt_issuer: str | None = Field(None, description="The iss every user token must carry.")
+    jwt_audience: str | None = Field(None, description="The aud user tokens must carry.")
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Accepted algorithms; default HS256 with JWT_SECRET, RS256,ES256 else."
+    )
+    jwt_jwks_refresh: float = Field(
+        10.0, gt=0, description="Least seconds between JWKS fetches (an unknown key id asks)."
+    )
+    auth_failures: str = Field(
+        "10/minute",
+        description="Failed credentials per client address before 429 (keys, tokens, admin).",
+    )
+    cache_scope: CacheScope = Field(
+        "caller", description="caller: cache entries per key, user or address; shared: one."
     )
     max_concurrency: int = Field(512, ge=1, description="Concurrent upstream generations.")
     queue_timeout: float = Field(
@@ -162,6 +204,10 @@ class Settings(BaseSettings):
         "space_id",
         "web_concurrency",
         "prometheus_multiproc_dir",
+        "jwt_secret",
+        "jwt_jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
         mode="before",
     )
     @classmethod
@@ -179,13 +225,24 @@ class Settings(BaseSettings):
                     data = {**data, "space_id": url.strip()}
         return data
 
-    @field_validator("trusted_proxies", "api_keys", "allowed_origins", mode="before")
+    @field_validator(
+        "trusted_proxies", "api_keys", "allowed_origins", "callers", "jwt_algorithms", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         """A comma-separated variable as a tuple of its non-empty parts."""
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("auth_failures")
+    @classmethod
+    def _check_auth_failures(cls, value: str) -> str:
+        try:
+            parse_many(value.strip())
+        except ValueError:
+            raise ValueError("must look like 10/minute or 10/minute;100/day") from None
+        return value.strip()
 
     @field_validator("rate_limit")
     @classmethod
@@ -297,7 +354,41 @@ class Settings(BaseSettings):
             raise ValueError(f"UPSTREAM_KIND={kind} needs UPSTREAM_URL (the server's URL)")
         if self.upstream_read_timeout > self.upstream_timeout:
             raise ValueError("UPSTREAM_READ_TIMEOUT must not exceed UPSTREAM_TIMEOUT")
+        if self.jwt_secret and self.jwt_jwks_url:
+            raise ValueError("set JWT_SECRET or JWT_JWKS_URL, not both")
+        if self.jwt_jwks_url and not self.jwt_issuer:
+            raise ValueError(
+                "JWT_JWKS_URL needs JWT_ISSUER: a provider's keys may sign tokens of other "
+                "applications, and the issuer tells yours apart"
+            )
+        if "key" in self.callers and not self.api_keys:
+            raise ValueError("CALLERS names key but API_KEYS is empty")
+        if "token" in self.callers and not self.jwt_configured:
+            raise ValueError("CALLERS names token but neither JWT_SECRET nor JWT_JWKS_URL is set")
         return self
+
+    @property
+    def jwt_configured(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_jwks_url)
+
+    @property
+    def accepted_callers(self) -> frozenset[Caller]:
+        """CALLERS, or its default: anyone while no credential is configured, else only the
+        configured credentials (a forgeable Origin is accepted only when named)."""
+        if self.callers:
+            return frozenset(self.callers)
+        found: set[Caller] = set()
+        if self.api_keys:
+            found.add("key")
+        if self.jwt_configured:
+            found.add("token")
+        return frozenset(found or {"anyone"})
+
+    @property
+    def accepted_jwt_algorithms(self) -> tuple[str, ...]:
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        return ("HS256",) if self.jwt_secret else ("RS256", "ES256")
 
     @property
     def effective_upstream(self) -> UpstreamKind:
@@ -322,6 +413,21 @@ class Settings(BaseSettings):
         if self.cache_enabled:
             parts.append("the cache")
         return " and ".join(parts) or None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value of the configuration, for redaction: tokens, keys and the
+        Redis password."""
+        values = [self.hf_token, self.admin_token, self.metrics_token, self.jwt_secret,
+                  *self.api_keys]  # fmt: skip
+        found = [v.get_secret_value() for v in values if v is not None]
+        if self.redis_url:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.redis_url).password
+            if password:
+                found.append(password)
+        return tuple(found)
 
     @property
     def hf_token_value(self) -> str | None:

@@ -1,4 +1,5 @@
-"""Bearer tokens that guard operator routes (ADMIN_TOKEN, METRICS_TOKEN)."""
+"""Bearer tokens that guard operator routes (ADMIN_TOKEN, METRICS_TOKEN); wrong ones count
+toward the address's failed credentials, as wrong API keys do."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import hmac
 from pydantic import SecretStr
 from starlette.requests import Request
 
+from proxy.context import context_of
 from proxy.errors import Unauthorized
 
 
-def require_bearer(request: Request, token: SecretStr, *, setting: str, code: str) -> None:
-    """Raise Unauthorized unless the request carries ``Authorization: Bearer <token>``."""
+async def require_bearer(request: Request, token: SecretStr, *, setting: str, code: str) -> None:
+    """Raise Unauthorized unless the request carries ``Authorization: Bearer <token>``, and
+    RateLimited while its address has spent its failed credentials."""
+    guard = context_of(request).guard
+    address = guard.address(request.scope, request.headers.get("x-forwarded-for"))
+    await guard.failures.check(address)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        await guard.failures.failed(address)
         raise Unauthorized(
             f"send the token as Authorization: Bearer <{setting}>",
             code=code,

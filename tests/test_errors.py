@@ -22,6 +22,7 @@ EXPECTED = {
     "RateLimited": (429, "rate_limited", False, False, True, False),
     "GatewayBusy": (503, "gateway_busy", False, False, False, False),
     "CacheBackendDown": (503, "cache_unavailable", False, False, False, False),
+    "AuthUnavailable": (503, "auth_unavailable", False, False, False, False),
     "UpstreamFailure": (502, "upstream_error", False, False, False, False),
     "UpstreamUnreachable": (502, "upstream_unreachable", True, True, False, True),
     "UpstreamAppError": (502, "upstream_error", False, False, False, False),

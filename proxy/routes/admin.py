@@ -14,12 +14,12 @@ from proxy.responses import JSONResponse
 from proxy.tokens import require_bearer
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Raise NotFound when no ADMIN_TOKEN is set, Unauthorized when the bearer is wrong."""
     token = context_of(request).settings.admin_token
     if token is None:
         raise NotFound(f"no route {request.method} {request.url.path}; see the README for the API")
-    require_bearer(request, token, setting="ADMIN_TOKEN", code="unauthorized")
+    await require_bearer(request, token, setting="ADMIN_TOKEN", code="unauthorized")
 
 
 @documented(
@@ -29,6 +29,7 @@ def require_admin(request: Request) -> None:
         replies={200: Reply("cleared", CacheCleared)},
         errors={
             401: "the admin token is missing or wrong",
+            429: "too many failed credentials from this address; see Retry-After",
             404: "ADMIN_TOKEN is unset",
             503: "the cache backend is unavailable",
         },
@@ -38,7 +39,7 @@ def require_admin(request: Request) -> None:
 )
 async def clear_cache(request: Request) -> Response:
     """DELETE /api/cache: remove every cached reply."""
-    require_admin(request)
+    await require_admin(request)
     try:
         cleared = await context_of(request).gateway.clear_cache()
     except CacheUnavailable:

@@ -14,6 +14,7 @@ from proxy.cache import parse_cache_control
 from proxy.context import AppContext
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
 from proxy.generation import Chunk, FinishReason, GenerationRequest
+from proxy.guard import Caller
 from proxy.middleware import request_id_of
 from proxy.operations import GENERATION_ERRORS, Operation, Reply
 from proxy.replies import ChatReply, DoneEvent
@@ -129,7 +130,9 @@ class ChatEndpoint:
         await response(scope, receive, send)
 
 
-def generation_request(body: ChatRequest, ctx: AppContext, *, stream: bool) -> GenerationRequest:
+def generation_request(
+    body: ChatRequest, ctx: AppContext, *, stream: bool, cache_scope: str = ""
+) -> GenerationRequest:
     """``body`` normalised under this app's settings (model, limits, system prompt)."""
     settings = ctx.settings
     return to_generation_request(
@@ -139,7 +142,21 @@ def generation_request(body: ChatRequest, ctx: AppContext, *, stream: bool) -> G
         max_new_tokens_limit=settings.max_new_tokens_limit,
         system_prompt=settings.system_prompt,
         stream=stream,
+        cache_scope=cache_scope,
     )
+
+
+def cache_view(scope: Scope, ctx: AppContext) -> tuple[str, bool]:
+    """(whose cache entries the request uses, whether its caller sees X-Cache and Age).
+
+    With CACHE_SCOPE=caller every caller has entries of its own (its key, user or address) and
+    may see their state. With CACHE_SCOPE=shared, X-Cache and Age would tell a caller whether
+    someone else asked the same question, so only callers with a credential see them.
+    """
+    caller: Caller | None = scope["state"].get("caller")
+    if ctx.settings.cache_scope == "shared":
+        return "", caller is not None and caller.trusted
+    return (caller.identity if caller is not None else ""), True
 
 
 async def chat(scope: Scope, receive: Receive) -> Response:
@@ -149,12 +166,13 @@ async def chat(scope: Scope, receive: Receive) -> Response:
     body = await read_json_body(headers, receive, settings.max_body_bytes)
     parsed = parse_chat_request(body, max_new_tokens_limit=settings.max_new_tokens_limit)
     wants_stream = parsed.stream or "text/event-stream" in headers.get(b"accept", "")
-    req = generation_request(parsed, ctx, stream=wants_stream)
+    cache_scope, show_cache = cache_view(scope, ctx)
+    req = generation_request(parsed, ctx, stream=wants_stream, cache_scope=cache_scope)
     policy = parse_cache_control(headers.get(b"cache-control", ""))
     if wants_stream:
         served_stream = await ctx.gateway.stream(req, policy)
-        cache_headers = _cache_headers(
-            served_stream.upstream, served_stream.cache, served_stream.age
+        cache_headers = cache_headers_of(
+            served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
         )
         events = _events(served_stream.chunks, req, request_id_of(scope))
         return StreamingResponse(
@@ -164,11 +182,17 @@ async def chat(scope: Scope, receive: Receive) -> Response:
     generation = served.generation
     reply: ChatReply = {"generated_text": generation.text, "model": generation.model}
     return JSONResponse(
-        reply, headers=_cache_headers(generation.upstream, served.cache, served.age)
+        reply,
+        headers=cache_headers_of(generation.upstream, served.cache, served.age, show=show_cache),
     )
 
 
-def _cache_headers(upstream: str, cache: str, age: int | None) -> dict[str, str]:
+def cache_headers_of(
+    upstream: str, cache: str, age: int | None, *, show: bool = True
+) -> dict[str, str]:
+    """X-Upstream, and when ``show``, X-Cache and Age."""
+    if not show:
+        return {"X-Upstream": upstream}
     headers = {"X-Upstream": upstream, "X-Cache": cache}
     if age is not None:
         headers["Age"] = str(age)

@@ -30,8 +30,9 @@ from proxy.replies import ChatCompletion, CompletionUsage, OpenAIModelList
 from proxy.responses import JSONResponse, openai_error_body, openai_error_response
 from proxy.routes.chat import (
     SSE_HEADERS,
-    _cache_headers,
     _wanted_headers,
+    cache_headers_of,
+    cache_view,
     generation_request,
     read_json_body,
 )
@@ -39,6 +40,7 @@ from proxy.schemas import (
     ChatMessage,
     ChatRequest,
     Parameters,
+    echo,
     translate_validation_error,
 )
 
@@ -88,7 +90,9 @@ class CompletionRequest(BaseModel):
     functions: list[Any] | None = None
 
 
-def _to_generation_request(body: CompletionRequest, ctx: AppContext) -> GenerationRequest:
+def _to_generation_request(
+    body: CompletionRequest, ctx: AppContext, cache_scope: str
+) -> GenerationRequest:
     settings = ctx.settings
     if body.n != 1:
         raise InvalidRequest("n must be 1: the gateway returns one choice", code="unsupported_n")
@@ -97,7 +101,7 @@ def _to_generation_request(body: CompletionRequest, ctx: AppContext) -> Generati
     max_new = body.max_completion_tokens or body.max_tokens
     if max_new is not None and max_new > settings.max_new_tokens_limit:
         raise InvalidRequest(
-            f"max_tokens must be at most {settings.max_new_tokens_limit}; got {max_new}",
+            f"max_tokens must be at most {settings.max_new_tokens_limit}; got {echo(max_new)}",
             code="invalid_parameter",
         )
     chat = ChatRequest(
@@ -107,7 +111,7 @@ def _to_generation_request(body: CompletionRequest, ctx: AppContext) -> Generati
             max_new_tokens=max_new, temperature=body.temperature, top_p=body.top_p
         ),
     )
-    req = generation_request(chat, ctx, stream=body.stream)
+    req = generation_request(chat, ctx, stream=body.stream, cache_scope=cache_scope)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return dataclasses.replace(req, stop=tuple(s for s in stop if s))
 
@@ -161,7 +165,8 @@ class CompletionsEndpoint:
             raise translate_validation_error(
                 exc, max_new_tokens_limit=ctx.settings.max_new_tokens_limit
             ) from None
-        req = _to_generation_request(body, ctx)
+        cache_scope, show_cache = cache_view(scope, ctx)
+        req = _to_generation_request(body, ctx, cache_scope)
         policy = parse_cache_control(headers.get(b"cache-control", ""))
         completion_id = f"chatcmpl-{request_id_of(scope)}"
         created = int(time.time())
@@ -171,7 +176,9 @@ class CompletionsEndpoint:
             frames = _stream_frames(
                 served_stream.chunks, req, completion_id, created, include_usage
             )
-            cache = _cache_headers(served_stream.upstream, served_stream.cache, served_stream.age)
+            cache = cache_headers_of(
+                served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
+            )
             return StreamingResponse(
                 frames, media_type="text/event-stream", headers={**SSE_HEADERS, **cache}
             )
@@ -193,7 +200,10 @@ class CompletionsEndpoint:
             "usage": _usage(req, generation),
         }
         return JSONResponse(
-            completion, headers=_cache_headers(generation.upstream, served.cache, served.age)
+            completion,
+            headers=cache_headers_of(
+                generation.upstream, served.cache, served.age, show=show_cache
+            ),
         )
 
 

@@ -9,6 +9,7 @@ from importlib.resources import files
 import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.catalog import Catalog
 from proxy.context import context_of
@@ -21,6 +22,33 @@ from proxy.settings import Settings
 from proxy.tokens import require_bearer
 
 INDEX_HTML = files("proxy").joinpath("static/index.html").read_text(encoding="utf-8")
+
+# The demo page and its files: scripts, styles and fetches from this origin only (a crafted
+# ?api= link cannot send a user's prompts elsewhere), no framing, no referrer, no sniffing.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "script-src 'self'; style-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+_PAGE_HEADERS_RAW = [(k.lower().encode(), v.encode()) for k, v in PAGE_HEADERS.items()]
+
+
+class WithPageHeaders:
+    """An ASGI app (the static files) whose responses carry PAGE_HEADERS."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_PAGE_HEADERS_RAW]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 @documented(
@@ -94,7 +122,10 @@ async def models(request: Request) -> Response:
         "metrics",
         "Prometheus metrics (Bearer METRICS_TOKEN when it is set)",
         replies={200: Reply("Prometheus text format", media_type="text/plain")},
-        errors={401: "METRICS_TOKEN is set and was not sent"},
+        errors={
+            401: "METRICS_TOKEN is set and was not sent",
+            429: "too many failed credentials from this address; see Retry-After",
+        },
         auth="metricsToken",
     )
 )
@@ -102,7 +133,7 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics of this instance (behind METRICS_TOKEN when it is set)."""
     ctx = context_of(request)
     if ctx.settings.metrics_token is not None:
-        require_bearer(
+        await require_bearer(
             request,
             ctx.settings.metrics_token,
             setting="METRICS_TOKEN",
@@ -117,7 +148,7 @@ async def metrics(request: Request) -> Response:
     )
 )
 async def index(request: Request) -> Response:
-    return HTMLResponse(INDEX_HTML)
+    return HTMLResponse(INDEX_HTML, headers=PAGE_HEADERS)
 
 
 def openapi_endpoint(

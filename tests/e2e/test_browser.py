@@ -151,6 +151,22 @@ def test_cross_origin_page_not_on_the_allow_list_is_blocked(
     assert spy.calls == 0 and spy.stream_calls == 0  # the browser never sent the POST
 
 
+def test_a_crafted_api_link_cannot_send_prompts_elsewhere(
+    page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's own page, opened from a link with ?api= pointing at another server that
+    would gladly answer any origin: its Content-Security-Policy keeps the prompt home."""
+    spy = SpyUpstream()
+    monkeypatch.setattr("proxy.app.build_upstream", lambda settings: spy)
+    with gateway(allowed_origins="*") as elsewhere:
+        monkeypatch.undo()
+        with gateway() as home:
+            page.goto(f"{home.url}/?api={elsewhere.url}")
+            ask(page, "My private symptom is a rash")
+            sync_api.expect(page.locator("#error")).to_contain_text("Could not reach the gateway")
+    assert spy.calls == 0 and spy.stream_calls == 0
+
+
 def test_rate_limited_upstream_shows_message_and_countdown(
     page: Any, fault_space: FaultSpace
 ) -> None:

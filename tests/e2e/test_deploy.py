@@ -170,8 +170,12 @@ def test_two_workers_share_one_budget_one_cache_and_their_metrics(
     app_dir: Path, redis_server: RedisServer
 ) -> None:
     redis_server.client().flushall()
-    # Clients told apart by X-Forwarded-For (the platform's router is trusted).
-    settings = {"REDIS_URL": redis_server.url, "RATE_LIMIT": "6/minute", "TRUSTED_PROXIES": "*"}
+    # Clients told apart by X-Forwarded-For (the platform's router is trusted), or by their
+    # API keys: a shared cache shows X-Cache to callers with a credential only.
+    settings = {
+        "REDIS_URL": redis_server.url, "RATE_LIMIT": "6/minute", "TRUSTED_PROXIES": "*",
+        "CACHE_SCOPE": "shared", "CALLERS": "anyone,key", "API_KEYS": ",".join(KEYS),
+    }  # fmt: skip
     body = {"inputs": "How can I sleep better?"}
     with web(app_dir, **settings) as gateway:
         both_workers_serve(gateway)
@@ -184,7 +188,7 @@ def test_two_workers_share_one_budget_one_cache_and_their_metrics(
             if len(set(pids_of(gateway, budget))) == 2 and len(budget) >= 12:
                 break
         # Many clients asking one question: a hit answered by the worker that did not miss.
-        first = fresh(url, "POST", json=body, headers={"X-Forwarded-For": "198.51.100.2"})
+        first = fresh(url, "POST", json=body, headers={"Authorization": f"Bearer {KEYS[-1]}"})
         [miss_pid] = pids_of(gateway, [first])
         hits: list[httpx.Response] = []
         for round_ in range(10):
@@ -211,12 +215,15 @@ def test_two_workers_share_one_budget_one_cache_and_their_metrics(
         )
 
 
+KEYS = [f"client-key-{i:04d}" for i in range(41)]
+
+
 def burst_hits(url: str, body: dict[str, str], round_: int) -> list[httpx.Response]:
-    """Four clients at once (their own addresses), each asking ``body``."""
+    """Four clients at once (their own keys), each asking ``body``."""
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(
             lambda i: fresh(url, "POST", json=body,
-                            headers={"X-Forwarded-For": f"203.0.113.{10 * round_ + i}"}),
+                            headers={"Authorization": f"Bearer {KEYS[4 * round_ + i]}"}),
             range(4),
         ))  # fmt: skip
 

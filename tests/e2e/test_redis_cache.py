@@ -165,6 +165,7 @@ async def test_a_waiter_proceeds_when_the_lock_holder_died(
         max_prompt_chars=16000,
         max_new_tokens_limit=1024,
         system_prompt=None,
+        cache_scope="ip:127.0.0.1",  # the entry of this client (httpx's ASGI transport's address)
     )
     # Another instance took the lock and died: nobody will ever fill the entry.
     lock = f"proxy:v1:lock:{cache_key(req, spy.identity)}"
