@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("head", nargs="?", help="a git revision (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--only", action="append", choices=list(SCENARIOS), help="these scenarios only"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         trees = {"base": Path(tmp) / "base", "head": Path(tmp) / "head"}
@@ -124,6 +127,8 @@ def main() -> None:
                   "(median of rounds)\n")  # fmt: skip
             print("| scenario | base | head | head / base |\n|---|---|---|---|")
             for scenario, (_, lua, _) in SCENARIOS.items():
+                if args.only and scenario not in args.only:
+                    continue
                 samples: dict[str, list[float]] = {"base": [], "head": []}
                 for index in range(args.rounds):
                     order = ["base", "head"] if index % 2 == 0 else ["head", "base"]

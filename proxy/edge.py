@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -94,103 +94,118 @@ TOO_MANY_CONNECTIONS = _reply(
 
 
 class EdgeProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, bounded; see the module docstring."""
+    """uvicorn's httptools protocol, bounded; see the module docstring.
+
+    Per request it only counts head bytes and notes times; no timer is armed per request. One
+    sweep per process, a few times a second while connections are open, closes those past a
+    deadline (so a deadline is kept within a quarter of itself, at most a second late).
+    """
+
+    sweeping: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits()
-        self.opened_at = time.monotonic()
+        self.opened_at = self.head_started = time.monotonic()
+        self.body_active_at = 0.0
         self.in_head = True  # waiting for (the rest of) a request head
         self.head_bytes = 0
-        self.header_count = 0
-        self.too_large = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.too_many_headers = False
+
+    # Connections
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections and not self._make_room():
             self._refuse(TOO_MANY_CONNECTIONS)
             return
-        self._arm(self.limits.head_timeout, self._head_expired)
+        if not EdgeProtocol.sweeping:
+            EdgeProtocol.sweeping = True
+            self.loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep_interval(self) -> float:
+        return min(1.0, self.limits.head_timeout / 4, self.limits.body_timeout / 4)
+
+    def _sweep(self) -> None:
+        """Close every connection of this process that is past its deadline."""
+        now = time.monotonic()
+        edges = [c for c in self.connections if isinstance(c, EdgeProtocol)]
+        for connection in edges:
+            connection._check(now)
+        if edges:
+            self.loop.call_later(self._sweep_interval(), self._sweep)
+        else:
+            EdgeProtocol.sweeping = False
+
+    def _check(self, now: float) -> None:
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self.in_head and self._waiting_for_head():
+            if now - self.head_started > self.limits.head_timeout:
+                self._head_expired()
+        elif cycle is not None and cycle.more_body and not self.pipeline:
+            if now - self.body_active_at > self.limits.body_timeout:
+                self._body_expired()
 
     def _waiting_for_head(self) -> bool:
-        idle = self.cycle is None or self.cycle.response_complete
-        return self.in_head and idle and not self.transport.is_closing()
+        """Between requests: a head not (fully) arrived, or a kept-alive connection."""
+        cycle = self.cycle
+        return cycle is None or (cycle.response_complete and (self.in_head or not cycle.more_body))
 
     def _make_room(self) -> bool:
         """Close the connection that has waited longest for a request head; False if none."""
         waiting = [
             c
             for c in self.connections
-            if isinstance(c, EdgeProtocol) and c is not self and c._waiting_for_head()
+            if isinstance(c, EdgeProtocol)
+            and c is not self
+            and c._waiting_for_head()
+            and not c.transport.is_closing()
         ]
         if not waiting:
             return False
-        oldest = min(waiting, key=lambda c: c.opened_at)
-        if oldest.head_bytes:
-            oldest._refuse(HEAD_TIMEOUT)
-        else:
-            oldest._disarm()
+        oldest = min(waiting, key=lambda c: c.head_started)
+        if oldest.in_head:
+            oldest._head_expired()
+        else:  # kept alive between requests
             oldest.transport.close()
         return True
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self, delay: float, callback: Any) -> None:
-        self._disarm()
-        self.timer = self.loop.call_later(delay, callback)
-
-    def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
     def _refuse(self, reply: bytes) -> None:
-        self._disarm()
         if not self.transport.is_closing():
             self.transport.write(reply)
             self.transport.close()
 
     def _head_expired(self) -> None:
-        self.timer = None
         if self.head_bytes:
             self._refuse(HEAD_TIMEOUT)
-        elif not self.transport.is_closing():
+        else:
             self.transport.close()  # nothing came: nobody to answer
 
     def _body_expired(self) -> None:
-        self.timer = None
         cycle = self.cycle
-        if cycle is not None:
-            # The app's receive() now returns http.disconnect and its answer goes nowhere.
-            started = cycle.response_started
-            cycle.disconnected = True
-            cycle.message_event.set()
-            if not started:
-                self._refuse(BODY_TIMEOUT)
-                return
-        if not self.transport.is_closing():
+        # The app's receive() now returns http.disconnect and its answer goes nowhere.
+        started = cycle.response_started
+        cycle.disconnected = True
+        cycle.message_event.set()
+        if started:
             self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        # uvicorn answers a parser error with 400; a head refused by on_header is a 431.
-        if self.too_large:
-            self._refuse(HEAD_TOO_LARGE)
         else:
-            super().send_400_response(msg)
+            self._refuse(BODY_TIMEOUT)
+
+    # Parsing
 
     def data_received(self, data: bytes) -> None:
-        cycle = self.cycle
-        if not self.in_head and cycle is not None and cycle.more_body:
-            if self.timer is not None:  # the body's silence deadline starts again
-                self._arm(self.limits.body_timeout, self._body_expired)
-            super().data_received(data)
-            return
-        if not self.in_head:  # the message is complete: this is the next request's head
+        if not self.in_head:
+            if self.cycle.more_body:  # the body of the current request
+                self.body_active_at = time.monotonic()
+                super().data_received(data)
+                return
+            # The message is complete: this is the next request's head.
             self.in_head = True
             self.head_bytes = 0
+            self.head_started = time.monotonic()
         room = self.limits.max_head_bytes - self.head_bytes
         self.head_bytes += len(data)
         if len(data) <= room:
@@ -205,36 +220,17 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         super().data_received(data[room:])
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.header_count = 0
-        if self.timer is None:
-            self._arm(self.limits.head_timeout, self._head_expired)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_count += 1
-        if self.header_count > self.limits.max_headers:
-            self.too_large = True
-            raise ValueError("too many headers")  # stops the parser: send_400_response
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        if len(self.headers) > self.limits.max_headers:
+            self.too_many_headers = True
+            raise ValueError("too many headers")  # stops the parser: send_400_response
         self.in_head = False
-        self._disarm()
+        self.body_active_at = self.head_started
         super().on_headers_complete()
-        # A queued (pipelined) request cannot send its body yet: no deadline for it.
-        if self.cycle is not None and self.cycle.more_body and not self.pipeline:
-            self._arm(self.limits.body_timeout, self._body_expired)
 
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        if not self.in_head:
-            self._disarm()
-
-    def on_response_complete(self) -> None:
-        waiting = not self.pipeline  # else the next request is parsed and starts now
-        super().on_response_complete()
-        # The next request's head has its deadline from now (the keep-alive timer runs too).
-        if waiting and not self.transport.is_closing():
-            self.head_bytes = 0
-            self._arm(self.limits.head_timeout, self._head_expired)
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers a parser error with 400; a head refused above is a 431.
+        if self.too_many_headers:
+            self._refuse(HEAD_TOO_LARGE)
+        else:
+            super().send_400_response(msg)

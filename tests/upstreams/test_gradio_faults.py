@@ -212,8 +212,11 @@ async def test_a_space_that_echoes_headers_never_leaks_the_token(
         answers = [
             await client.post("/api/chat", json={"inputs": "echo me"}),
             await client.post("/api/chat", json={"inputs": "echo me", "stream": True}),
+            await client.post("/api/predict", json={"inputs": "echo me too"}),
             await client.post("/v1/chat/completions", json={
                 "model": "llama-2-7b-chat", "messages": [{"role": "user", "content": "echo"}]}),
+            await client.post("/v1/chat/completions", json={"stream": True,
+                "model": "llama-2-7b-chat", "messages": [{"role": "user", "content": "echo 2"}]}),
             await client.get("/readyz"),
         ]  # fmt: skip
     assert fault_space.requests[-1][2]["x-hf-authorization"] == f"Bearer {TOKEN}"
