@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("head", nargs="?", help="a git revision (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--samples", action="store_true", help="print every round's figure")
     parser.add_argument(
         "--only", action="append", choices=list(SCENARIOS), help="these scenarios only"
     )
@@ -138,6 +139,9 @@ def main() -> None:
                             f"http://127.0.0.1:{space_port}", args.seconds))  # fmt: skip
                 base, head = (statistics.median(samples[n]) for n in ("base", "head"))
                 print(f"| {scenario} | {base:.0f} | {head:.0f} | {head / base:.3f} |", flush=True)
+                if args.samples:
+                    for name in ("base", "head"):
+                        print(f"  {name}: {', '.join(f'{x:.0f}' for x in samples[name])}")
         finally:
             space.terminate()
             space.wait(10)

@@ -1,5 +1,7 @@
-"""A circuit breaker for the upstream: after consecutive failures, fail fast for a cool-down,
-then let one probe through; its success closes the circuit, its failure re-opens it."""
+"""A circuit breaker for one upstream and model: after consecutive failures, fail fast for a
+cool-down, then let one probe through; its success closes the circuit. A failed probe does not
+start a whole cool-down again: the next probe goes after ``probe_interval``, so traffic is
+served again within that interval of the upstream's recovery, not a cool-down later."""
 
 from __future__ import annotations
 
@@ -12,13 +14,20 @@ from proxy.errors import UpstreamUnavailable
 
 class CircuitBreaker:
     def __init__(
-        self, *, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        failures: int,
+        cooldown: float,
+        probe_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold = failures
         self.cooldown = cooldown
+        self.probe_interval = cooldown if probe_interval is None else probe_interval
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
+        self._probe_at = 0.0  # when the open circuit lets its next probe through
         self._probing = False
 
     @property
@@ -30,8 +39,7 @@ class CircuitBreaker:
     def retry_after(self) -> int:
         if self._opened_at is None:
             return 0
-        left = self._opened_at + self.cooldown - self._clock()
-        return max(1, math.ceil(left))
+        return max(1, math.ceil(self._probe_at - self._clock()))
 
     def admit(self) -> bool:
         """Whether a call may go upstream now; True for the one probe after the cool-down.
@@ -41,12 +49,12 @@ class CircuitBreaker:
         """
         if self._opened_at is None:
             return False
-        if not self._probing and self._clock() >= self._opened_at + self.cooldown:
+        if not self._probing and self._clock() >= self._probe_at:
             self._probing = True
             return True
         raise UpstreamUnavailable(
             f"the upstream failed {self._failures} times in a row; the gateway is not calling "
-            f"it for {self.cooldown:g} s (circuit open)",
+            f"it for {self.retry_after()} s (circuit open)",
             retry_after=self.retry_after(),
         )
 
@@ -57,8 +65,12 @@ class CircuitBreaker:
 
     def failure(self) -> None:
         self._failures += 1
-        if self._probing or self._failures >= self.threshold:
-            self._opened_at = self._clock()
+        now = self._clock()
+        if self._probing:  # still down: probe again soon
+            self._probe_at = now + self.probe_interval
+        elif self._opened_at is None and self._failures >= self.threshold:
+            self._opened_at = now
+            self._probe_at = now + self.cooldown
         self._probing = False
 
     def release(self) -> None:

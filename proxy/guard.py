@@ -122,26 +122,31 @@ class Guard:
     async def admit(self, scope: Scope) -> tuple[Caller, list[tuple[bytes, bytes]]]:
         """The caller and the headers for the response of an admitted request; raises
         GatewayError otherwise."""
+        wanted = [(k, v) for k, v in scope["headers"] if k in _WANTED]
         found: dict[bytes, str] = {}
-        for key, value in scope["headers"]:
-            if key in _WANTED:
-                text = value.decode("latin-1")
-                if key not in found:
-                    found[key] = text
-                elif key == b"x-forwarded-for":  # several are one list, in order (RFC 9110)
-                    found[key] += ", " + text
-                else:  # two Origins or credentials: CORS would read one, the guard another
-                    raise InvalidRequest(
-                        f"send one {key.decode().title()} header, not several",
-                        code="duplicate_header",
-                    )
+        for key, value in wanted:
+            text = value.decode("latin-1")
+            if key not in found:
+                found[key] = text
+            elif key == b"x-forwarded-for":  # several are one list, in order (RFC 9110)
+                found[key] += ", " + text
+            else:  # two Origins or credentials: CORS would read one, the guard another
+                raise InvalidRequest(
+                    f"send one {key.decode().title()} header, not several",
+                    code="duplicate_header",
+                )
         origin = found.get(b"origin")
         if origin is not None and not self.allowed_origin(origin):
             raise Forbidden(
                 f"the origin {origin[:100]} is not allowed; the gateway's operator can add it "
                 "to ALLOWED_ORIGINS"
             )
-        address = self.address(scope, found.get(b"x-forwarded-for"))
+        forwarded = found.get(b"x-forwarded-for")
+        if forwarded is None and not self.clients.networks:  # the usual case, inline
+            client = scope.get("client")
+            address = client[0] if client else "unknown"
+        else:
+            address = self.address(scope, forwarded)
         caller = Caller("ip:" + address, trusted=False)
         authorization = found.get(b"authorization")
         credential = None

@@ -28,7 +28,13 @@ RANGES = {
 def has_visible_text(text: str) -> bool:
     """True when ``text`` holds a character that is neither whitespace nor an invisible
     format character (zero-width spaces and joiners, the BOM, direction marks)."""
-    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+    first = text.lstrip()[:1]
+    if first.isprintable() and first:  # the usual case, decided in C
+        return True
+    for ch in text:  # a leading invisible character: look at each one
+        if not ch.isspace() and unicodedata.category(ch) != "Cf":
+            return True
+    return False
 
 
 # Request values are never echoed whole into an error: at most this many characters.

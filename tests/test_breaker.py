@@ -88,8 +88,8 @@ def test_a_half_open_circuit_admits_exactly_one_probe() -> None:
     for _ in range(3):  # everyone else still fails fast while it runs
         with pytest.raises(UpstreamUnavailable):
             breaker.admit()
-    breaker.failure()  # the probe failed: open again, for a whole cool-down
-    with pytest.raises(UpstreamUnavailable):
+    breaker.failure()  # the probe failed: open again, until the next probe (the cool-down
+    with pytest.raises(UpstreamUnavailable):  # here, as no probe interval is set)
         breaker.admit()
     clock.now += 10
     assert breaker.admit() is True
@@ -160,3 +160,25 @@ async def test_a_refused_request_never_opens_the_circuit(error: GatewayError) ->
             await upstream.generate(REQUEST)
     assert upstream.breaker.state == "closed"
     assert (await upstream.generate(REQUEST)).text and inner.calls == 6
+
+
+def test_after_a_failed_probe_the_next_comes_after_the_probe_interval() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=2, cooldown=30, probe_interval=2, clock=clock)
+    breaker.failure()
+    breaker.failure()
+    clock.now += 29
+    with pytest.raises(UpstreamUnavailable) as first:
+        breaker.admit()
+    assert first.value.retry_after == 1
+    clock.now += 1
+    assert breaker.admit() is True
+    breaker.failure()  # still down
+    clock.now += 1.5
+    with pytest.raises(UpstreamUnavailable) as second:
+        breaker.admit()
+    assert second.value.retry_after == 1  # not another 30 s
+    clock.now += 0.5
+    assert breaker.admit() is True
+    breaker.success()
+    assert breaker.state == "closed"
