@@ -123,7 +123,9 @@ def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
     return ResilientUpstream(
         upstream,
         breaker=CircuitBreaker(
-            failures=settings.circuit_failures, cooldown=settings.circuit_cooldown
+            failures=settings.circuit_failures,
+            cooldown=settings.circuit_cooldown,
+            probe_interval=settings.circuit_probe_interval,
         ),
         max_concurrency=settings.max_concurrency,
         queue_timeout=settings.queue_timeout,

@@ -30,6 +30,15 @@ class CircuitBreaker:
         self._probe_at = 0.0  # when the open circuit lets its next probe through
         self._probing = False
 
+    def fresh(self) -> CircuitBreaker:
+        """A closed breaker with this one's settings."""
+        return CircuitBreaker(
+            failures=self.threshold,
+            cooldown=self.cooldown,
+            probe_interval=self.probe_interval,
+            clock=self._clock,
+        )
+
     @property
     def state(self) -> str:
         if self._opened_at is None:

@@ -24,7 +24,9 @@ GatewayError
     ├── UpstreamBadResponse       502 upstream_bad_response
     │   └── UpstreamDisconnected  502 upstream_disconnected: cut before the answer
     ├── UpstreamAuth              502 upstream_auth
+    ├── UpstreamServerError       502 upstream_server_error: a 500 before any output
     ├── UpstreamRejected          422 upstream_rejected (the model refused the input)
+    │   └── UpstreamPromptTooLong 400 prompt_too_long: over the model's context length
     ├── UpstreamRateLimited       429 upstream_rate_limited (with Retry-After)
     ├── UpstreamBusy              503 upstream_busy (with Retry-After): its queue is full
     ├── UpstreamStarting          503 upstream_starting (with Retry-After): asleep or building
@@ -79,6 +81,8 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.retry_after = retry_after
+        # The wait the upstream itself asked for (its Retry-After header), when it asked.
+        self.upstream_wait: float | None = None
         self.headers = dict(headers or {})
         if retry_after is not None:
             self.headers["Retry-After"] = str(retry_after)
@@ -196,15 +200,34 @@ class UpstreamAuth(UpstreamFailure):
     code = "upstream_auth"
 
 
+class UpstreamServerError(UpstreamFailure):
+    """An HTTP 500 before any output: often one bad moment of a server; another try may do."""
+
+    status = 502
+    code = "upstream_server_error"
+    retry_before_output = True
+    unavailable = True
+
+
 class UpstreamRejected(UpstreamFailure):
     status = 422
     code = "upstream_rejected"
     request_fault = True
 
 
+class UpstreamPromptTooLong(UpstreamRejected):
+    """The model's context cannot hold the prompt and the tokens asked for."""
+
+    status = 400
+    code = "prompt_too_long"
+
+
 class UpstreamRateLimited(UpstreamFailure):
     status = 429
     code = "upstream_rate_limited"
+    # Retried only after the upstream's own Retry-After, when that is short enough
+    # (UPSTREAM_RETRY_AFTER_MAX) and within the deadline, or with back-off when it gave none.
+    retry_before_output = True
 
 
 class UpstreamBusy(UpstreamFailure):

@@ -1,4 +1,5 @@
-"""The upstream as the gateway uses it: behind a circuit breaker and a bound on concurrent
+"""The upstream as the gateway uses it: behind a circuit breaker per model (one server may
+serve several, and one failing model must not lock out the others) and a bound on concurrent
 calls, timed for metrics and ``Server-Timing``, its failures explained by the Hub when the
 upstream is a Space."""
 
@@ -41,7 +42,8 @@ class ResilientUpstream:
         self.inner = inner
         self.name = inner.name
         self.identity = inner.identity
-        self.breaker = breaker
+        self.breaker = breaker  # the first model's; the others get fresh ones like it
+        self._breakers: dict[str, CircuitBreaker] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
         self._queue_timeout = queue_timeout
         self._metrics = metrics
@@ -66,27 +68,37 @@ class ResilientUpstream:
         finally:
             self._slots.release()
 
-    async def _failed(self, error: GatewayError, probe: bool) -> GatewayError:
+    def breaker_for(self, model: str) -> CircuitBreaker:
+        breaker = self._breakers.get(model)
+        if breaker is None:
+            breaker = self.breaker if not self._breakers else self.breaker.fresh()
+            self._breakers[model] = breaker
+        return breaker
+
+    async def _failed(
+        self, error: GatewayError, probe: bool, breaker: CircuitBreaker
+    ) -> GatewayError:
         """Count ``error``; an unavailability opens the circuit in time. The error to raise."""
         if isinstance(error, GatewayBusy):  # ours, before any call: no verdict on the upstream
             if probe:
-                self.breaker.release()
+                breaker.release()
             return error
         if error.replayed:  # an earlier call's failure raised again: counted already
             if probe:
-                self.breaker.release()
+                breaker.release()
         else:
             self._metrics.upstream_errors.labels(error.code).inc()
             if error.unavailable:
-                self.breaker.failure()
+                breaker.failure()
             else:
-                self.breaker.success()  # it answered, if only to refuse: it is up
+                breaker.success()  # it answered, if only to refuse: it is up
         if self._stage is not None and error.cold_start_symptom:
             return await self._stage.explain(error)
         return error
 
     async def generate(self, req: GenerationRequest) -> Generation:
-        probe = self.breaker.admit()
+        breaker = self.breaker_for(req.model.name)
+        probe = breaker.admit()
         record = current_record()
         try:
             async with self._slot():
@@ -99,19 +111,20 @@ class ResilientUpstream:
                     if record is not None:
                         record.upstream_seconds = elapsed
         except GatewayError as exc:
-            error = await self._failed(exc, probe)
+            error = await self._failed(exc, probe, breaker)
             if error is exc:
                 raise
             raise error from None
         except BaseException:
             if probe:
-                self.breaker.release()
+                breaker.release()
             raise
-        self.breaker.success()
+        breaker.success()
         return generation
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        probe = self.breaker.admit()
+        breaker = self.breaker_for(req.model.name)
+        probe = breaker.admit()
         record = current_record()
         first = True
         try:
@@ -134,23 +147,26 @@ class ResilientUpstream:
                     if record is not None:  # the whole stream, for the overhead metric
                         record.upstream_seconds = elapsed
         except GatewayError as exc:
-            error = await self._failed(exc, probe)
+            error = await self._failed(exc, probe, breaker)
             if error is exc:
                 raise
             raise error from None
         except BaseException:
             if probe:
-                self.breaker.release()
+                breaker.release()
             raise
-        self.breaker.success()
+        breaker.success()
 
     async def ready(self) -> Readiness:
-        if self.breaker.state == "open":
+        # Unready while every model's circuit is open; one model up is a served upstream.
+        breakers = list(self._breakers.values()) or [self.breaker]
+        if all(b.state == "open" for b in breakers):
+            breaker = breakers[0]
             try:
-                self.breaker.admit()
+                breaker.admit()
             except UpstreamUnavailable as exc:
                 return Readiness(False, exc.message, exc)
-            self.breaker.release()  # cooled down: the next real call is the probe
+            breaker.release()  # cooled down: the next real call is the probe
         readiness = await self.inner.ready()
         if readiness.ready or readiness.error is None or self._stage is None:
             return readiness

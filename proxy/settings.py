@@ -161,11 +161,17 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(
         2, ge=0, le=10, description="Retries of a call that failed before any output."
     )
+    upstream_retry_after_max: float = Field(
+        5.0, ge=0, description="Longest upstream Retry-After waited out before a retry."
+    )
     circuit_failures: int = Field(
         5, ge=1, description="Consecutive upstream failures that open the circuit."
     )
     circuit_cooldown: float = Field(
         30.0, gt=0, description="Seconds the open circuit fails fast before a probe."
+    )
+    circuit_probe_interval: float = Field(
+        2.0, gt=0, description="Seconds between probes while a probed upstream is still down."
     )
     fallback: Fallback = Field(
         "none", description="'mock' answers from the mock while the upstream is unavailable."

@@ -35,6 +35,7 @@ def http_options(settings: Settings) -> HTTPOptions:
         max_connections=settings.upstream_max_connections,
         first_token_timeout=settings.upstream_first_token_timeout,
         retries=settings.upstream_retries,
+        retry_after_max=settings.upstream_retry_after_max,
         secrets=settings.secrets,
     )
 

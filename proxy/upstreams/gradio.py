@@ -227,7 +227,10 @@ class GradioUpstream(HTTPUpstream):
         with self.translated():
             async with asyncio.timeout_at(deadline):
                 event_id = await with_retries(
-                    submit_once, retries=self._retries, deadline=retry_deadline
+                    submit_once,
+                    retries=self._retries,
+                    deadline=retry_deadline,
+                    retry_after_max=self._retry_after_max,
                 )
                 result_url = f"{self.base_url}{plan.call_path}/{quote(event_id, safe='')}"
                 resp = await self.session.get(result_url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from proxy.errors import (
     UpstreamBusy,
     UpstreamDisconnected,
     UpstreamFailure,
+    UpstreamPromptTooLong,
     UpstreamRateLimited,
     UpstreamRejected,
+    UpstreamServerError,
     UpstreamStarting,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -63,30 +66,52 @@ class BeforeOutput(Exception):
 WAIT_INITIAL = 0.1
 WAIT_MAX = 2.0
 WAIT_JITTER = 0.2
+RETRY_AFTER_MAX = 5.0
 
 
-async def with_retries(attempt: Callable[[], Awaitable[T]], *, retries: int, deadline: float) -> T:
-    """``attempt()``, retried with exponential backoff and jitter while it fails before any
-    output (it raises BeforeOutput) and time is left before ``deadline`` (loop time).
-    The last failure is raised as its GatewayError.
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    retries: int,
+    deadline: float,
+    retry_after_max: float = RETRY_AFTER_MAX,
+) -> T:
+    """``attempt()``, retried while it fails before any output (it raises BeforeOutput) and
+    time is left before ``deadline`` (loop time): after the upstream's own Retry-After when it
+    gave one, at most ``retry_after_max`` seconds (a longer wait is answered at once, with the
+    header), else with exponential backoff and jitter. The last failure is raised as its
+    GatewayError.
 
     The first attempt runs bare: a stamina retry context is dozens of objects in reference
     cycles, and building one per call made the garbage collector a tenth of the gateway's
     time (and its p99). Only a failed first attempt pays for the retry machinery.
     """
+    loop = asyncio.get_running_loop()
+
+    def wait_for(exc: Exception) -> bool | float:
+        """stamina's hook: False (give up), True (its backoff) or the seconds to wait."""
+        if not isinstance(exc, BeforeOutput):
+            return False
+        wait = exc.error.upstream_wait
+        if wait is None:
+            return True
+        if wait > retry_after_max or loop.time() + wait >= deadline:
+            return False
+        return max(wait, 0.001)
+
     try:
         return await attempt()
     except BeforeOutput as exc:
         first_failure = exc
-    loop = asyncio.get_running_loop()
     # stamina's first backoff, then its loop continues the sequence (doubling from here).
-    pause = WAIT_INITIAL + random.uniform(0, WAIT_JITTER)
-    if retries < 1 or loop.time() + pause >= deadline:
+    verdict = wait_for(first_failure)
+    pause = WAIT_INITIAL + random.uniform(0, WAIT_JITTER) if verdict is True else verdict
+    if retries < 1 or verdict is False or loop.time() + pause >= deadline:
         raise first_failure.error from None
     await asyncio.sleep(pause)
     try:
         async for trying in stamina.retry_context(
-            on=BeforeOutput,
+            on=wait_for,
             attempts=retries,
             timeout=max(deadline - loop.time(), 0.001),
             wait_initial=WAIT_INITIAL * 2,
@@ -126,6 +151,23 @@ def retry_after(headers: Mapping[str, str], status: int) -> int:
     return int(value) if value.isdigit() else DEFAULT_RETRY_AFTER.get(status, 10)
 
 
+def asked_wait(error: UpstreamFailure, headers: Mapping[str, str]) -> UpstreamFailure:
+    """``error``, noting the wait the upstream asked for in its Retry-After, if it did."""
+    value = headers.get("Retry-After", "")
+    if value.isdigit():
+        error.upstream_wait = float(value)
+    return error
+
+
+# How servers say that the prompt and the tokens asked for exceed the model's context: vLLM and
+# OpenAI ("maximum context length"), TGI ("must have less than 4096 tokens", "inputs tokens +
+# max_new_tokens must be <="), llama.cpp ("exceeds the available context size").
+_CONTEXT_LENGTH = re.compile(
+    r"(?i)context length|context size|context window|must have less than \d+ tokens|"
+    r"max_new_tokens.{0,20}must be <=|too many tokens|prompt is too long"
+)
+
+
 def status_error(
     status: int,
     headers: Mapping[str, str],
@@ -143,24 +185,34 @@ def status_error(
             "or UPSTREAM_URL is wrong; the operator should check both"
         )
     if status == 429:
-        return UpstreamRateLimited(
+        limited = UpstreamRateLimited(
             f"the upstream is rate limiting the gateway{detail}; retry later",
             retry_after=retry_after(headers, status),
         )
+        return asked_wait(limited, headers)
     if status in (502, 503, 504):
         if message:  # the app itself answered: its queue is full or it is overloaded
-            return UpstreamBusy(
+            busy = UpstreamBusy(
                 f"the upstream is busy (HTTP {status} on {stage}){detail}; retry later",
                 retry_after=retry_after(headers, 503),
             )
+            return asked_wait(busy, headers)
         # No explanation in JSON: the platform's page for a Space asleep, building or starting.
-        return UpstreamStarting(
+        starting = UpstreamStarting(
             f"the upstream is asleep, building or starting (HTTP {status} on {stage}); retry later",
             retry_after=retry_after(headers, 503),
         )
+        return asked_wait(starting, headers)
     if status in (400, 413, 422) and message:
+        if _CONTEXT_LENGTH.search(message):
+            return UpstreamPromptTooLong(
+                f"the prompt and max_new_tokens do not fit the model's context{detail}; "
+                "shorten the conversation or ask for fewer tokens"
+            )
         return UpstreamRejected(f"the upstream rejected the request{detail}")
-    if status in (424, 500) and message:  # TGI's 424: the generation itself failed
+    if status == 500:  # before any output: one bad moment of the server, worth one more try
+        return UpstreamServerError(f"the upstream failed with HTTP 500{detail}")
+    if status == 424 and message:  # TGI's 424: the generation itself failed
         return UpstreamAppError(f"the upstream reported{detail}")
     return UpstreamBadResponse(f"the upstream answered {stage} with HTTP {status}{detail}")
 
@@ -197,6 +249,8 @@ class HTTPOptions:
     max_connections: int = 512
     first_token_timeout: float | None = None
     retries: int = 0
+    # The longest Retry-After the gateway waits out itself before a retry.
+    retry_after_max: float = RETRY_AFTER_MAX
     # The gateway's other secrets (API keys, admin and metrics tokens...), redacted from
     # upstream text as the token is.
     secrets: tuple[str, ...] = ()
@@ -218,6 +272,7 @@ class HTTPUpstream:
         self._max_connections = options.max_connections
         self._first_token_timeout = options.first_token_timeout or options.total_timeout
         self._retries = options.retries
+        self._retry_after_max = options.retry_after_max
         self.redact = Redactor((options.token, *options.secrets))
         self._session: aiohttp.ClientSession | None = None
 

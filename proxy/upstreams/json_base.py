@@ -56,7 +56,12 @@ class JSONUpstream(HTTPUpstream):
             error = self._status_error(resp, raw, path)
             raise before_output(error) from None
 
-        return await with_retries(attempt, retries=self._retries, deadline=deadline)
+        return await with_retries(
+            attempt,
+            retries=self._retries,
+            deadline=deadline,
+            retry_after_max=self._retry_after_max,
+        )
 
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """POST ``body`` and return the decoded JSON answer; raises GatewayError."""

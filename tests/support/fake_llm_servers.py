@@ -2,7 +2,8 @@
 OpenAI-compatible servers (vLLM-style), error bodies included, since the real ones need a GPU.
 
 Replies echo the prompt so tests can check what arrived. Words in the prompt choose a fault:
-VALIDATION (422 / 400), OVERLOADED (429), GENERROR (424 / 500), STREAMERROR (an error event
+VALIDATION (a context-length error, 422 / 400), REFUSED (another validation error),
+OVERLOADED (429), GENERROR (424 / 500), STREAMERROR (an error event
 after the first token), SLOW (a stream of a word every 0.1 s for 30 s). Every request is
 recorded with its headers and body, and when a client hangs up on a stream, the time.
 """
@@ -29,6 +30,14 @@ def _json(payload: Any, status: int = 200) -> Response:
 class FakeServer:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        # When each generation request arrived (monotonic time).
+        self.arrivals: list[float] = []
+        # Answers a test scripted for the next requests, in order: (status, body, headers).
+        self.script: list[tuple[int, dict[str, Any], dict[str, str]]] = []
+        # While True, every generation is a 503 with an explanation (an outage).
+        self.down = False
+        # Models (as named upstream) that answer 503 while the others work.
+        self.down_models: set[str] = set()
         # When each client of a SLOW stream hung up (monotonic time), in order.
         self.hung_up: list[float] = []
 
@@ -49,7 +58,18 @@ class FakeServer:
     async def _record(self, request: Request) -> dict[str, Any]:
         body = orjson.loads(await request.body())
         self.requests.append((request.url.path, dict(request.headers), body))
+        self.arrivals.append(time.monotonic())
         return body
+
+    def scripted(self, body: dict[str, Any]) -> Response | None:
+        """The answer a test scripted or an outage imposes on this request, if any."""
+        if self.script:
+            status, payload, headers = self.script.pop(0)
+            return Response(orjson.dumps(payload), status_code=status, headers=headers,
+                            media_type="application/json")  # fmt: skip
+        if self.down or body.get("model") in self.down_models:
+            return _json({"error": "Service temporarily overloaded, try again"}, 503)
+        return None
 
 
 class FakeTGI(FakeServer):
@@ -66,6 +86,14 @@ class FakeTGI(FakeServer):
 
     @staticmethod
     def _fault(prompt: str) -> Response | None:
+        if "REFUSED" in prompt:
+            return _json(
+                {
+                    "error": "Input validation error: `temperature` must be strictly positive",
+                    "error_type": "validation",
+                },
+                422,
+            )
         if "VALIDATION" in prompt:
             return _json(
                 {
@@ -96,7 +124,7 @@ class FakeTGI(FakeServer):
 
     async def generate(self, request: Request) -> Response:
         body = await self._record(request)
-        if (fault := self._fault(body["inputs"])) is not None:
+        if (fault := self.scripted(body) or self._fault(body["inputs"])) is not None:
             return fault
         words, finish = self._words(body)
         return _json(
@@ -114,7 +142,7 @@ class FakeTGI(FakeServer):
 
     async def generate_stream(self, request: Request) -> Response:
         body = await self._record(request)
-        if (fault := self._fault(body["inputs"])) is not None:
+        if (fault := self.scripted(body) or self._fault(body["inputs"])) is not None:
             return fault
         if "SLOW" in body["inputs"]:
             return self.slow_stream(
@@ -198,6 +226,19 @@ class FakeOpenAI(FakeServer):
         body = await self._record(request)
         chat = "messages" in body
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        if (scripted := self.scripted(body)) is not None:
+            return scripted
+        if "REFUSED" in prompt:
+            return _json(
+                {
+                    "object": "error",
+                    "message": "temperature must be greater than 0",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                },
+                400,
+            )
         if "VALIDATION" in prompt:
             return _json(
                 {

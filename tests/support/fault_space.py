@@ -214,12 +214,17 @@ class FaultSpace:
         if scenario.startswith("echo") and scenario[4:].isdigit():
             # A Space that echoes the request's headers in its error, with this status.
             writer.write(_json(int(scenario[4:]), {"error": echoed}))
+        elif scenario == "toolong":
+            error = {"error": "This model's maximum context length is 4096 tokens"}
+            writer.write(_json(422, error))
         elif scenario == "reset":
             self._reset(writer)
         elif scenario == "garbage":
             writer.write(_response(200, b"\x00\xffnot json at all{{", content_type="text/plain"))
-        elif scenario == "busy" or (scenario == "flaky" and post_count % 2 == 1):
+        elif scenario == "busy":
             writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "7"}))
+        elif scenario == "flaky" and post_count % 2 == 1:  # a short wait, then it takes one
+            writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "1"}))
         elif scenario == "ratelimit":
             writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "42"}))
         else:

@@ -17,6 +17,7 @@ from proxy import Settings
 from proxy.catalog import Catalog
 from proxy.errors import (
     GatewayError,
+    UpstreamPromptTooLong,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnreachable,
@@ -150,8 +151,10 @@ async def test_nothing_listening_is_unreachable(kind: str) -> None:
 FAULTS = [
     ("rate limited", UpstreamRateLimited, {"gradio": "ratelimit", "tgi": "OVERLOADED",
                                            "openai": "OVERLOADED"}),
-    ("input refused", UpstreamRejected, {"gradio": "echo422", "tgi": "VALIDATION",
-                                         "openai": "VALIDATION"}),
+    ("input refused", UpstreamRejected, {"gradio": "echo422", "tgi": "REFUSED",
+                                         "openai": "REFUSED"}),
+    ("prompt too long", UpstreamPromptTooLong, {"gradio": "toolong", "tgi": "VALIDATION",
+                                                "openai": "VALIDATION"}),
 ]  # fmt: skip
 
 
@@ -169,7 +172,7 @@ async def test_each_fault_is_the_same_error_on_every_adapter(
         with pytest.raises(GatewayError) as info:
             await upstream.generate(request(prompt))
     assert type(info.value) is expected, info.value.message
-    if expected is UpstreamRejected:
+    if issubclass(expected, UpstreamRejected):
         assert info.value.request_fault and not info.value.unavailable
     if expected is UpstreamRateLimited:
         assert info.value.retry_after and info.value.headers["Retry-After"]

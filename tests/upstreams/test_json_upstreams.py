@@ -154,22 +154,25 @@ async def test_openai_upstream_gets_messages_and_mapped_model(
 @pytest.mark.parametrize(
     ("word", "status", "code", "text"),
     [
-        ("VALIDATION", 422, "upstream_rejected", "4096"),
+        ("VALIDATION", 400, "prompt_too_long", "4096"),
+        ("REFUSED", 422, "upstream_rejected", "temperature"),
         ("OVERLOADED", 429, "upstream_rate_limited", "retry later"),
-        ("GENERROR", 502, "upstream_error", "rror"),
+        # TGI's 424 is the generation failing; a 500 is the server's, retried, then a 502.
+        ("GENERROR", 502, {"tgi": "upstream_error", "openai": "upstream_server_error"}, "rror"),
     ],
 )
 async def test_error_bodies_become_specific_errors(
     kind: str,
     word: str,
     status: int,
-    code: str,
+    code: str | dict[str, str],
     text: str,
     servers: dict[str, tuple[FakeServer, str]],
 ) -> None:
     async with gateway_client(**settings(kind, servers)) as client:
         response = await client.post("/api/chat", json={"inputs": f"please {word}"})
-    assert (response.status_code, response.json()["code"]) == (status, code)
+    expected = code[kind] if isinstance(code, dict) else code
+    assert (response.status_code, response.json()["code"]) == (status, expected)
     assert text in response.json()["error"]
     assert TOKEN not in response.text
 
