@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from proxy.catalog import ModelSpec
 from proxy.prompts import Message
-from proxy.replies import FinishReason as FinishReason  # re-exported: a Generation's own type
+from proxy.replies import (
+    CompletionUsage,
+    FinishReason as FinishReason,  # re-exported: a Generation's own type
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,17 @@ class Chunk:
     replace: bool = False
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+
+
+def usage_of(req: GenerationRequest, text: str, usage: Usage | None) -> CompletionUsage:
+    """The usage to report for ``text``: the upstream's counts, or an estimate that says so."""
+    usage = usage or Usage(estimate_tokens(req.prompt), estimate_tokens(text), estimated=True)
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "estimated": usage.estimated,
+    }
 
 
 def estimate_tokens(text: str) -> int:

@@ -43,11 +43,22 @@ class OpenAIErrorReply(TypedDict):
     error: OpenAIErrorDetail
 
 
+class CompletionUsage(TypedDict):
+    """Token counts: the upstream's own when it reported them, else estimated (about four
+    characters a token), and ``estimated`` says which."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool
+
+
 class ChatReply(TypedDict):
-    """``POST /api/chat`` as JSON: the seed's reply."""
+    """``POST /api/chat`` as JSON: the seed's reply, with the usage."""
 
     generated_text: str
     model: str
+    usage: CompletionUsage
 
 
 class DoneEvent(ChatReply):
@@ -66,12 +77,6 @@ class CompletionChoice(TypedDict):
     message: AssistantMessage
     finish_reason: FinishReason
     logprobs: None
-
-
-class CompletionUsage(TypedDict):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
 
 
 class ChatCompletion(TypedDict):

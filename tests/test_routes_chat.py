@@ -33,7 +33,9 @@ async def test_seed_body_gets_generated_text_and_model(
     response = await mock_client.post(path, json=body)
     assert response.status_code == 200
     data = response.json()
-    assert set(data) == {"generated_text", "model"}
+    assert set(data) == {"generated_text", "model", "usage"}
+    assert set(data["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens",
+                                  "estimated"}  # fmt: skip
     assert data["model"] == "llama-2-13b-chat"
     assert "urine is pale yellow" in data["generated_text"] or "litres" in data["generated_text"]
     assert response.headers["x-upstream"] == "mock"

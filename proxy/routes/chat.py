@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from proxy.cache import parse_cache_control
 from proxy.context import AppContext
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
-from proxy.generation import Chunk, FinishReason, GenerationRequest
+from proxy.generation import Chunk, FinishReason, GenerationRequest, Usage, usage_of
 from proxy.guard import Caller
 from proxy.middleware import request_id_of
 from proxy.operations import GENERATION_ERRORS, Operation, Reply
@@ -72,10 +72,12 @@ async def _events(
     ``done`` with the whole text, or ``error`` if the stream failed after it started."""
     text = ""
     finish: FinishReason = "stop"
+    usage: Usage | None = None
     try:
         async with aclosing(chunks):
             async for chunk in chunks:
                 finish = chunk.finish_reason or finish
+                usage = chunk.usage or usage
                 if chunk.replace:
                     text = chunk.text
                     yield frame("replace", {"text": chunk.text})
@@ -89,7 +91,12 @@ async def _events(
         logger.exception("stream failed in request %s", request_id)
         yield frame("error", error_body(GatewayError("internal error"), request_id))
         return
-    done: DoneEvent = {"generated_text": text, "model": req.model.name, "finish_reason": finish}
+    done: DoneEvent = {
+        "generated_text": text,
+        "model": req.model.name,
+        "usage": usage_of(req, text, usage),
+        "finish_reason": finish,
+    }
     yield frame("done", done)
 
 
@@ -180,7 +187,11 @@ async def chat(scope: Scope, receive: Receive) -> Response:
         )
     served = await ctx.gateway.generate(req, policy)
     generation = served.generation
-    reply: ChatReply = {"generated_text": generation.text, "model": generation.model}
+    reply: ChatReply = {
+        "generated_text": generation.text,
+        "model": generation.model,
+        "usage": usage_of(req, generation.text, generation.usage),
+    }
     return JSONResponse(
         reply,
         headers=cache_headers_of(generation.upstream, served.cache, served.age, show=show_cache),

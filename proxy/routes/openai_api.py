@@ -23,10 +23,10 @@ from starlette.types import Receive, Scope, Send
 from proxy.cache import parse_cache_control
 from proxy.context import AppContext, context_of
 from proxy.errors import GatewayError, InvalidRequest
-from proxy.generation import Chunk, Generation, GenerationRequest, Usage, estimate_tokens
+from proxy.generation import Chunk, GenerationRequest, Usage, usage_of
 from proxy.middleware import request_id_of
 from proxy.operations import GENERATION_ERRORS, Operation, Reply, documented
-from proxy.replies import ChatCompletion, CompletionUsage, OpenAIModelList
+from proxy.replies import ChatCompletion, OpenAIModelList
 from proxy.responses import JSONResponse, openai_error_body, openai_error_response
 from proxy.routes.chat import (
     SSE_HEADERS,
@@ -116,17 +116,6 @@ def _to_generation_request(
     return dataclasses.replace(req, stop=tuple(s for s in stop if s))
 
 
-def _usage(req: GenerationRequest, generation: Generation) -> CompletionUsage:
-    usage = generation.usage or Usage(
-        estimate_tokens(req.prompt), estimate_tokens(generation.text), estimated=True
-    )
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }
-
-
 class CompletionsEndpoint:
     """``POST /v1/chat/completions``, as JSON or as OpenAI's ``data:`` stream."""
 
@@ -197,7 +186,7 @@ class CompletionsEndpoint:
                     "logprobs": None,
                 }
             ],
-            "usage": _usage(req, generation),
+            "usage": usage_of(req, generation.text, generation.usage),
         }
         return JSONResponse(
             completion,
@@ -260,8 +249,7 @@ async def _stream_frames(
         return
     yield chunk_frame({}, finish)
     if include_usage:
-        generation = Generation(text, req.model.name, "", usage=usage)
-        yield _data({**head, "choices": [], "usage": _usage(req, generation)})
+        yield _data({**head, "choices": [], "usage": usage_of(req, text, usage)})
     yield b"data: [DONE]\n\n"
 
 

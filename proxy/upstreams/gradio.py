@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -18,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import orjson
 
 from proxy.errors import (
     GatewayError,
     UpstreamAppError,
     UpstreamBadResponse,
+    UpstreamBusy,
     UpstreamDisconnected,
     UpstreamFailure,
     UpstreamRateLimited,
@@ -55,6 +58,10 @@ logger = logging.getLogger("proxy.upstream.gradio")
 REDISCOVER_AFTER = 2.0
 # A private Space answers 404 to a token without access (gradio issue #6388).
 AUTH_STATUSES = (401, 403, 404)
+# The events of a result stream that carry output or its failure.
+OUTPUT_EVENTS = ("generating", "complete", "error")
+# What a Space says in an error event when another try may do: its queue is full, no GPU free.
+BUSY_WORDS = re.compile(r"queue is full|too many requests|no gpu|gpu is busy|server is busy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +186,8 @@ class GradioUpstream(HTTPUpstream):
             ) from None
 
     def _app_error(self, payload: Any) -> UpstreamFailure:
+        """The Space's error event: busy (a full queue, no GPU free: retried before output),
+        out of GPU quota, or its own error."""
         message = payload.get("error") if isinstance(payload, dict) else payload
         if not message:
             return UpstreamAppError(
@@ -186,8 +195,11 @@ class GradioUpstream(HTTPUpstream):
                 "(its owner can launch it with show_error=True)"
             )
         text = self.redact(str(message))[:500]
-        if "gpu quota" in text.lower():
+        lowered = text.lower()
+        if "gpu quota" in lowered:
             return UpstreamRateLimited(f"the upstream is out of GPU quota: {text}", retry_after=60)
+        if BUSY_WORDS.search(lowered):
+            return UpstreamBusy(f"the upstream is busy: {text}; retry later", retry_after=10)
         return UpstreamAppError(f"the upstream reported: {text}")
 
     def _payload(self, event: str, raw: str) -> Any:
@@ -218,45 +230,66 @@ class GradioUpstream(HTTPUpstream):
             min(start + self._first_token_timeout, retry_deadline) if streaming else deadline
         )
 
-        async def submit_once() -> str:
-            try:
-                return await self._submit(plan, data)
-            except Exception as exc:
-                raise before_output(self._translate(exc)) from None
+        result_path = f"GET {plan.call_path}/<id>"
 
-        with self.translated():
-            async with asyncio.timeout_at(deadline):
-                event_id = await with_retries(
-                    submit_once,
-                    retries=self._retries,
-                    deadline=retry_deadline,
-                    retry_after_max=self._retry_after_max,
-                )
+        async def open_once() -> tuple[aiohttp.ClientResponse, SSEDecoder, list[tuple[str, str]]]:
+            """Submit, open the result stream and read it to its first event: everything up
+            to there may be retried, since the Space has produced nothing yet (a full queue
+            or a busy GPU said in an error event included)."""
+            try:
+                event_id = await self._submit(plan, data)
                 result_url = f"{self.base_url}{plan.call_path}/{quote(event_id, safe='')}"
                 resp = await self.session.get(result_url)
+            except Exception as exc:
+                raise before_output(self._translate(exc)) from None
             try:
                 if resp.status != 200:
-                    raise status_error(resp.status, resp.headers, f"GET {plan.call_path}/<id>")
+                    raise status_error(resp.status, resp.headers, result_path)
                 if resp.content_type != "text/event-stream":
                     raise UpstreamBadResponse("the upstream's result is not an event stream")
                 decoder = SSEDecoder()
-                wait_until = first_deadline
                 while True:
-                    chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
+                    chunk = await self.next_chunk(
+                        resp, wait_until=first_deadline, deadline=deadline
+                    )
                     if not chunk:
                         raise UpstreamDisconnected(
                             "the upstream closed the result stream before completing"
                         )
-                    for event, raw in decoder.feed(chunk):
-                        if event in ("generating", "complete", "error"):
-                            wait_until = deadline  # output has started
-                            payload = self._payload(event, raw)
-                            if event == "complete":
-                                # Before the yield: a caller may close us right after it.
-                                self._last_failure = None
-                                yield event, payload
-                                return
+                    found = [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
+                    if found:
+                        if found[0][0] == "error":
+                            self._payload(*found[0])  # raises the Space's error
+                        return resp, decoder, found
+            except Exception as exc:
+                resp.release()
+                raise before_output(self._translate(exc)) from None
+
+        with self.translated():
+            async with asyncio.timeout_at(deadline):
+                resp, decoder, first = await with_retries(
+                    open_once,
+                    retries=self._retries,
+                    deadline=retry_deadline,
+                    retry_after_max=self._retry_after_max,
+                )
+            try:
+                pending = first
+                while True:
+                    for event, raw in pending:
+                        payload = self._payload(event, raw)
+                        if event == "complete":
+                            # Before the yield: a caller may close us right after it.
+                            self._last_failure = None
                             yield event, payload
+                            return
+                        yield event, payload
+                    chunk = await self.next_chunk(resp, wait_until=deadline, deadline=deadline)
+                    if not chunk:
+                        raise UpstreamDisconnected(
+                            "the upstream closed the result stream before completing"
+                        )
+                    pending = [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
             finally:
                 # Back to the pool when fully read; aiohttp closes it when it is not, which
                 # is also how an abandoned stream is cancelled at the Space.

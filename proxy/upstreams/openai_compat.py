@@ -60,6 +60,8 @@ class OpenAICompatUpstream(JSONUpstream):
             "top_p": req.top_p if req.do_sample else 1.0,
             "stream": stream,
         }
+        if stream:  # the server's own counts, in a chunk after the finish
+            body["stream_options"] = {"include_usage": True}
         if req.stop:
             body["stop"] = list(req.stop)
         if not req.model.chat:
@@ -91,18 +93,24 @@ class OpenAICompatUpstream(JSONUpstream):
         )
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """Text chunks, then one last chunk with the finish reason and the server's usage,
+        read on past the finish chunk to the usage chunk and ``[DONE]``."""
         path, body = self._route_and_body(req, stream=True)
         finish: FinishReason | None = None
+        usage: Usage | None = None
         async with aclosing(self.post_events(path, body)) as events:
             async for event in events:
+                usage = _usage(event) or usage
                 if isinstance(event, dict) and not event.get("choices") and not event.get("error"):
-                    continue  # e.g. a usage-only chunk
+                    continue  # the usage-only chunk
                 choice = self._choice(event)
+                if finish is not None:
+                    continue  # past the finish, only the usage matters
                 delta = choice.get("delta")
                 text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                if text:
+                    yield Chunk(str(text))
                 if choice.get("finish_reason"):
                     finish = _finish(choice["finish_reason"])
-                if text or finish:
-                    yield Chunk(str(text or ""), finish_reason=finish)
-                if finish:
-                    return
+        if finish is not None:
+            yield Chunk("", finish_reason=finish, usage=usage)

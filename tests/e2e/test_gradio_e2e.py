@@ -34,7 +34,9 @@ def test_seed_app_as_written_with_nothing_but_the_url(gradio_server: GradioServe
             },
         )
     assert response.status_code == 200, response.text
-    assert response.json() == {
+    reply = response.json()
+    assert reply.pop("usage")["estimated"] is True  # a Gradio app reports no token counts
+    assert reply == {
         "generated_text": f"[llama-2-13b-chat|200|0.5] {TEMPLATED}",
         "model": "llama-2-13b-chat",
     }

@@ -354,6 +354,10 @@ class FakeOpenAI(FakeServer):
                 )
                 + b"\n\n"
             )
+            if (body.get("stream_options") or {}).get("include_usage"):
+                # The usage chunk, after the finish chunk, as OpenAI and vLLM send it.
+                usage_chunk = {**head, "object": obj, "choices": [], "usage": usage}
+                yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

@@ -225,6 +225,8 @@ class FaultSpace:
             writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "7"}))
         elif scenario == "flaky" and post_count % 2 == 1:  # a short wait, then it takes one
             writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "1"}))
+        elif scenario == "brief429" and post_count % 2 == 1:  # a short wait, then it takes one
+            writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "2"}))
         elif scenario == "ratelimit":
             writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "42"}))
         else:
@@ -237,7 +239,9 @@ class FaultSpace:
         if scenario == "slowstream":
             await self._slow_stream(path.rsplit("/", 1)[-1], reader, writer)
             return
-        if scenario == "apperror":
+        if scenario == "busyevent" and self.hits[f"{scenario} POST /gradio_api/call/predict"] % 2:
+            write(SSE_HEAD + _event("error", {"error": "Queue is full. Please try again later."}))
+        elif scenario == "apperror":
             write(SSE_HEAD + _event("error", {"error": "CUDA out of memory", "visible": True}))
         elif scenario == "echoevent":
             seen = self.requests[-1][2]  # this request's headers, the token among them

@@ -30,6 +30,7 @@ async def ask(space_url: str, **settings: object) -> tuple[int, dict[str, str], 
 async def test_control_scenario_works(fault_space: FaultSpace) -> None:
     status, body, headers = await ask(f"{fault_space.url}/ok")
     assert status == 200
+    assert body.pop("usage")["estimated"] is True
     assert body == {"generated_text": "Hello from the fault space", "model": "llama-2-7b-chat"}
     assert headers["x-upstream"] == "gradio"
 
@@ -225,3 +226,30 @@ async def test_a_space_that_echoes_headers_never_leaks_the_token(
     assert answers[0].status_code >= 400
     assert "got headers" in answers[0].text  # the Space's explanation still reaches the user
     assert "Bearer [redacted]" in answers[0].text
+
+
+async def test_a_short_retry_after_from_a_space_is_waited_out(fault_space: FaultSpace) -> None:
+    posts = "brief429 POST /gradio_api/call/predict"
+    before = fault_space.hits[posts]
+    async with gateway_client(upstream_url=f"{fault_space.url}/brief429") as client:
+        started = time.monotonic()
+        response = await client.post("/api/chat", json=BODY)
+        took = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert fault_space.hits[posts] - before == 2
+    assert took >= 1.8  # its Retry-After: 2, not a quick back-off
+
+
+async def test_a_full_queue_said_in_an_error_event_is_retried(fault_space: FaultSpace) -> None:
+    posts = "busyevent POST /gradio_api/call/predict"
+    before = fault_space.hits[posts]
+    async with gateway_client(upstream_url=f"{fault_space.url}/busyevent") as client:
+        response = await client.post("/api/chat", json=BODY)
+    async with gateway_client(
+        upstream_url=f"{fault_space.url}/busyevent", upstream_retries=0
+    ) as client:
+        refused = await client.post("/api/chat", json=BODY)
+    assert response.status_code == 200, response.text
+    assert fault_space.hits[posts] - before == 3  # the busy answer, its retry, then one more
+    assert (refused.status_code, refused.json()["code"]) == (503, "upstream_busy")
+    assert "Queue is full" in refused.json()["error"]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import gateway_client
@@ -142,3 +143,38 @@ async def test_one_failing_model_does_not_lock_out_another_on_the_same_server() 
     assert [r["model"] for _, _, r in fake.requests][:1] == ["meta-llama/Llama-2-13b-chat-hf"]
     assert failing[-1] == "upstream_unavailable"
     assert small.status_code == 200
+
+
+async def test_usage_is_the_upstreams_own_on_both_fronts_streamed_or_not() -> None:
+    fake = FakeOpenAI()
+    with ThreadServer(fake.app(), lifespan="off") as served:
+        async with gateway("openai", f"{served.url}/v1") as client:
+            prompt = "one two three four five"
+            answers = [
+                await client.post("/api/chat", json={"inputs": prompt}),
+                await client.post("/api/chat", json={"inputs": prompt, "stream": True}),
+                await client.post("/v1/chat/completions", json={
+                    "model": "llama-2-7b-chat", "messages": [{"role": "user", "content": prompt}]}),
+                await client.post("/v1/chat/completions", json={
+                    "model": "llama-2-7b-chat", "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": prompt}]}),
+            ]  # fmt: skip
+    assert fake.requests[1][2]["stream_options"] == {"include_usage": True}
+    found = [
+        answers[0].json()["usage"],
+        orjson.loads(answers[1].text.split("event: done\ndata: ")[1].split("\n")[0])["usage"],
+        answers[2].json()["usage"],
+        orjson.loads(answers[3].text.split("data: ")[-2].strip())["usage"],
+    ]
+    # The fake reports 11 prompt tokens and one per word of its echo (Echo: + the 5 words).
+    expected = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17,
+                "estimated": False}  # fmt: skip
+    assert found == [expected] * 4
+
+
+async def test_usage_is_estimated_and_says_so_where_the_upstream_gives_none() -> None:
+    async with gateway_client(mock_token_delay_ms=0) as client:  # the mock reports none
+        response = await client.post("/api/chat", json=BODY)
+    usage = response.json()["usage"]
+    assert usage["estimated"] is True and usage["completion_tokens"] > 0
