@@ -230,6 +230,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/models", ops.models, methods=["GET"]),
         Route("/v1/chat/completions", Guarded(openai_api.CompletionsEndpoint()), methods=["POST"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", openai_api.model, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

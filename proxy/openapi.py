@@ -10,6 +10,7 @@ hold every response to this document.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,10 @@ SECURITY_SCHEMES = {
     "metricsToken": "METRICS_TOKEN",
     "adminToken": "ADMIN_TOKEN",
 }
+
+
+# Starlette's path parameters, converter included: {model_id:path}.
+_PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 
 
 class UndocumentedRoute(Exception):
@@ -131,6 +136,12 @@ def _operation(path: str, operation: Operation) -> dict[str, Any]:
         "summary": operation.summary,
         "responses": responses,
     }
+    names = _PATH_PARAM.findall(path)
+    if names:
+        document["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
+        ]
     if operation.request is not None:
         document["requestBody"] = {
             "required": True,
@@ -150,7 +161,8 @@ def build_openapi(
     for route, operation in documented_routes(routes):
         for method in sorted(route.methods or ()):
             if method != "HEAD":  # Starlette adds HEAD to every GET
-                paths.setdefault(route.path, {})[method.lower()] = _operation(route.path, operation)
+                template = _PATH_PARAM.sub(r"{\1}", route.path)
+                paths.setdefault(template, {})[method.lower()] = _operation(route.path, operation)
         types += [r.body for r in operation.replies.values() if r.body not in (None, dict)]
         if operation.request is not None:
             types.append(operation.request)

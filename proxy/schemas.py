@@ -71,7 +71,7 @@ class ChatRequest(BaseModel):
     # A factory, not an instance: pydantic deep-copies instance defaults on every request.
     parameters: Parameters = Field(default_factory=Parameters)
     model: str | None = None
-    stream: bool = False
+    stream: bool | None = None  # unset: the Accept header decides
     # The Inference API's flat options (use_cache, wait_for_model), finite like every number.
     options: dict[str, bool | int | float | str | None] | None = Field(
         None, description="Accepted for Inference API compatibility and ignored."

@@ -7,6 +7,9 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 # Debian's browser for the Playwright tests (never `playwright install`: no downloads here).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# Node runs the official openai SDK for Node in one test (tests/node); never in the product.
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

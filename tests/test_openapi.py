@@ -26,7 +26,7 @@ def test_every_route_of_the_app_and_nothing_else_is_documented() -> None:
     app = create_app(settings)
     document = document_of(settings)
     served = {
-        (route.path, method.lower())
+        (route.path.replace(":path}", "}"), method.lower())
         for route in app.routes
         if isinstance(route, Route)
         for method in route.methods or ()

@@ -137,6 +137,36 @@ class ChatEndpoint:
         await response(scope, receive, send)
 
 
+def _quality(params: list[str]) -> float:
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return max(0.0, min(1.0, float(value)))
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def prefers_events(accept: str) -> bool:
+    """Whether ``Accept`` prefers ``text/event-stream`` to JSON, by its q-values. Only a
+    stream named explicitly counts (``*/*`` is JSON); a tie goes to JSON."""
+    if "event-stream" not in accept:
+        return False
+    events, json = 0.0, 0.0
+    json_specificity = -1
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        media = media.strip().lower()
+        q = _quality(params)
+        if media == "text/event-stream":
+            events = max(events, q)
+        specificity = {"application/json": 2, "application/*": 1, "*/*": 0}.get(media, -1)
+        if specificity > json_specificity:
+            json, json_specificity = q, specificity
+    return events > 0 and events > json
+
+
 def generation_request(
     body: ChatRequest, ctx: AppContext, *, stream: bool, cache_scope: str = ""
 ) -> GenerationRequest:
@@ -172,7 +202,8 @@ async def chat(scope: Scope, receive: Receive) -> Response:
     headers = _wanted_headers(scope)
     body = await read_json_body(headers, receive, settings.max_body_bytes)
     parsed = parse_chat_request(body, max_new_tokens_limit=settings.max_new_tokens_limit)
-    wants_stream = parsed.stream or "text/event-stream" in headers.get(b"accept", "")
+    stream = parsed.stream
+    wants_stream = stream if stream is not None else prefers_events(headers.get(b"accept", ""))
     cache_scope, show_cache = cache_view(scope, ctx)
     req = generation_request(parsed, ctx, stream=wants_stream, cache_scope=cache_scope)
     policy = parse_cache_control(headers.get(b"cache-control", ""))

@@ -22,11 +22,11 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.cache import parse_cache_control
 from proxy.context import AppContext, context_of
-from proxy.errors import GatewayError, InvalidRequest
+from proxy.errors import GatewayError, InvalidRequest, NotFound
 from proxy.generation import Chunk, GenerationRequest, Usage, usage_of
 from proxy.middleware import request_id_of
 from proxy.operations import GENERATION_ERRORS, Operation, Reply, documented
-from proxy.replies import ChatCompletion, OpenAIModelList
+from proxy.replies import ChatCompletion, OpenAIModel, OpenAIModelList
 from proxy.responses import JSONResponse, openai_error_body, openai_error_response
 from proxy.routes.chat import (
     SSE_HEADERS,
@@ -50,20 +50,28 @@ logger = logging.getLogger("proxy.app")
 LLAMA2_RELEASED = 1689638400
 
 
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
+class ContentPart(BaseModel):
+    """One part of a message's content: text is read; images and audio are refused."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str | None = None
 
 
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    # "developer" is what newer clients send instead of "system"; it is one.
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart]
+
+    @property
+    def chat_role(self) -> Literal["system", "user", "assistant"]:
+        return "system" if self.role == "developer" else self.role
 
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text or "" for part in self.content)
 
 
 class StreamOptions(BaseModel):
@@ -88,16 +96,61 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    seed: int | None = None
+
+
+# Fields whose silent omission would change what the client gets back: refused with a 400
+# that says so, rather than ignored (README: "OpenAI fields").
+def _refuse_what_cannot_be_honoured(body: CompletionRequest) -> None:
+    if body.n != 1:
+        raise InvalidRequest(
+            "n must be 1: the gateway returns one choice", code="unsupported_n", param="n"
+        )
+    if body.tools or body.functions:
+        raise InvalidRequest(
+            "tools and functions are not supported", code="unsupported_tools", param="tools"
+        )
+    kind = (body.response_format or {}).get("type", "text")
+    if kind != "text":
+        raise InvalidRequest(
+            f"response_format {echo(kind)} is not supported: Llama 2 here cannot guarantee "
+            "JSON output; ask for JSON in the prompt and validate it, or send "
+            '{"type": "text"}',
+            code="unsupported_response_format",
+            param="response_format",
+        )
+    if body.logprobs or body.top_logprobs:
+        raise InvalidRequest(
+            "logprobs are not supported: the upstreams behind the gateway do not return them",
+            code="unsupported_logprobs",
+            param="logprobs",
+        )
+    if body.seed is not None:
+        raise InvalidRequest(
+            "seed is not supported: replies cannot be reproduced by seed; use temperature 0 "
+            "for deterministic replies",
+            code="unsupported_seed",
+            param="seed",
+        )
+    for index, message in enumerate(body.messages):
+        if isinstance(message.content, list):
+            for part in message.content:
+                if part.type != "text":
+                    raise InvalidRequest(
+                        f"{echo(part.type)} content is not supported: the model reads text only",
+                        code="unsupported_content",
+                        param=f"messages.{index}.content",
+                    )
 
 
 def _to_generation_request(
     body: CompletionRequest, ctx: AppContext, cache_scope: str
 ) -> GenerationRequest:
     settings = ctx.settings
-    if body.n != 1:
-        raise InvalidRequest("n must be 1: the gateway returns one choice", code="unsupported_n")
-    if body.tools or body.functions:
-        raise InvalidRequest("tools and functions are not supported", code="unsupported_tools")
+    _refuse_what_cannot_be_honoured(body)
     max_new = body.max_completion_tokens or body.max_tokens
     if max_new is not None and max_new > settings.max_new_tokens_limit:
         raise InvalidRequest(
@@ -105,7 +158,7 @@ def _to_generation_request(
             code="invalid_parameter",
         )
     chat = ChatRequest(
-        messages=[ChatMessage(role=m.role, content=m.text()) for m in body.messages],
+        messages=[ChatMessage(role=m.chat_role, content=m.text()) for m in body.messages],
         model=body.model,
         parameters=Parameters(
             max_new_tokens=max_new, temperature=body.temperature, top_p=body.top_p
@@ -251,6 +304,34 @@ async def _stream_frames(
     if include_usage:
         yield _data({**head, "choices": [], "usage": usage_of(req, text, usage)})
     yield b"data: [DONE]\n\n"
+
+
+@documented(
+    Operation(
+        "openaiModel",
+        "One model in OpenAI's shape (404 in OpenAI's error shape for an unknown id)",
+        replies={200: Reply("the model", OpenAIModel)},
+        errors={404: "no model of that id"},
+    )
+)
+async def model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: one model, by its public name or Hub id."""
+    name = request.path_params["model_id"]
+    try:
+        spec = context_of(request).catalog.resolve(name)
+    except GatewayError:
+        raise NotFound(
+            f"the model {echo(name)} does not exist; GET /v1/models lists the models",
+            code="model_not_found",
+            param="model",
+        ) from None
+    found: OpenAIModel = {
+        "id": spec.name,
+        "object": "model",
+        "created": LLAMA2_RELEASED,
+        "owned_by": "meta-llama",
+    }
+    return JSONResponse(found)
 
 
 @documented(

@@ -16,8 +16,11 @@ from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.upstreams.base import Readiness
 from proxy.upstreams.mock_replies import DISCLAIMER, emergency_guidance, match_topic
 
-# Roughly how many English words one Llama 2 token is worth, to respect max_new_tokens.
-WORDS_PER_TOKEN = 0.75
+# The gateway estimates a token as four characters; the mock keeps its replies within
+# max_new_tokens by that count, so the usage it reports never exceeds the budget.
+CHARS_PER_TOKEN = 4
+# Below this room for topical text, the disclaimer and emergency lines give way to it.
+MIN_TOPICAL_CHARS = 40
 
 
 @lru_cache(maxsize=1024)
@@ -43,24 +46,36 @@ def compose_reply(req: GenerationRequest) -> tuple[str, bool]:
     else:
         body = [opener, *tips]
 
-    budget = max(1, int(req.max_new_tokens * WORDS_PER_TOKEN))
-    head = [urgent] if urgent else []
-    fixed_words = sum(_word_count(part) for part in head) + _word_count(DISCLAIMER)
-    room = budget - fixed_words
-    kept: list[str] = []
-    truncated = False
-    for line in body:
-        count = _word_count(line)
-        if count <= room:
-            kept.append(line)
-            room -= count
-            continue
-        if room > 0:
-            kept.append(" ".join(line.split()[:room]) + "…")
-        truncated = True
-        break
-    sections = [*head, "\n".join(kept)] if kept else head
-    return "\n\n".join([*sections, DISCLAIMER]), truncated
+    return fit_to_budget("\n".join(body), urgent, req.max_new_tokens)
+
+
+def _cut(text: str, chars: int) -> str:
+    """``text`` cut to at most ``chars`` characters, at a word where it can, marked with …."""
+    if len(text) <= chars:
+        return text
+    head = text[: max(chars - 1, 0)]
+    if " " in head.strip():
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip() + "…" if chars > 1 else text[:chars]
+
+
+def fit_to_budget(topical: str, urgent: str | None, max_new_tokens: int) -> tuple[str, bool]:
+    """The reply within ``max_new_tokens`` (about four characters a token, the count the
+    gateway reports), and whether it was cut. The emergency guidance and the disclaimer keep
+    their place while the budget leaves room for some topical text too; a smaller budget gets
+    the start of the reply alone: the emergency guidance when there is one (safety first),
+    else the topical answer."""
+    chars = CHARS_PER_TOKEN * max_new_tokens
+    fixed = [part for part in (urgent, DISCLAIMER) if part]
+    whole = "\n\n".join([*fixed[:-1], topical, fixed[-1]])
+    if len(whole) <= chars:
+        return whole, False
+    room = chars - sum(len(part) + 2 for part in fixed)
+    if room >= MIN_TOPICAL_CHARS:
+        return "\n\n".join([*fixed[:-1], _cut(topical, room), fixed[-1]]), True
+    if urgent and len(urgent) + 2 + len(DISCLAIMER) <= chars:
+        return f"{urgent}\n\n{DISCLAIMER}", True
+    return _cut(urgent or topical, chars), True
 
 
 class MockUpstream:

@@ -99,7 +99,7 @@ def test_the_document_describes_every_route(gateway_url: str) -> None:
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/", "/api/chat", "/api/predict", "/api/models", "/api/cache", "/v1/chat/completions",
-        "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json",
+        "/v1/models", "/v1/models/{model_id}", "/healthz", "/readyz", "/metrics", "/openapi.json",
     }  # fmt: skip
     chat = document["components"]["schemas"]["ChatRequest"]
     assert set(chat["properties"]) == {"inputs", "messages", "parameters", "model", "stream",

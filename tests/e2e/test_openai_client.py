@@ -143,3 +143,75 @@ async def test_async_client_completion_and_stream(base_url: str) -> None:
         )
         parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(parts) == completion.choices[0].message.content
+
+
+def test_a_model_is_retrieved_and_an_unknown_one_is_a_404(client: OpenAI) -> None:
+    model = client.models.retrieve("llama-2-7b-chat")
+    by_hub_id = client.models.retrieve("meta-llama/Llama-2-13b-chat-hf")
+    assert (model.id, model.object, model.owned_by) == ("llama-2-7b-chat", "model", "meta-llama")
+    assert by_hub_id.id == "llama-2-13b-chat"
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-4o")
+    assert "gpt-4o" in str(caught.value) and "/v1/models" in str(caught.value)
+    assert caught.value.code == "model_not_found"
+
+
+def test_a_developer_message_is_a_system_message(client: OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="llama-2-7b-chat",
+        messages=[
+            {"role": "developer", "content": "Answer briefly."},
+            {"role": "user", "content": "How much water should I drink?"},
+        ],
+    )
+    assert completion.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "param"),
+    [
+        ({"response_format": {"type": "json_object"}}, "unsupported_response_format",
+         "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+         "unsupported_response_format", "response_format"),
+        ({"logprobs": True}, "unsupported_logprobs", "logprobs"),
+        ({"seed": 7}, "unsupported_seed", "seed"),
+        ({"n": 2}, "unsupported_n", "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+         "unsupported_tools", "tools"),
+    ],
+)  # fmt: skip
+def test_what_cannot_be_honoured_is_refused_and_says_why(
+    client: OpenAI, extra: dict[str, object], code: str, param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="llama-2-7b-chat",
+            messages=MESSAGES,
+            **extra,  # type: ignore[arg-type]
+        )
+    assert caught.value.code == code
+    assert caught.value.param == param
+
+
+def test_text_format_is_accepted_and_an_image_part_refused(client: OpenAI) -> None:
+    plain = client.chat.completions.create(
+        model="llama-2-7b-chat", messages=MESSAGES, response_format={"type": "text"}
+    )
+    assert plain.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="llama-2-7b-chat",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is in this picture?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    ],
+                }
+            ],  # fmt: skip
+        )
+    assert caught.value.code == "unsupported_content"
+    assert caught.value.param == "messages.0.content"
+    assert "text only" in str(caught.value)
