@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def measure(runs: int = 7) -> list[ColdStart]:
                              cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
     gateway = [sys.executable, "-m", "proxy", "--port"]
     bare = [sys.executable, "-m", "bench.bare_app"]
-    cases = [
+    cases: list[tuple[str, Callable[[int], list[str]], dict[str, str]]] = [
         ("bare Starlette app, first answer", lambda p: [*bare, str(p)], env),
         ("gateway, test mode", lambda p: [*gateway, str(p)], env),
         ("gateway, Gradio upstream", lambda p: [*gateway, str(p)],
