@@ -178,9 +178,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render_error(error, request.scope, request_id_of(request.scope))
 
 
-STATIC = ("proxy", "static")
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the gateway app. Nothing is connected until the lifespan starts."""
     settings = settings or Settings()

@@ -30,11 +30,13 @@ from proxy.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
-    max_head_bytes: int = 32 * 1024
-    max_headers: int = 100
-    head_timeout: float = 60.0
-    body_timeout: float = 60.0
-    max_connections: int = 1000
+    """The settings' bounds (their defaults live in settings.py)."""
+
+    max_head_bytes: int
+    max_headers: int
+    head_timeout: float
+    body_timeout: float
+    max_connections: int
 
     @classmethod
     def of(cls, settings: Settings) -> EdgeLimits:
@@ -106,7 +108,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits()
-        self.opened_at = self.head_started = time.monotonic()
+        self.head_started = time.monotonic()
         self.body_active_at = 0.0
         self.in_head = True  # waiting for (the rest of) a request head
         self.head_bytes = 0

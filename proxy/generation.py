@@ -78,6 +78,10 @@ def usage_of(req: GenerationRequest, text: str, usage: Usage | None) -> Completi
     }
 
 
+# A rough Llama 2 token: about four characters of English.
+CHARS_PER_TOKEN = 4
+
+
 def estimate_tokens(text: str) -> int:
-    """A rough Llama 2 token count: about four characters of English per token."""
-    return max(1, (len(text) + 3) // 4) if text else 0
+    """A rough Llama 2 token count: about CHARS_PER_TOKEN characters of English per token."""
+    return max(1, -(-len(text) // CHARS_PER_TOKEN)) if text else 0

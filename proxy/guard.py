@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.auth_failures import AuthFailures
 from proxy.clients import ClientAddresses
 from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
 from proxy.operations import operation_of
 from proxy.rate_limits import RateLimits
-from proxy.responses import render_error
+from proxy.responses import render_error, with_headers
 from proxy.settings import Settings
 
 if TYPE_CHECKING:  # PyJWT is imported only when user tokens are configured
@@ -141,12 +141,7 @@ class Guard:
                 f"the origin {origin[:100]} is not allowed; the gateway's operator can add it "
                 "to ALLOWED_ORIGINS"
             )
-        forwarded = found.get(b"x-forwarded-for")
-        if forwarded is None and not self.clients.networks:  # the usual case, inline
-            client = scope.get("client")
-            address = client[0] if client else "unknown"
-        else:
-            address = self.address(scope, forwarded)
+        address = self.address(scope, found.get(b"x-forwarded-for"))
         caller = Caller("ip:" + address, trusted=False)
         authorization = found.get(b"authorization")
         credential = None
@@ -194,10 +189,4 @@ class Guarded:
         if not extra:
             await self.endpoint(scope, receive, send)
             return
-
-        async def send_with_limits(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        await self.endpoint(scope, receive, send_with_limits)
+        await self.endpoint(scope, receive, with_headers(send, extra))

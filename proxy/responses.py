@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import JSONResponse as _JSONResponse
-from starlette.types import Scope
+from starlette.types import Message, Scope, Send
 
 from proxy.errors import GatewayError
 from proxy.replies import ErrorReply, OpenAIErrorReply
@@ -23,6 +23,17 @@ class JSONResponse(_JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, with ``extra`` headers added to the response's start."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *extra]
+        await send(message)
+
+    return send_with_headers
 
 
 def error_body(exc: GatewayError, request_id: str | None) -> ErrorReply:

@@ -244,23 +244,14 @@ class Settings(BaseSettings):
     @field_validator("auth_failures")
     @classmethod
     def _check_auth_failures(cls, value: str) -> str:
-        try:
-            parse_many(value.strip())
-        except ValueError:
-            raise ValueError("must look like 10/minute or 10/minute;100/day") from None
-        return value.strip()
+        return _limits_spec(value, "10/minute or 10/minute;100/day")
 
     @field_validator("rate_limit")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
-        value = value.strip()
-        if value.lower() in ("", "off", "none", "0"):
+        if value.strip().lower() in ("", "off", "none", "0"):
             return "off"
-        try:
-            parse_many(value)
-        except ValueError:
-            raise ValueError("must look like 30/minute or 30/minute;500/day (or off)") from None
-        return value
+        return _limits_spec(value, "30/minute or 30/minute;500/day (or off)")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -438,6 +429,17 @@ class Settings(BaseSettings):
     @property
     def hf_token_value(self) -> str | None:
         return self.hf_token.get_secret_value() if self.hf_token else None
+
+
+def _limits_spec(value: str, example: str) -> str:
+    """``value`` as a ``limits`` spec (``"60/minute;1000/day"``), or a ValueError that shows
+    ``example``."""
+    value = value.strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"must look like {example}") from None
+    return value
 
 
 def describe_error(error: ValidationError) -> str:

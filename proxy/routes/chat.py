@@ -148,6 +148,10 @@ def _quality(params: list[str]) -> float:
     return 1.0
 
 
+# How specifically a media range names JSON (the most specific one gives JSON's q).
+_JSON_RANGES = {"application/json": 2, "application/*": 1, "*/*": 0}
+
+
 def prefers_events(accept: str) -> bool:
     """Whether ``Accept`` prefers ``text/event-stream`` to JSON, by its q-values. Only a
     stream named explicitly counts (``*/*`` is JSON); a tie goes to JSON."""
@@ -161,7 +165,7 @@ def prefers_events(accept: str) -> bool:
         q = _quality(params)
         if media == "text/event-stream":
             events = max(events, q)
-        specificity = {"application/json": 2, "application/*": 1, "*/*": 0}.get(media, -1)
+        specificity = _JSON_RANGES.get(media, -1)
         if specificity > json_specificity:
             json, json_specificity = q, specificity
     return events > 0 and events > json

@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy.cache import parse_cache_control
+from proxy.catalog import ModelSpec
 from proxy.context import AppContext, context_of
 from proxy.errors import GatewayError, InvalidRequest, NotFound
 from proxy.generation import Chunk, GenerationRequest, Usage, usage_of
@@ -325,13 +326,16 @@ async def model(request: Request) -> Response:
             code="model_not_found",
             param="model",
         ) from None
-    found: OpenAIModel = {
+    return JSONResponse(_openai_model(spec))
+
+
+def _openai_model(spec: ModelSpec) -> OpenAIModel:
+    return {
         "id": spec.name,
         "object": "model",
         "created": LLAMA2_RELEASED,
         "owned_by": "meta-llama",
     }
-    return JSONResponse(found)
 
 
 @documented(
@@ -346,14 +350,6 @@ async def models(request: Request) -> Response:
     catalog = context_of(request).catalog
     listed: OpenAIModelList = {
         "object": "list",
-        "data": [
-            {
-                "id": spec.name,
-                "object": "model",
-                "created": LLAMA2_RELEASED,
-                "owned_by": "meta-llama",
-            }
-            for spec in catalog.models
-        ],
+        "data": [_openai_model(spec) for spec in catalog.models],
     }
     return JSONResponse(listed)

@@ -9,7 +9,7 @@ from importlib.resources import files
 import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.catalog import Catalog
 from proxy.context import context_of
@@ -17,7 +17,7 @@ from proxy.errors import UpstreamNotReady
 from proxy.middleware import request_id_of
 from proxy.operations import Operation, Reply, documented
 from proxy.replies import Alive, Catalogue, NotReadyReply, Ready
-from proxy.responses import JSONResponse, error_body
+from proxy.responses import JSONResponse, error_body, with_headers
 from proxy.settings import Settings
 from proxy.tokens import require_bearer
 
@@ -43,12 +43,7 @@ class WithPageHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *_PAGE_HEADERS_RAW]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, with_headers(send, _PAGE_HEADERS_RAW))
 
 
 @documented(

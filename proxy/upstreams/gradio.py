@@ -232,6 +232,17 @@ class GradioUpstream(HTTPUpstream):
 
         result_path = f"GET {plan.call_path}/<id>"
 
+        async def output_events(
+            resp: aiohttp.ClientResponse, decoder: SSEDecoder, wait_until: float | None
+        ) -> list[tuple[str, str]]:
+            """The output events in the stream's next chunk (maybe none); raises at its end."""
+            chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
+            if not chunk:
+                raise UpstreamDisconnected(
+                    "the upstream closed the result stream before completing"
+                )
+            return [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
+
         async def open_once() -> tuple[aiohttp.ClientResponse, SSEDecoder, list[tuple[str, str]]]:
             """Submit, open the result stream and read it to its first event: everything up
             to there may be retried, since the Space has produced nothing yet (a full queue
@@ -248,19 +259,11 @@ class GradioUpstream(HTTPUpstream):
                 if resp.content_type != "text/event-stream":
                     raise UpstreamBadResponse("the upstream's result is not an event stream")
                 decoder = SSEDecoder()
-                while True:
-                    chunk = await self.next_chunk(
-                        resp, wait_until=first_deadline, deadline=deadline
-                    )
-                    if not chunk:
-                        raise UpstreamDisconnected(
-                            "the upstream closed the result stream before completing"
-                        )
-                    found = [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
-                    if found:
-                        if found[0][0] == "error":
-                            self._payload(*found[0])  # raises the Space's error
-                        return resp, decoder, found
+                while not (found := await output_events(resp, decoder, first_deadline)):
+                    pass  # heartbeats and other events: no output yet
+                if found[0][0] == "error":
+                    self._payload(*found[0])  # raises the Space's error
+                return resp, decoder, found
             except Exception as exc:
                 resp.release()
                 raise before_output(self._translate(exc)) from None
@@ -284,12 +287,7 @@ class GradioUpstream(HTTPUpstream):
                             yield event, payload
                             return
                         yield event, payload
-                    chunk = await self.next_chunk(resp, wait_until=deadline, deadline=deadline)
-                    if not chunk:
-                        raise UpstreamDisconnected(
-                            "the upstream closed the result stream before completing"
-                        )
-                    pending = [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
+                    pending = await output_events(resp, decoder, deadline)
             finally:
                 # Back to the pool when fully read; aiohttp closes it when it is not, which
                 # is also how an abandoned stream is cancelled at the Space.

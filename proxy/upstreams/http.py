@@ -146,16 +146,19 @@ def new_session(
     )
 
 
-def retry_after(headers: Mapping[str, str], status: int) -> int:
+def waiting(
+    error_class: type[UpstreamFailure], message: str, headers: Mapping[str, str], status: int
+) -> UpstreamFailure:
+    """An error that tells the client when to come back: the upstream's own Retry-After when
+    it sent one (also noted as the wait it asked for, which a retry honours), else a default
+    for ``status``."""
     value = headers.get("Retry-After", "")
-    return int(value) if value.isdigit() else DEFAULT_RETRY_AFTER.get(status, 10)
-
-
-def asked_wait(error: UpstreamFailure, headers: Mapping[str, str]) -> UpstreamFailure:
-    """``error``, noting the wait the upstream asked for in its Retry-After, if it did."""
-    value = headers.get("Retry-After", "")
-    if value.isdigit():
-        error.upstream_wait = float(value)
+    asked = int(value) if value.isdigit() else None
+    error = error_class(
+        message, retry_after=asked if asked is not None else DEFAULT_RETRY_AFTER.get(status, 10)
+    )
+    if asked is not None:
+        error.upstream_wait = float(asked)
     return error
 
 
@@ -185,24 +188,27 @@ def status_error(
             "or UPSTREAM_URL is wrong; the operator should check both"
         )
     if status == 429:
-        limited = UpstreamRateLimited(
+        return waiting(
+            UpstreamRateLimited,
             f"the upstream is rate limiting the gateway{detail}; retry later",
-            retry_after=retry_after(headers, status),
+            headers,
+            status,
         )
-        return asked_wait(limited, headers)
     if status in (502, 503, 504):
         if message:  # the app itself answered: its queue is full or it is overloaded
-            busy = UpstreamBusy(
+            return waiting(
+                UpstreamBusy,
                 f"the upstream is busy (HTTP {status} on {stage}){detail}; retry later",
-                retry_after=retry_after(headers, 503),
+                headers,
+                503,
             )
-            return asked_wait(busy, headers)
         # No explanation in JSON: the platform's page for a Space asleep, building or starting.
-        starting = UpstreamStarting(
+        return waiting(
+            UpstreamStarting,
             f"the upstream is asleep, building or starting (HTTP {status} on {stage}); retry later",
-            retry_after=retry_after(headers, 503),
+            headers,
+            503,
         )
-        return asked_wait(starting, headers)
     if status in (400, 413, 422) and message:
         if _CONTEXT_LENGTH.search(message):
             return UpstreamPromptTooLong(

@@ -1,7 +1,8 @@
 """Test mode: an upstream that answers health questions without a model.
 
 Replies are deterministic for the same model and input, topical, put emergency guidance first
-when the message calls for it, and always end with a not-medical-advice line. It is a product
+when the message calls for it, and end with a not-medical-advice line whenever the token
+budget has room for it. It is a product
 feature for demos and frontend development, so it paces streams like a real model would.
 """
 
@@ -10,23 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncGenerator
-from functools import lru_cache
 
-from proxy.generation import Chunk, Generation, GenerationRequest
+from proxy.generation import CHARS_PER_TOKEN, Chunk, Generation, GenerationRequest
 from proxy.upstreams.base import Readiness
 from proxy.upstreams.mock_replies import DISCLAIMER, emergency_guidance, match_topic
 
-# The gateway estimates a token as four characters; the mock keeps its replies within
-# max_new_tokens by that count, so the usage it reports never exceeds the budget.
-CHARS_PER_TOKEN = 4
 # Below this room for topical text, the disclaimer and emergency lines give way to it.
 MIN_TOPICAL_CHARS = 40
-
-
-@lru_cache(maxsize=1024)
-def _word_count(line: str) -> int:
-    """Words in ``line``: the replies are built from a few hundred fixed lines."""
-    return len(line.split())
 
 
 def compose_reply(req: GenerationRequest) -> tuple[str, bool]:
@@ -60,11 +51,11 @@ def _cut(text: str, chars: int) -> str:
 
 
 def fit_to_budget(topical: str, urgent: str | None, max_new_tokens: int) -> tuple[str, bool]:
-    """The reply within ``max_new_tokens`` (about four characters a token, the count the
-    gateway reports), and whether it was cut. The emergency guidance and the disclaimer keep
-    their place while the budget leaves room for some topical text too; a smaller budget gets
-    the start of the reply alone: the emergency guidance when there is one (safety first),
-    else the topical answer."""
+    """The reply within ``max_new_tokens`` by the gateway's own token estimate (so the usage
+    it reports never exceeds the budget), and whether it was cut. The emergency guidance and
+    the disclaimer keep their place while the budget leaves room for some topical text too; a
+    smaller budget gets the start of the reply alone: the emergency guidance when there is one
+    (safety first), else the topical answer."""
     chars = CHARS_PER_TOKEN * max_new_tokens
     fixed = [part for part in (urgent, DISCLAIMER) if part]
     whole = "\n\n".join([*fixed[:-1], topical, fixed[-1]])
