@@ -267,6 +267,9 @@ class GradioUpstream(HTTPUpstream):
             except Exception as exc:
                 resp.release()
                 raise before_output(self._translate(exc)) from None
+            except BaseException:  # cancelled (the client left, a deadline): release it too
+                resp.release()
+                raise
 
         with self.translated():
             async with asyncio.timeout_at(deadline):
