@@ -113,7 +113,45 @@ def build_user_tokens(settings: Settings) -> UserTokens | None:
 
 
 def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
-    """The configured adapter behind the circuit breaker and the concurrency bound."""
+    """The configured adapter behind the circuit breaker and the concurrency bound, or with
+    UPSTREAMS_FILE, the router between several of them."""
+    if settings.upstream_entries:
+        return build_router(settings, metrics)
+    return build_guarded(settings, metrics)
+
+
+def build_router(settings: Settings, metrics: Metrics) -> Upstream:
+    """Every upstream of UPSTREAMS_FILE, each behind its own breaker and bound, routed."""
+    from proxy.router import Router
+    from proxy.routing import Member
+
+    members = []
+    for entry in settings.upstream_entries:
+        own = settings.for_upstream(entry)
+        members.append(
+            Member(
+                entry.name,
+                build_guarded(own, metrics),
+                frozenset(entry.models),
+                priority=entry.priority,
+                weight=entry.weight,
+                # Raw-prompt upstreams continue a partial answer; an OpenAI-compatible
+                # one only when it declares assistant prefill.
+                can_continue=entry.kind in ("gradio", "tgi") or entry.assistant_prefill,
+            )
+        )
+    return Router(
+        members,
+        metrics=metrics.routing(),
+        rounds=1 + settings.upstream_retries,
+        total_timeout=settings.upstream_timeout,
+        cooldown=settings.upstream_cooldown,
+        wake_interval=settings.upstream_wake_interval,
+    )
+
+
+def build_guarded(settings: Settings, metrics: Metrics) -> ResilientUpstream:
+    """One adapter behind its circuit breaker and concurrency bound."""
     upstream = build_upstream(settings)
     stage = None
     if settings.space_id and settings.effective_upstream == "gradio":
@@ -136,7 +174,9 @@ def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
 
 def build_fallback(settings: Settings) -> Upstream | None:
     """The mock, when FALLBACK=mock and a real upstream is configured."""
-    if settings.fallback != "mock" or settings.effective_upstream == "mock":
+    if settings.fallback != "mock" or (
+        settings.effective_upstream == "mock" and not settings.upstream_entries
+    ):
         return None
     return UPSTREAMS["mock"](settings)
 
@@ -201,7 +241,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 build_rate_limits(settings, metrics, stack),
                 users=build_user_tokens(settings),
             )
-            if gateway.upstream_name == "mock":
+            if settings.upstream_entries:
+                logger.info(
+                    "upstreams: %s",
+                    ", ".join(
+                        f"{e.name} ({e.kind}, priority {e.priority}, weight {e.weight})"
+                        for e in settings.upstream_entries
+                    ),
+                )
+            elif gateway.upstream_name == "mock":
                 logger.warning(
                     "TEST MODE: no upstream configured (UPSTREAM_URL unset or TEST_MODE=1); "
                     "replies come from the built-in mock and are labelled X-Upstream: mock"

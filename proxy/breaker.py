@@ -45,6 +45,12 @@ class CircuitBreaker:
             return "closed"
         return "half-open" if self._probing else "open"
 
+    def blocked(self) -> bool:
+        """Whether ``admit`` would refuse now (open, and no probe may go yet)."""
+        if self._opened_at is None:
+            return False
+        return self._probing or self._clock() < self._probe_at
+
     def retry_after(self) -> int:
         if self._opened_at is None:
             return 0

@@ -21,6 +21,7 @@ from proxy.errors import GatewayError
 from proxy.flights import Flights
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.metrics import Metrics
+from proxy.record import served_by
 from proxy.stops import stop_generation, stop_stream
 from proxy.upstreams.base import Readiness, Upstream
 
@@ -187,6 +188,8 @@ class Gateway:
             served.chunks = stop_stream(served.chunks, req.stop)
         try:
             served.chunks = await _primed(served.chunks)
+            if served.cache != "HIT":  # a router names the upstream that answered by now
+                served.upstream = served_by(served.upstream).partition(",")[0]
         except GatewayError as exc:
             if self.fallback is None or not exc.unavailable:
                 raise
@@ -221,7 +224,7 @@ class Gateway:
             await chunks.aclose()
         # Only a stream that completed gets here: errors and disconnects raise above.
         if key is not None and self.cache is not None:
-            generation = Generation(text, req.model.name, self.upstream.name, finish)
+            generation = Generation(text, req.model.name, served_by(self.upstream.name), finish)
             try:
                 await self.cache.set(key, CachedGeneration.of(generation))
             except CacheUnavailable as exc:

@@ -27,6 +27,19 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # Whose cache entries this request reads and writes (CACHE_SCOPE=caller); "" is shared.
     cache_scope: str = ""
+    # The start of the answer, already sent to the client by an upstream whose stream broke:
+    # the upstream asked now continues it (see continued_prompt).
+    prefill: str = ""
+
+    @property
+    def continued_prompt(self) -> str:
+        """The rendered prompt followed by ``prefill``, as a raw-prompt upstream (a Space's
+        prompt parameter, TGI's inputs) continues it: ``[/INST] partial``, one space between
+        unless either side has one."""
+        if not self.prefill:
+            return self.prompt
+        joint = "" if self.prompt[-1:].isspace() or self.prefill[:1].isspace() else " "
+        return self.prompt + joint + self.prefill
 
     @property
     def last_user_text(self) -> str:

@@ -81,6 +81,13 @@ class Metrics:
             ["backend"],
             registry=registry,
         )
+        self._routing: RoutingMetrics | None = None
+
+    def routing(self) -> RoutingMetrics:
+        """The per-upstream metrics of UPSTREAMS_FILE, registered on first use."""
+        if self._routing is None:
+            self._routing = RoutingMetrics(self.registry)
+        return self._routing
 
     def exposition(self) -> bytes:
         """The text a scrape gets: this process's metrics, or every worker's summed."""
@@ -94,3 +101,38 @@ class Metrics:
         """This worker is gone: its live gauges no longer count in the sum."""
         if self.multiprocess_dir is not None:
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+UPSTREAM_STATES = ("ready", "cold", "cooling", "open")
+
+
+class RoutingMetrics:
+    """Per upstream of UPSTREAMS_FILE: calls, failures by code, failovers away from it,
+    continuations it took over, and its state (1 for the current one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            "proxy_upstream_calls", "Calls to each upstream.", ["upstream"], registry=registry
+        )
+        self.failures = Counter(
+            "proxy_upstream_failures", "Failed calls to each upstream, by error code.",
+            ["upstream", "code"], registry=registry,
+        )  # fmt: skip
+        self.failovers = Counter(
+            "proxy_upstream_failovers",
+            "Requests moved to another upstream after this one failed before any output.",
+            ["upstream"], registry=registry,
+        )  # fmt: skip
+        self.continuations = Counter(
+            "proxy_upstream_continuations",
+            "Broken streams this upstream continued after another one's output.",
+            ["upstream"], registry=registry,
+        )  # fmt: skip
+        self.state = Gauge(
+            "proxy_upstream_state", "Each upstream's state: 1 for the current one.",
+            ["upstream", "state"], registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+
+    def set_state(self, upstream: str, state: str) -> None:
+        for name in UPSTREAM_STATES:
+            self.state.labels(upstream, name).set(1 if name == state else 0)

@@ -148,7 +148,11 @@ class ObserveMiddleware:
                             "route": record.route,
                             "status": status,
                             "cache": cache.decode(),
-                            "upstream": upstream.decode(),
+                            "upstream": (
+                                ", ".join(record.upstreams)
+                                if record.upstreams
+                                else upstream.decode()
+                            ),
                             "duration_ms": round(elapsed * 1000, 2),
                             "upstream_ms": (
                                 round(upstream_seconds * 1000, 2)
@@ -164,9 +168,16 @@ def _server_timing(record: RequestRecord) -> bytes:
     elapsed = time.perf_counter() - record.started
     upstream = record.upstream_seconds
     if upstream is None:
-        return f"gateway;dur={elapsed * 1000:.2f}".encode()
-    own = max(0.0, elapsed - upstream)
-    return f"gateway;dur={own * 1000:.2f}, upstream;dur={upstream * 1000:.2f}".encode()
+        timing = f"gateway;dur={elapsed * 1000:.2f}"
+    else:
+        own = max(0.0, elapsed - upstream)
+        timing = f"gateway;dur={own * 1000:.2f}, upstream;dur={upstream * 1000:.2f}"
+    if record.attempts:  # with several upstreams, every attempt so far, in order
+        timing += "".join(
+            f', attempt;desc="{name} {outcome}";dur={seconds * 1000:.2f}'
+            for name, outcome, seconds in record.attempts
+        )
+    return timing.encode()
 
 
 def _add_vary_origin(headers: list[tuple[bytes, bytes]]) -> None:

@@ -12,6 +12,16 @@ class RequestRecord:
     route: str
     started: float
     upstream_seconds: float | None = None
+    # With several upstreams: those that produced the reply, in order (two for a continued
+    # stream), and every attempt as (upstream, outcome, seconds).
+    upstreams: list[str] | None = None
+    attempts: list[tuple[str, str, float]] | None = None
+
+
+def served_by(default: str) -> str:
+    """The upstreams this request's reply came from, as X-Upstream names them."""
+    record = _CURRENT.get()
+    return ", ".join(record.upstreams) if record is not None and record.upstreams else default
 
 
 _CURRENT: ContextVar[RequestRecord | None] = ContextVar("proxy_request_record", default=None)

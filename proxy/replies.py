@@ -28,6 +28,8 @@ class NotReadyReply(ErrorReply):
 
     status: Literal["unavailable"]
     upstream: str
+    # Each upstream's state: ready, cold, cooling or open (unavailable for a single one).
+    upstreams: dict[str, str]
 
 
 class OpenAIErrorDetail(TypedDict):
@@ -65,6 +67,8 @@ class DoneEvent(ChatReply):
     """The data of the ``done`` event that ends an ``/api/chat`` stream."""
 
     finish_reason: FinishReason
+    # The upstream that produced the reply; with several, those that did, in order.
+    upstream: str
 
 
 class AssistantMessage(TypedDict):
@@ -143,6 +147,8 @@ class Ready(TypedDict):
     status: Literal["ready"]
     upstream: str
     detail: str
+    # Each upstream's state (ready, cold, cooling, open), by name.
+    upstreams: dict[str, str]
 
 
 class CacheCleared(TypedDict):

@@ -173,6 +173,31 @@ class ResilientUpstream:
         error = await self._stage.explain(readiness.error)
         return Readiness(False, error.message, error)
 
+    async def probe(self) -> Readiness:
+        readiness = await self.inner.probe()
+        if readiness.ready or readiness.error is None or self._stage is None:
+            return readiness
+        error = await self._stage.explain(readiness.error)
+        return Readiness(False, error.message, error)
+
+    def blocked(self, model: str) -> bool:
+        """Whether ``model``'s circuit is open and admits no probe now."""
+        breaker = self._breakers.get(model)
+        return breaker is not None and breaker.blocked()
+
+    def open_models(self) -> list[str]:
+        """The models whose circuit is open now."""
+        return [model for model, breaker in self._breakers.items() if breaker.blocked()]
+
+    def retry_after(self, model: str) -> int:
+        breaker = self._breakers.get(model)
+        return breaker.retry_after() if breaker is not None else 0
+
+    @property
+    def in_use(self) -> bool:
+        """Whether every one of its MAX_CONCURRENCY slots is taken."""
+        return self._slots.locked()
+
     async def start(self) -> None:
         await self.inner.start()
 

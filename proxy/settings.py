@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import re
 from ipaddress import ip_network
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from limits import parse_many
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from proxy.catalog import MODELS
+
+if TYPE_CHECKING:
+    from proxy.upstreams_file import UpstreamEntry
 
 UpstreamKind = Literal["gradio", "tgi", "openai", "mock"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -24,7 +34,7 @@ Caller = Literal["anyone", "browser", "key", "token"]
 CacheScope = Literal["caller", "shared"]
 
 DEFAULT_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*")
-_SPACE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+SPACE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _ORIGIN = re.compile(r"^https?://[^/\s]+$")
 
 
@@ -50,6 +60,9 @@ class Settings(BaseSettings):
     space_api_name: str | None = Field(None, description="Gradio endpoint, e.g. /predict.")
     space_stream_api_name: str | None = Field(
         None, description="Gradio streaming endpoint; /predict_stream when the Space has it."
+    )
+    upstreams_file: str | None = Field(
+        None, description="TOML file of several upstreams (see the README); not with UPSTREAM_URL."
     )
     upstream_model_map: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
@@ -198,9 +211,17 @@ class Settings(BaseSettings):
     prometheus_multiproc_dir: str | None = Field(
         None, description="Set by the gateway for its workers: where they share metrics."
     )
+    upstream_cooldown: float = Field(
+        5.0, gt=0, description="Seconds a failed upstream is skipped while others can serve."
+    )
+    upstream_wake_interval: float = Field(
+        10.0, gt=0, description="Least seconds between wake-up calls to a skipped cold Space."
+    )
+    _upstreams: tuple[UpstreamEntry, ...] = PrivateAttr(())
 
     @field_validator(
         "upstream_url",
+        "upstreams_file",
         "space_api_name",
         "space_stream_api_name",
         "system_prompt",
@@ -226,7 +247,7 @@ class Settings(BaseSettings):
         """A Space id in UPSTREAM_URL is also the id whose runtime stage the Hub reports."""
         if isinstance(data, dict):
             url = data.get("upstream_url") or data.get("UPSTREAM_URL")
-            if isinstance(url, str) and _SPACE_ID.match(url.strip()):
+            if isinstance(url, str) and SPACE_ID.match(url.strip()):
                 if not (data.get("space_id") or data.get("SPACE_ID")):
                     data = {**data, "space_id": url.strip()}
         return data
@@ -270,17 +291,7 @@ class Settings(BaseSettings):
     @field_validator("upstream_url")
     @classmethod
     def _check_upstream_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if _SPACE_ID.match(value):
-            return space_url(value)
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(
-                "must be an http(s) URL such as https://owner-name.hf.space "
-                "or a Space id such as owner/name"
-            )
-        return value.rstrip("/")
+        return check_upstream_url(value)
 
     @field_validator("redis_url")
     @classmethod
@@ -308,12 +319,7 @@ class Settings(BaseSettings):
     @field_validator("space_api_name", "space_stream_api_name")
     @classmethod
     def _check_api_name(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = "/" + value.strip().lstrip("/")
-        if not re.fullmatch(r"/[\w.-]+", value):
-            raise ValueError("must be a Gradio endpoint name such as /predict")
-        return value
+        return check_api_name(value)
 
     @field_validator("default_model")
     @classmethod
@@ -362,6 +368,14 @@ class Settings(BaseSettings):
             raise ValueError("CALLERS names key but API_KEYS is empty")
         if "token" in self.callers and not self.jwt_configured:
             raise ValueError("CALLERS names token but neither JWT_SECRET nor JWT_JWKS_URL is set")
+        if self.upstreams_file is not None:
+            if self.upstream_url is not None:
+                raise ValueError(
+                    "set UPSTREAMS_FILE or UPSTREAM_URL, not both: the file lists every upstream"
+                )
+            from proxy.upstreams_file import load  # only when a file is named
+
+            self._upstreams = load(self.upstreams_file)
         return self
 
     @property
@@ -395,6 +409,31 @@ class Settings(BaseSettings):
         return self.upstream_kind or "gradio"
 
     @property
+    def upstream_entries(self) -> tuple[UpstreamEntry, ...]:
+        """The upstreams of UPSTREAMS_FILE (none in test mode): the gateway routes between them."""
+        return () if self.test_mode else self._upstreams
+
+    def for_upstream(self, entry: UpstreamEntry) -> Settings:
+        """These settings as one upstream of UPSTREAMS_FILE sees them: its own URL, kind,
+        token and options, the global values where its table sets none."""
+        values: dict[str, Any] = {
+            "upstream_url": entry.url,
+            "upstream_kind": entry.kind,
+            "test_mode": entry.kind == "mock",
+            "hf_token": entry.token,
+            "space_api_name": entry.space_api_name,
+            "space_stream_api_name": entry.space_stream_api_name,
+            "upstream_model_map": entry.model_map,
+            "space_id": entry.space_id,
+            "upstreams_file": None,
+            # The router moves on to the next upstream instead of retrying this one, unless
+            # its table asks for retries in place.
+            "upstream_retries": 0,
+            **entry.overrides(),
+        }
+        return self.model_copy(update=values)
+
+    @property
     def rate_limits(self) -> str | None:
         return None if self.rate_limit == "off" else self.rate_limit
 
@@ -417,6 +456,7 @@ class Settings(BaseSettings):
         Redis password."""
         values = [self.hf_token, self.admin_token, self.metrics_token, self.jwt_secret,
                   *self.api_keys]  # fmt: skip
+        values += [entry.token for entry in self._upstreams]
         found = [v.get_secret_value() for v in values if v is not None]
         if self.redis_url:
             from urllib.parse import urlsplit
@@ -429,6 +469,31 @@ class Settings(BaseSettings):
     @property
     def hf_token_value(self) -> str | None:
         return self.hf_token.get_secret_value() if self.hf_token else None
+
+
+def check_upstream_url(value: str | None) -> str | None:
+    """An upstream's URL, from a URL or a Space id; a ValueError that says what is wrong."""
+    if value is None:
+        return None
+    value = value.strip()
+    if SPACE_ID.match(value):
+        return space_url(value)
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(
+            "must be an http(s) URL such as https://owner-name.hf.space "
+            "or a Space id such as owner/name"
+        )
+    return value.rstrip("/")
+
+
+def check_api_name(value: str | None) -> str | None:
+    """A Gradio endpoint name, with its leading slash."""
+    if value is None:
+        return None
+    value = "/" + value.strip().lstrip("/")
+    if not re.fullmatch(r"/[\w.-]+", value):
+        raise ValueError("must be a Gradio endpoint name such as /predict")
+    return value
 
 
 def _limits_spec(value: str, example: str) -> str:

@@ -17,6 +17,7 @@ from proxy.generation import Chunk, FinishReason, GenerationRequest, Usage, usag
 from proxy.guard import Caller
 from proxy.middleware import request_id_of
 from proxy.operations import GENERATION_ERRORS, Operation, Reply
+from proxy.record import served_by
 from proxy.replies import ChatReply, DoneEvent
 from proxy.responses import JSONResponse, error_body
 from proxy.schemas import ChatRequest, parse_chat_request, to_generation_request
@@ -66,10 +67,14 @@ async def read_json_body(headers: dict[bytes, str], receive: Receive, limit: int
 
 
 async def _events(
-    chunks: AsyncGenerator[Chunk, None], req: GenerationRequest, request_id: str | None
+    chunks: AsyncGenerator[Chunk, None],
+    req: GenerationRequest,
+    request_id: str | None,
+    upstream: str,
 ) -> AsyncIterator[bytes]:
     """SSE frames: ``token`` per delta, ``replace`` when the upstream rewrote its text, then
-    ``done`` with the whole text, or ``error`` if the stream failed after it started."""
+    ``done`` with the whole text and the upstreams it came from (two when another one
+    continued a broken stream), or ``error`` if the stream failed after it started."""
     text = ""
     finish: FinishReason = "stop"
     usage: Usage | None = None
@@ -96,6 +101,7 @@ async def _events(
         "model": req.model.name,
         "usage": usage_of(req, text, usage),
         "finish_reason": finish,
+        "upstream": served_by(upstream),
     }
     yield frame("done", done)
 
@@ -216,7 +222,7 @@ async def chat(scope: Scope, receive: Receive) -> Response:
         cache_headers = cache_headers_of(
             served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
         )
-        events = _events(served_stream.chunks, req, request_id_of(scope))
+        events = _events(served_stream.chunks, req, request_id_of(scope), served_stream.upstream)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={**SSE_HEADERS, **cache_headers}
         )

@@ -75,6 +75,7 @@ async def readyz(request: Request) -> Response:
             "status": "ready",
             "upstream": gateway.upstream_name,
             "detail": readiness.detail,
+            "upstreams": dict(readiness.upstreams or {gateway.upstream_name: "ready"}),
         }
         return JSONResponse(ready)
     error = readiness.error or UpstreamNotReady(readiness.detail)
@@ -82,6 +83,7 @@ async def readyz(request: Request) -> Response:
         **error_body(error, request_id_of(request.scope)),
         "status": "unavailable",
         "upstream": gateway.upstream_name,
+        "upstreams": dict(readiness.upstreams or {gateway.upstream_name: "unavailable"}),
     }
     retry = error.headers.get("Retry-After", "10")
     return JSONResponse(body, status_code=503, headers={"Retry-After": retry})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +17,8 @@ class Readiness:
     ready: bool
     detail: str
     error: GatewayError | None = None
+    # With several upstreams: each one's state (ready, cold, cooling, open), by name.
+    upstreams: Mapping[str, str] | None = None
 
 
 class Upstream(Protocol):
@@ -40,6 +42,10 @@ class Upstream(Protocol):
 
     async def ready(self) -> Readiness:
         """Whether requests can be served now (cheap; does not run a generation)."""
+        ...
+
+    async def probe(self) -> Readiness:
+        """Ask the upstream now, forgetting earlier failures (what wakes a sleeping Space)."""
         ...
 
     async def aclose(self) -> None:

@@ -61,6 +61,7 @@ AUTH_STATUSES = (401, 403, 404)
 # The events of a result stream that carry output or its failure.
 OUTPUT_EVENTS = ("generating", "complete", "error")
 # What a Space says in an error event when another try may do: its queue is full, no GPU free.
+QUOTA_WAIT = re.compile(r"retry in (\d+):(\d{1,2}):(\d{1,2})")
 BUSY_WORDS = re.compile(r"queue is full|too many requests|no gpu|gpu is busy|server is busy")
 
 
@@ -197,7 +198,17 @@ class GradioUpstream(HTTPUpstream):
         text = self.redact(str(message))[:500]
         lowered = text.lower()
         if "gpu quota" in lowered:
-            return UpstreamRateLimited(f"the upstream is out of GPU quota: {text}", retry_after=60)
+            # ZeroGPU names the wait: "... retry in 0:05:22"; else a minute.
+            named = QUOTA_WAIT.search(lowered)
+            wait = 60
+            if named:
+                hours, minutes, seconds = (int(part) for part in named.groups())
+                wait = max(1, hours * 3600 + minutes * 60 + seconds)
+            error = UpstreamRateLimited(
+                f"the upstream is out of GPU quota: {text}", retry_after=wait
+            )
+            error.upstream_wait = float(wait)
+            return error
         if BUSY_WORDS.search(lowered):
             return UpstreamBusy(f"the upstream is busy: {text}; retry later", retry_after=10)
         return UpstreamAppError(f"the upstream reported: {text}")
@@ -329,6 +340,15 @@ class GradioUpstream(HTTPUpstream):
                 else:
                     yield Chunk(text, replace=True)
                 sent = text
+
+    async def probe(self) -> Readiness:
+        """Discover the app again now (GET /config and /info), forgetting earlier failures:
+        the request that wakes a sleeping Space, and the proof that it is up."""
+        async with self._plan_lock:
+            self._discovery = None
+            self._discovery_error = None
+        self._last_failure = None
+        return await self.ready()
 
     async def ready(self) -> Readiness:
         try:

@@ -186,7 +186,7 @@ def build_data(plan: EndpointPlan, req: GenerationRequest) -> list[Any]:
     for param in plan.params:
         match param.source:
             case "prompt":
-                data.append(req.prompt)
+                data.append(req.continued_prompt)
             case "model":
                 data.append(_model_value(param, req))
             case "max_new_tokens":

@@ -32,6 +32,7 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.redaction import Redactor
+from proxy.upstreams.base import Readiness
 
 DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
 T = TypeVar("T")
@@ -309,6 +310,13 @@ class HTTPUpstream:
         if self._session is None:
             raise RuntimeError(f"{type(self).__name__}.start() was not called")
         return self._session
+
+    async def ready(self) -> Readiness:
+        raise NotImplementedError
+
+    async def probe(self) -> Readiness:
+        """A fresh readiness check (the JSON adapters' ``ready`` always asks the server)."""
+        return await self.ready()
 
     def _translate(self, exc: Exception) -> GatewayError:
         return translate(exc, read_timeout=self._read_timeout, total_timeout=self._total_timeout)

@@ -110,5 +110,8 @@ class MockUpstream:
     async def ready(self) -> Readiness:
         return Readiness(True, "test mode: replies come from the built-in mock")
 
+    async def probe(self) -> Readiness:
+        return await self.ready()
+
     async def aclose(self) -> None:
         return None

@@ -65,10 +65,16 @@ class OpenAICompatUpstream(JSONUpstream):
         if req.stop:
             body["stop"] = list(req.stop)
         if not req.model.chat:
-            return "/v1/completions", {**body, "prompt": req.prompt}
+            return "/v1/completions", {**body, "prompt": req.continued_prompt}
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
         if messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": self._system_prompt})
+        if req.prefill:
+            # Continue the partial answer (vLLM's assistant prefill): only for a server
+            # declared assistant_prefill, which the router alone asks to continue.
+            messages.append({"role": "assistant", "content": req.prefill})
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         return "/v1/chat/completions", {**body, "messages": messages}
 
     @staticmethod

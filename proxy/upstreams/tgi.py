@@ -56,7 +56,7 @@ class TGIUpstream(JSONUpstream):
                 parameters["top_p"] = req.top_p
         if req.stop:
             parameters["stop"] = list(req.stop)
-        return {"inputs": req.prompt, "parameters": parameters}
+        return {"inputs": req.continued_prompt, "parameters": parameters}
 
     async def generate(self, req: GenerationRequest) -> Generation:
         answer = await self.post_json("/generate", self.body(req))

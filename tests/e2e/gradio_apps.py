@@ -4,8 +4,10 @@
   which Gradio names ``/lambda``, with parameters ``prompt, model, max_tokens, temp``; it
   returns a plain string.
 - ``/full``: ``/predict`` with the full ``generate_response`` signature returning
-  ``{"generated_text": ...}``, ``/predict_stream`` yielding the accumulated text, and a
+  ``{"generated_text": ...}``, ``/predict_stream`` yielding the accumulated text of a fixed
+  answer (continued from the start of it a prompt holds, as a greedy model would), and a
   ``/slow`` endpoint.
+- ``/a``, ``/b``, ``/c``: replicas of ``/full``, each call logged with its app's name.
 
 No model: the replies echo what arrived, so tests can check the mapping exactly. Each call
 appends the headers it received (read through ``gr.Request``) to the file named by argv[2].
@@ -16,6 +18,7 @@ Run: ``python tests/e2e/gradio_apps.py PORT HEADERS_LOG``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -23,15 +26,24 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
+ANSWER = "Rest well and drink water."
 MODELS = ["llama-2-7b", "llama-2-13b", "llama-2-7b-chat", "llama-2-13b-chat"]
 HEADERS_LOG = sys.argv[2] if len(sys.argv) > 2 else "/dev/null"
 
 
-def record(request: gr.Request | None, endpoint: str, inputs: str) -> None:
-    """Log the call: its headers and the end of its prompt (tests count calls by it)."""
+def record(
+    request: gr.Request | None, endpoint: str, inputs: str, app: str = "", **more: object
+) -> None:
+    """Log the call: its app, headers and the end of its prompt (tests count calls by it)."""
     if request is None:
         return
-    entry = {"endpoint": endpoint, "headers": dict(request.headers), "tail": inputs[-80:]}
+    entry = {
+        "endpoint": endpoint,
+        "app": app,
+        "headers": dict(request.headers),
+        "tail": inputs[-80:],
+        **more,
+    }
     with open(HEADERS_LOG, "a", encoding="utf-8") as log:
         log.write(json.dumps(entry) + "\n")
 
@@ -73,7 +85,7 @@ def seed_app() -> gr.Blocks:
     return demo
 
 
-def full_app() -> gr.Blocks:
+def full_app(label: str = "full") -> gr.Blocks:
     def generate_response(
         inputs: str,
         model: str,
@@ -83,7 +95,7 @@ def full_app() -> gr.Blocks:
         do_sample: bool,
         request: gr.Request,
     ) -> dict:
-        record(request, "/predict", inputs)
+        record(request, "/predict", inputs, label)
         if "SLOW" in inputs:
             time.sleep(1.0)
         if "RAISE" in inputs:
@@ -100,11 +112,15 @@ def full_app() -> gr.Blocks:
         do_sample: bool,
         request: gr.Request,
     ):
-        record(request, "/predict_stream", inputs)
+        record(request, "/predict_stream", inputs, label, max_new_tokens=int(max_new_tokens))
+        # A deterministic model: ANSWER, continued from whatever start of it the prompt holds
+        # after [/INST] (what a greedy model continuing a broken answer would do).
+        written = inputs.rsplit("[/INST]", 1)[-1].strip() if "[/INST]" in inputs else ""
+        rest = ANSWER[len(written) :] if written and ANSWER.startswith(written) else ANSWER
         out = ""
-        for word in ["Rest", "well", "and", "drink", "water."][: int(max_new_tokens)]:
+        for piece in re.findall(r"\s*\S+", rest)[: int(max_new_tokens)]:
             time.sleep(0.05)
-            out += (" " if out else "") + word
+            out += piece
             yield out
 
     def slow(inputs: str) -> str:
@@ -134,6 +150,8 @@ def main() -> None:
     app = FastAPI()
     app = gr.mount_gradio_app(app, seed_app().queue(), path="/seed")
     app = gr.mount_gradio_app(app, full_app().queue(), path="/full")
+    for label in ("a", "b", "c"):  # replicas, for the router's tests
+        app = gr.mount_gradio_app(app, full_app(label).queue(), path=f"/{label}")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

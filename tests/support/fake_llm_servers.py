@@ -11,6 +11,7 @@ recorded with its headers and body, and when a client hangs up on a stream, the 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,6 +21,26 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+# The answer of the servers' deterministic mode: what a greedy model would always say.
+ANSWER = "Rest well and drink water."
+
+
+def continue_answer(written: str, answer: str = ANSWER) -> list[str]:
+    """The pieces a deterministic model generates after ``written`` (the start of its answer
+    already in the prompt): the rest of ``answer``, or all of it."""
+    written = written.strip()
+    rest = answer[len(written) :] if written and answer.startswith(written) else answer
+    return re.findall(r"\s*\S+", rest)
+
+
+def written_after_inst(prompt: str) -> str:
+    """The start of the answer a Llama 2 prompt already holds: its text after ``[/INST]``."""
+    return prompt.rsplit("[/INST]", 1)[-1] if "[/INST]" in prompt else ""
+
+
+class Cut(Exception):
+    """Raised inside a streamed body: the server drops the connection mid-stream."""
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -40,6 +61,21 @@ class FakeServer:
         self.down_models: set[str] = set()
         # When each client of a SLOW stream hung up (monotonic time), in order.
         self.hung_up: list[float] = []
+        # Deterministic mode: streams ANSWER continued from the prompt (see continue_answer).
+        self.answer = False
+        # In deterministic mode: drop the connection, or fall silent, after this many tokens.
+        self.cut_after: int | None = None
+        self.stall_after: int | None = None
+
+    async def pieces(self, pieces: list[str], frame: Callable[[int, str, bool], bytes]) -> Any:
+        """A stream of ``frame(index, piece, last)``, cut or stalled as the server is set."""
+        for index, piece in enumerate(pieces):
+            if index == self.cut_after:
+                raise Cut("the test server drops this stream")
+            if index == self.stall_after:
+                await asyncio.sleep(3600)
+            yield frame(index, piece, index == len(pieces) - 1)
+            await asyncio.sleep(0.01)
 
     def slow_stream(self, frame: Callable[[int], bytes]) -> StreamingResponse:
         """``frame(i)`` every 0.1 s for 30 s; a client that hangs up is recorded."""
@@ -144,6 +180,23 @@ class FakeTGI(FakeServer):
         body = await self._record(request)
         if (fault := self.scripted(body) or self._fault(body["inputs"])) is not None:
             return fault
+        if self.answer:
+            limit = body["parameters"].get("max_new_tokens", 20)
+            pieces = continue_answer(written_after_inst(body["inputs"]))[:limit]
+
+            def tgi_frame(index: int, piece: str, last: bool) -> bytes:
+                event: dict[str, Any] = {
+                    "index": index + 1,
+                    "token": {"id": index, "text": piece, "logprob": 0.0, "special": False},
+                    "generated_text": None,
+                    "details": None,
+                }
+                if last:
+                    event["generated_text"] = "".join(pieces)
+                    event["details"] = {"finish_reason": "eos_token", "generated_tokens": index + 1}
+                return b"data:" + orjson.dumps(event) + b"\n\n"
+
+            return StreamingResponse(self.pieces(pieces, tgi_frame), media_type="text/event-stream")
         if "SLOW" in body["inputs"]:
             return self.slow_stream(
                 lambda i: (
@@ -291,6 +344,28 @@ class FakeOpenAI(FakeServer):
             obj = "chat.completion" if chat else "text_completion"
             return _json({**head, "object": obj, "choices": [choice], "usage": usage})
 
+        if self.answer:
+            last = body["messages"][-1] if chat else None
+            written = (
+                last["content"]
+                if chat and body.get("continue_final_message") and last["role"] == "assistant"
+                else written_after_inst(body.get("prompt", ""))
+            )
+            pieces = continue_answer(written)
+
+            def openai_frame(index: int, piece: str, last: bool) -> bytes:
+                choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                frame = {**head, "object": "chat.completion.chunk", "choices": [choice]}
+                data = b"data: " + orjson.dumps(frame) + b"\n\n"
+                if last:
+                    done = {**choice, "delta": {}, "finish_reason": "stop"}
+                    data += b"data: " + orjson.dumps({**frame, "choices": [done]}) + b"\n\n"
+                    data += b"data: [DONE]\n\n"
+                return data
+
+            return StreamingResponse(
+                self.pieces(pieces, openai_frame), media_type="text/event-stream"
+            )
         if "SLOW" in prompt:
             return self.slow_stream(
                 lambda i: (

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from tests.support.fake_llm_servers import continue_answer
 from tests.support.servers import stop_loop_server
 
 INFO = {
@@ -227,6 +228,10 @@ class FaultSpace:
             writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "1"}))
         elif scenario == "brief429" and post_count % 2 == 1:  # a short wait, then it takes one
             writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "2"}))
+        elif scenario in ("busy2", "ratelimit2", "error500"):  # short waits, every time
+            status, detail = {"busy2": (503, "Queue is full."), "ratelimit2": (429, "slow down"),
+                              "error500": (500, "Internal error")}[scenario]  # fmt: skip
+            writer.write(_json(status, {"detail": detail}, extra={"Retry-After": "2"}))
         elif scenario == "ratelimit":
             writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "42"}))
         else:
@@ -266,6 +271,19 @@ class FaultSpace:
             write(SSE_HEAD)
             await writer.drain()
             await asyncio.sleep(3600)
+        elif scenario in ("cutmid", "stallmid"):
+            # Three tokens of ANSWER, then the connection drops or falls silent (no heartbeat).
+            text = ""
+            write(SSE_HEAD)
+            for piece in continue_answer("")[:3]:
+                text += piece
+                write(_event("generating", [text]))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            if scenario == "cutmid":
+                self._reset(writer)
+            else:
+                await asyncio.sleep(3600)
         elif scenario == "reset_stream":
             write(SSE_HEAD + _event("generating", ["partial"]))
             await writer.drain()

@@ -60,7 +60,12 @@ async def test_generate_and_stream_agree(
     assert "".join(tokens) == text
     name, done = found[-1]
     assert name == "done" and done.pop("usage")["completion_tokens"] > 0
-    assert done == {"generated_text": text, "model": "llama-2-7b-chat", "finish_reason": "stop"}
+    assert done == {
+        "generated_text": text,
+        "model": "llama-2-7b-chat",
+        "finish_reason": "stop",
+        "upstream": kind,
+    }
     assert "</s>" not in streamed.text
 
 

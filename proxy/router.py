@@ -1,0 +1,365 @@
+"""Several upstreams behind one: failover before the first token, and a broken stream
+continued by another upstream after it (see DESIGN.md and the README's fault scorecard).
+
+The router implements the Upstream protocol, so the gateway core (cache, single-flight,
+FALLBACK=mock) stands on it unchanged. Its identity names no replica: a reply is cached under
+the model it answers, whichever upstream produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import replace
+
+from proxy.catalog import MODELS
+from proxy.continuation import budget_left, split_at_word, without_tail
+from proxy.errors import (
+    GatewayBusy,
+    GatewayError,
+    UnknownModel,
+    UpstreamBusy,
+    UpstreamRateLimited,
+    UpstreamStarting,
+)
+from proxy.generation import Chunk, Generation, GenerationRequest
+from proxy.metrics import RoutingMetrics
+from proxy.record import current_record
+from proxy.routing import Member, plan, recovered, settle, unavailable
+from proxy.upstreams.base import Readiness
+
+logger = logging.getLogger("proxy.router")
+
+BACKOFF = 0.1
+# Failures that say when the upstream comes back: it is skipped until then.
+COMES_BACK = (UpstreamStarting, UpstreamRateLimited, UpstreamBusy)
+
+
+def fails_over(error: GatewayError) -> bool:
+    """Whether another upstream may succeed where this one failed: not when the request
+    itself is wrong (our 4xx, the model's refusal of the input), except a model this one
+    does not serve."""
+    return not error.request_fault or error.code == "model_not_served"
+
+
+class Router:
+    """Routes each request among ``members`` (see routing.py for the order)."""
+
+    name = "routed"
+    identity = "routed"
+
+    def __init__(
+        self,
+        members: list[Member],
+        *,
+        metrics: RoutingMetrics,
+        rounds: int,
+        total_timeout: float,
+        cooldown: float,
+        wake_interval: float,
+    ) -> None:
+        self.members = sorted(members, key=lambda m: m.priority)
+        self._metrics = metrics
+        self._rounds = rounds
+        self._total_timeout = total_timeout
+        self._cooldown = cooldown
+        self._wake_interval = wake_interval
+        self._wakes: set[asyncio.Task[None]] = set()
+        self._served = sorted({model for m in members for model in m.models})
+        every = [spec.name for spec in MODELS]
+        # The models some upstream serves: each must have one that can serve it now.
+        self._models = every if any(not m.models for m in members) else self._served
+
+    # -- health ------------------------------------------------------------------------
+
+    def _publish(self, member: Member, now: float) -> None:
+        state = member.state(now)
+        if state != member.published:
+            member.published = state
+            self._metrics.set_state(member.name, state)
+
+    def _failed(self, member: Member, error: GatewayError) -> None:
+        self._metrics.failures.labels(member.name, error.code).inc()
+        if isinstance(error, GatewayBusy):  # its own bound: no verdict on the upstream
+            return
+        now = time.monotonic()
+        settle(member, error, now, self._cooldown)
+        self._publish(member, now)
+
+    def _succeeded(self, member: Member) -> None:
+        if member.cold or member.skip_error is not None:
+            recovered(member)
+        self._publish(member, time.monotonic())
+
+    def _wake(self, member: Member, now: float) -> None:
+        """Ask a skipped cold upstream whether it is up, at most once per interval, in the
+        background: the call also wakes a sleeping Space."""
+        if now - member.woken_at < self._wake_interval:
+            return
+        member.woken_at = now
+        task = asyncio.create_task(self._check(member))
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def _check(self, member: Member) -> None:
+        try:
+            readiness = await member.upstream.probe()
+        except Exception:  # a wake-up call must never take the router down
+            logger.exception("waking upstream %s failed", member.name)
+            return
+        if readiness.ready:
+            logger.info("upstream %s is up again", member.name)
+            self._succeeded(member)
+        elif readiness.error is not None and not readiness.error.cold_start_symptom:
+            member.skip_error = readiness.error
+
+    def _plan(self, req: GenerationRequest, exclude: frozenset[Member]) -> list[Member]:
+        """The members to try for ``req``, in order; raises when none may serve now."""
+        model = req.model.name
+        now = time.monotonic()
+        found = plan(self.members, model, now, exclude)
+        for member in found.skipped:
+            self._publish(member, now)
+            if member.cold:
+                self._wake(member, now)
+        if found.candidates:
+            return found.candidates
+        # Nothing may serve now; those cooling after a moment's failure are tried anyway.
+        last_resort = sorted(
+            (m for m in found.skipped if m.worth_a_try and m.state(now, model) == "cooling"),
+            key=lambda m: m.cool_until,
+        )
+        if last_resort:
+            return last_resort
+        if found.skipped:
+            raise unavailable(found.skipped, model, now)
+        if not exclude:
+            raise UnknownModel(
+                f"model {model!r} is not served by any upstream; "
+                f"the upstreams serve: {', '.join(self._served) or 'every model'}",
+                code="model_not_served",
+                param="model",
+            )
+        return []
+
+    # -- attempts ----------------------------------------------------------------------
+
+    def _note(self, member: Member, outcome: str, started: float) -> None:
+        record = current_record()
+        if record is None:
+            return
+        if record.attempts is None:
+            record.attempts = []
+        record.attempts.append((member.name, outcome, time.perf_counter() - started))
+        if outcome == "ok":
+            if record.upstreams is None:
+                record.upstreams = []
+            record.upstreams.append(member.name)
+
+    async def _pause(self, round_: int, deadline: float) -> bool:
+        """Back off before another round over the upstreams; False when no time is left."""
+        pause = BACKOFF * 2**round_ + random.uniform(0, BACKOFF)
+        if time.monotonic() + pause >= deadline:
+            return False
+        await asyncio.sleep(pause)
+        return True
+
+    async def generate(self, req: GenerationRequest) -> Generation:
+        """The whole reply from the first upstream that gives one; failures before it go to
+        the next, within UPSTREAM_TIMEOUT and UPSTREAM_RETRIES more rounds."""
+        deadline = time.monotonic() + self._total_timeout
+        failures: list[GatewayError] = []
+        for round_ in range(self._rounds):
+            for member in self._plan(req, frozenset()):
+                if time.monotonic() >= deadline:
+                    break
+                started = time.perf_counter()
+                member.in_flight += 1
+                self._metrics.calls.labels(member.name).inc()
+                try:
+                    generation = await member.upstream.generate(req)
+                except GatewayError as exc:
+                    self._note(member, exc.code, started)
+                    if not fails_over(exc):
+                        raise
+                    self._failed(member, exc)
+                    self._metrics.failovers.labels(member.name).inc()
+                    failures.append(exc)
+                    continue
+                finally:
+                    member.in_flight -= 1
+                self._note(member, "ok", started)
+                self._succeeded(member)
+                return replace(generation, upstream=member.name)
+            if not failures or not await self._pause(round_, deadline):
+                break
+        raise self._answer(req, failures)
+
+    def _answer(self, req: GenerationRequest, failures: list[GatewayError]) -> GatewayError:
+        """The error for a request no upstream served. When each failure says when to come
+        back (asleep, out of quota, a full queue), the answer is the one for every upstream
+        skipped: 503 upstream_starting or 429, with the smallest Retry-After among all of
+        them; else the failure that says to come back soonest, or the last."""
+        if failures and all(isinstance(e, COMES_BACK) for e in failures):
+            now = time.monotonic()
+            found = plan(self.members, req.model.name, now, frozenset())
+            if not found.candidates and found.skipped:
+                return unavailable(found.skipped, req.model.name, now)
+        if not failures:
+            return GatewayBusy("no upstream could take the request in time; retry shortly")
+        waiting = [e for e in failures if e.retry_after is not None]
+        return min(waiting, key=lambda e: e.retry_after or 0) if waiting else failures[-1]
+
+    async def _open(
+        self, req: GenerationRequest, exclude: set[Member], deadline: float, *, continuing: bool
+    ) -> tuple[Member, AsyncGenerator[Chunk, None], Chunk | None]:
+        """The first member to give a first chunk for ``req`` (None: an empty complete
+        stream), its stream, and that chunk. Failures before output go to the next."""
+        failures: list[GatewayError] = []
+        for round_ in range(self._rounds):
+            members = self._plan(req, frozenset(exclude))
+            if continuing:
+                members = [m for m in members if m.can_continue]
+            for member in members:
+                if time.monotonic() >= deadline:
+                    break
+                started = time.perf_counter()
+                self._metrics.calls.labels(member.name).inc()
+                member.in_flight += 1
+                chunks = member.upstream.stream(req)
+                try:
+                    first: Chunk | None = await anext(chunks)
+                except StopAsyncIteration:
+                    first = None
+                except BaseException as exc:
+                    member.in_flight -= 1
+                    await chunks.aclose()
+                    if not isinstance(exc, GatewayError):
+                        raise
+                    self._note(member, exc.code, started)
+                    if not fails_over(exc):
+                        raise
+                    self._failed(member, exc)
+                    self._metrics.failovers.labels(member.name).inc()
+                    failures.append(exc)
+                    continue
+                self._note(member, "ok", started)
+                self._succeeded(member)
+                return member, chunks, first
+            if not failures or not await self._pause(round_, deadline):
+                break
+        raise self._answer(req, failures)
+
+    async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        """The reply's chunks; when a stream breaks after output, the rest from another
+        upstream that can continue it, as one answer. With nowhere to continue, the
+        failure is raised (an ``error`` event; never a ``done`` after a truncated text)."""
+        deadline = time.monotonic() + self._total_timeout
+        tried: set[Member] = set()
+        member, chunks, first = await self._open(req, tried, deadline, continuing=False)
+        text = ""  # what the client has
+        prefix = tail = ""
+        continued = False
+        while True:
+            tried.add(member)
+            source = _with_first(chunks, first)
+            if continued:
+                source = without_tail(source, prefix, tail)
+            try:
+                async for chunk in source:
+                    text = chunk.text if chunk.replace else text + chunk.text
+                    yield chunk
+                return
+            except GatewayError as exc:
+                if not fails_over(exc):
+                    raise
+                self._failed(member, exc)
+                broke = exc
+            finally:
+                member.in_flight -= 1
+                await source.aclose()
+            prefix, tail = split_at_word(text)
+            budget = budget_left(req.max_new_tokens, prefix)
+            if budget < 1:  # the budget is spent: the answer is as long as it may be
+                yield Chunk("", finish_reason="length")
+                return
+            try:
+                member, chunks, first = await self._open(
+                    replace(req, prefill=prefix, max_new_tokens=budget),
+                    tried,
+                    deadline,
+                    continuing=True,
+                )
+            except GatewayError:
+                raise type(broke)(
+                    f"{broke.message}; the answer broke off after {len(text)} characters and "
+                    "no other upstream could continue it",
+                    code=broke.code,
+                ) from None
+            self._metrics.continuations.labels(member.name).inc()
+            logger.info("stream continued by %s after %d characters", member.name, len(text))
+            continued = True
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def states(self) -> dict[str, str]:
+        now = time.monotonic()
+        return {m.name: m.state(now) for m in self.members}
+
+    async def ready(self) -> Readiness:
+        """Ready when every model has an upstream that can serve it now."""
+        now = time.monotonic()
+        states = self.states()
+        for member in self.members:
+            self._publish(member, now)
+        missing = [
+            model
+            for model in self._models
+            if not any(states[m.name] == "ready" for m in self.members if m.serves(model))
+        ]
+        detail = ", ".join(f"{name} {state}" for name, state in states.items())
+        if not missing:
+            return Readiness(True, f"upstreams: {detail}", upstreams=states)
+        return Readiness(
+            False,
+            f"no upstream can serve {', '.join(missing)} now ({detail})",
+            upstreams=states,
+        )
+
+    async def probe(self) -> Readiness:
+        return await self.ready()
+
+    async def start(self) -> None:
+        await asyncio.gather(*(m.upstream.start() for m in self.members))
+        for member, readiness in zip(
+            self.members,
+            await asyncio.gather(*(m.upstream.ready() for m in self.members)),
+            strict=True,
+        ):
+            if not readiness.ready and readiness.error is not None:
+                if readiness.error.cold_start_symptom:
+                    member.cold = True
+                    member.skip_error = readiness.error
+                    member.woken_at = time.monotonic()
+            self._publish(member, time.monotonic())
+
+    async def aclose(self) -> None:
+        for task in list(self._wakes):
+            task.cancel()
+        await asyncio.gather(*self._wakes, return_exceptions=True)
+        await asyncio.gather(*(m.upstream.aclose() for m in self.members))
+
+
+async def _with_first(
+    chunks: AsyncGenerator[Chunk, None], first: Chunk | None
+) -> AsyncGenerator[Chunk, None]:
+    try:
+        if first is not None:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        await chunks.aclose()
