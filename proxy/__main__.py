@@ -1,4 +1,5 @@
-"""``python -m proxy``: serve the gateway (default), or inspect a Gradio upstream."""
+"""``python -m proxy``: serve the gateway (default), inspect a Gradio upstream, or check
+the configured upstreams."""
 
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ def inspect(args: argparse.Namespace) -> None:
         sys.exit(f"proxy inspect: {type(exc).__name__}: {exc}")
 
 
+def check(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from proxy.check import report
+
+    settings = _settings()
+    configure_logging("error", settings.log_format, settings.secrets)
+    text, ok = asyncio.run(report(settings))
+    print(text)
+    if not ok:
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m proxy", description=__doc__)
     commands = parser.add_subparsers(dest="command")
@@ -56,9 +70,16 @@ def main(argv: list[str] | None = None) -> None:
         "inspect", help="print a Gradio app's endpoints and the mapping the gateway will use"
     )
     inspect_cmd.add_argument("url", nargs="?", help="app URL or Space id (default: UPSTREAM_URL)")
+    commands.add_parser(
+        "check",
+        help="show each configured upstream's discovery and, per model, the order they are "
+        "tried in (exit status 1 when a model has no upstream ready)",
+    )
     args = parser.parse_args(argv)
     if args.command == "inspect":
         inspect(args)
+    elif args.command == "check":
+        check(args)
     else:
         serve(args)
 

@@ -159,6 +159,11 @@ class Router:
                 record.upstreams = []
             record.upstreams.append(member.name)
 
+    def _again(self, failures: list[GatewayError], round_: int) -> bool:
+        """Whether another round may cure this one's failures: some failed before output in
+        a way another try may cure (a reset, a refused connection), not by silence."""
+        return round_ + 1 < self._rounds and any(e.retry_before_output for e in failures)
+
     async def _pause(self, round_: int, deadline: float) -> bool:
         """Back off before another round over the upstreams; False when no time is left."""
         pause = BACKOFF * 2**round_ + random.uniform(0, BACKOFF)
@@ -194,7 +199,7 @@ class Router:
                 self._note(member, "ok", started)
                 self._succeeded(member)
                 return replace(generation, upstream=member.name)
-            if not failures or not await self._pause(round_, deadline):
+            if not self._again(failures, round_) or not await self._pause(round_, deadline):
                 break
         raise self._answer(req, failures)
 
@@ -249,7 +254,7 @@ class Router:
                 self._note(member, "ok", started)
                 self._succeeded(member)
                 return member, chunks, first
-            if not failures or not await self._pause(round_, deadline):
+            if not self._again(failures, round_) or not await self._pause(round_, deadline):
                 break
         raise self._answer(req, failures)
 

@@ -117,3 +117,52 @@ def test_inspect_unreachable_says_so() -> None:
     assert result.returncode != 0
     assert "proxy inspect:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_upstreams_file_stops_start_up_naming_the_entry(tmp_path: Path) -> None:
+    path = tmp_path / "upstreams.toml"
+    path.write_text(
+        '[[upstreams]]\nname = "space-a"\nkind = "gradio"\nurl = "owner/a"\n\n'
+        '[[upstreams]]\nname = "tgi-b"\nkind = "tgi"\nurl = "http://127.0.0.1:9"\npriorty = 1\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy"],
+        env=clean_env(UPSTREAMS_FILE=str(path)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "entry 2 ('tgi-b'), priorty: is not a setting of an upstream" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_shows_each_upstream_and_the_order_per_model(
+    tmp_path: Path, gradio_server: GradioServer
+) -> None:
+    path = tmp_path / "upstreams.toml"
+    path.write_text(
+        f'[[upstreams]]\nname = "space-a"\nkind = "gradio"\nurl = "{gradio_server.url}/a"\n'
+        'token_env = "SPACE_A_TOKEN"\nweight = 3\n\n'
+        f'[[upstreams]]\nname = "tgi-b"\nkind = "tgi"\nurl = "http://127.0.0.1:{free_port()}"\n'
+        'models = ["llama-2-13b-chat"]\npriority = 1\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "check"],
+        env=clean_env(UPSTREAMS_FILE=str(path), SPACE_A_TOKEN=TOKEN),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    AUDIT.add(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stderr  # every model has an upstream ready
+    out = result.stdout
+    assert f"space-a (gradio {gradio_server.url}/a): ready: gradio endpoint /predict" in out
+    assert "tgi-b (tgi http://127.0.0.1:" in out and "NOT READY: cannot connect" in out
+    assert "llama-2-7b-chat: space-a (priority 0, weight 3)\n" in out
+    assert (
+        "llama-2-13b-chat: space-a (priority 0, weight 3), tgi-b (priority 1, weight 1, not ready)"
+    ) in out
+    assert TOKEN not in out

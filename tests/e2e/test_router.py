@@ -441,3 +441,19 @@ async def test_failover_is_counted_per_upstream(
     assert 'proxy_upstream_state{state="cooling",upstream="broken"} 1.0' in metrics
     assert ready["status"] == "ready"
     assert ready["upstreams"] == {"broken": "cooling", "good": "ready"}
+
+
+@pytest.mark.parametrize("scenario", ["reset", "stall", "busy2"])
+async def test_a_stream_that_fails_before_output_is_answered_whole_by_the_next(
+    tmp_path: Path, gradio_server: GradioServer, fault_space: FaultSpace, scenario: str
+) -> None:
+    tables = [
+        gradio("flaky", f"{fault_space.url}/{scenario}", upstream_first_token_timeout=1),
+        gradio("steady", f"{gradio_server.url}/b", priority=1),
+    ]
+    async with routed(tmp_path, tables) as client:
+        response = await client.post("/api/chat", json={"inputs": "Help?", "stream": True})
+    assert (response.status_code, response.headers["x-upstream"]) == (200, "steady")
+    found = sse(response.text)
+    assert streamed_text(found) == ANSWER
+    assert found[-1][0] == "done" and found[-1][1]["upstream"] == "steady"
