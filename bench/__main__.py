@@ -93,6 +93,9 @@ class Setup:
 
     upstream_delay_ms: int | None  # None: test mode (no upstream)
     loads: list[Load]
+    # With several upstreams (UPSTREAMS_FILE): (name, "space" or "refused", priority) each;
+    # "refused" is a port nothing listens on.
+    upstreams: list[tuple[str, str, int]] | None = None
     ttft: dict[str, float] | None = None
     generation: dict[str, float] | None = None
     rss_mb: list[float] = field(default_factory=list)  # after warm-up, ..., at the end
@@ -114,6 +117,9 @@ class Result:
 
 
 SOAK = "soak: test mode, unique bodies"
+SINGLE_MISS = "cache miss: Gradio queue API, instant fake Space"
+ROUTED = "cache miss, routed over two upstreams (same fake Space)"
+FAILOVER = "cache miss, first upstream refusing, second serving"
 SETUPS = [
     Setup(
         None,
@@ -128,7 +134,7 @@ SETUPS = [
         [
             Load("direct upstream (fake Space, no gateway)", DIRECT_TWO_STEP, 32, 3),
             Load("direct upstream, 1 connection", DIRECT_TWO_STEP, 1, 1),
-            Load("cache miss: Gradio queue API, instant fake Space", UNIQUE_BODIES, 32, 3),
+            Load(SINGLE_MISS, UNIQUE_BODIES, 32, 3),
             Load("cache hit, same gateway", SAME_BODY, 32, 3),
             Load("cache miss, 1 connection", UNIQUE_BODIES, 1, 1),
             Load("cache hit, 1 connection", SAME_BODY, 1, 1),
@@ -137,6 +143,22 @@ SETUPS = [
     Setup(
         200,
         [Load("cache miss, 200 ms fake Space", UNIQUE_BODIES, 256, 5, ideal_rps=256 / 0.2)],
+    ),
+    Setup(
+        0,
+        [
+            Load(ROUTED, UNIQUE_BODIES, 32, 3),
+            Load("routed miss, 1 connection", UNIQUE_BODIES, 1, 1),
+        ],
+        upstreams=[("space-a", "space", 0), ("space-b", "space", 0)],
+    ),
+    Setup(
+        0,
+        [
+            Load(FAILOVER, UNIQUE_BODIES, 32, 3),
+            Load("failover miss, 1 connection", UNIQUE_BODIES, 1, 1),
+        ],
+        upstreams=[("down", "refused", 0), ("up", "space", 1)],
     ),
 ]
 
@@ -300,7 +322,11 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
             core=1,
         )
         wait_port(space_port)
-        space_url = env["UPSTREAM_URL"] = f"http://127.0.0.1:{space_port}"
+        space_url = f"http://127.0.0.1:{space_port}"
+        if setup.upstreams is None:
+            env["UPSTREAM_URL"] = space_url
+        else:
+            env["UPSTREAMS_FILE"] = str(upstreams_file(setup.upstreams, space_url))
     port = free_port()
     env["PORT"] = str(port)
     gateway = start(
@@ -362,6 +388,45 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
     return results
 
 
+def setup_name(setup: Setup) -> str:
+    if setup.upstreams is not None:
+        refusing = any(target == "refused" for _, target, _ in setup.upstreams)
+        return "failover" if refusing else "routed"
+    if setup.upstream_delay_ms is None:
+        return "test mode"
+    return "instant fake Space" if setup.upstream_delay_ms == 0 else "200 ms fake Space"
+
+
+def upstreams_file(upstreams: list[tuple[str, str, int]], space_url: str) -> Path:
+    """The UPSTREAMS_FILE of a routed setup, written under bench/results/."""
+    lines = []
+    for name, target, priority in upstreams:
+        url = space_url if target == "space" else f"http://127.0.0.1:{free_port()}"
+        lines += ["[[upstreams]]", f'name = "{name}"', 'kind = "gradio"', f'url = "{url}"',
+                  f"priority = {priority}", ""]  # fmt: skip
+    path = RESULTS / "upstreams.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def routing_cost(results: list[Result]) -> list[str]:
+    """The routed rows against the single-upstream miss of the same run."""
+    by_name = {r.scenario: r for r in results}
+    single = by_name.get(SINGLE_MISS)
+    lines = []
+    for name in (ROUTED, FAILOVER):
+        routed = by_name.get(name)
+        if single is None or routed is None:
+            continue
+        ratio = routed.requests_per_s / single.requests_per_s
+        lines.append(
+            f"{name}: {ratio:.2f}x the single-upstream miss's req/s "
+            f"({100 * (1 - ratio):+.1f} % cost), p50 {routed.p50_ms - single.p50_ms:+.2f} ms, "
+            f"{routed.errors} errors"
+        )
+    return lines
+
+
 def comparison(result: Result, direct: dict[int, Result]) -> str:
     """The row against the direct-upstream row at the same connection count."""
     if result.direct:
@@ -375,7 +440,7 @@ def comparison(result: Result, direct: dict[int, Result]) -> str:
     )
 
 
-def report(results: list[Result]) -> list[str]:
+def report(results: list[Result], setups: list[Setup] = SETUPS) -> list[str]:
     direct = {r.connections: r for r in results if r.direct}
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -392,7 +457,7 @@ def report(results: list[Result]) -> list[str]:
             f"{r.p99_ms:.2f} | {r.errors} | {comparison(r, direct)} | {vs_ideal} |"
         )
     lines.append("")
-    for setup in SETUPS:
+    for setup in setups:
         for label, paired in (
             ("whole generation", setup.generation),
             ("time to first token, streamed", setup.ttft),
@@ -404,8 +469,10 @@ def report(results: list[Result]) -> list[str]:
                     f"added p50 {paired['added_p50_ms']:.2f} ms (p99 "
                     f"{paired['direct_p99_ms']:.2f} vs {paired['gateway_p99_ms']:.2f} ms)"
                 )
-    names = ("test mode", "instant fake Space", "200 ms fake Space")
-    for setup, name in zip(SETUPS, names, strict=True):
+    for setup in setups:
+        if not setup.rss_mb:
+            continue
+        name = setup_name(setup)
         first, last = setup.rss_mb[0], setup.rss_mb[-1]
         lines.append(
             f"gateway RSS ({name}): {first:.1f} MiB after warm-up, {last:.1f} MiB after the "
@@ -421,6 +488,7 @@ def report(results: list[Result]) -> list[str]:
                 f"{', '.join(f'{m:.1f}' for m in r.rss_mb)} (peak {100 * (peak - base) / base:+.1f}"
                 " % over the first sample)"
             )
+    lines += routing_cost(results)
     spread = {r.scenario: [round(x) for x in r.runs] for r in results}
     lines.append(f"all runs (req/s): {json.dumps(spread)}")
     return lines
@@ -453,6 +521,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=int, default=6, help="seconds per run")
     parser.add_argument("--soak", type=int, default=60, help="seconds of the soak run")
+    parser.add_argument(
+        "--only",
+        choices=["routing"],
+        help="routing: only the single-upstream miss and the routed setups",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -472,8 +545,15 @@ def main() -> None:
         scripts[lua].write_text(lua)
 
     results = []
-    for setup in SETUPS:
+    setups = SETUPS
+    if args.only == "routing":
+        single = Setup(0, [load for load in SETUPS[1].loads if load.name == SINGLE_MISS])
+        setups = [single, *(s for s in SETUPS if s.upstreams)]
+    for setup in setups:
         results.extend(run_setup(setup, seconds=args.seconds, scripts=scripts))
+    if args.only:
+        print("\n".join(report(results, setups)))
+        return
 
     print("cold start ...", flush=True)
     cold = coldstart.measure()

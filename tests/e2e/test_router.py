@@ -148,7 +148,10 @@ async def test_each_failure_before_output_goes_to_the_next_upstream_and_is_skipp
     skipped_for: float | None,
 ) -> None:
     tables = [
-        gradio("flaky", f"{switch.url}/switch", upstream_first_token_timeout=1),
+        # Silence: no first token within 1 s on a stream, no byte within 1 s on a whole reply.
+        gradio(
+            "flaky", f"{switch.url}/switch", upstream_first_token_timeout=1, upstream_read_timeout=1
+        ),
         gradio("steady", f"{gradio_server.url}/b", priority=1),
     ]
     posts = f"{scenario} POST /gradio_api/call/predict"
