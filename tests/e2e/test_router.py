@@ -460,3 +460,24 @@ async def test_a_stream_that_fails_before_output_is_answered_whole_by_the_next(
     found = sse(response.text)
     assert streamed_text(found) == ANSWER
     assert found[-1][0] == "done" and found[-1][1]["upstream"] == "steady"
+
+
+@pytest.mark.parametrize(
+    ("word", "status", "code"),
+    [("REFUSED", 422, "upstream_rejected"), ("VALIDATION", 400, "prompt_too_long")],
+)
+async def test_an_error_about_the_request_itself_does_not_fail_over(
+    tmp_path: Path, tgi_pair: tuple[FakeTGI, str, FakeTGI, str], word: str, status: int, code: str
+) -> None:
+    first, first_url, second, second_url = tgi_pair
+    first.answer = second.answer = False  # the servers' fault words apply
+    tables = [
+        {"name": "tgi-a", "kind": "tgi", "url": first_url},
+        {"name": "tgi-b", "kind": "tgi", "url": second_url},
+    ]
+    async with routed(tmp_path, tables) as client:
+        response = await client.post("/api/chat", json={"inputs": f"{word} please"})
+        again = await client.post("/api/chat", json={"inputs": "a fine question"})
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert len(first.requests) + len(second.requests) == 2  # asked once, then the next request
+    assert again.status_code == 200  # and the upstream that refused is not held against
