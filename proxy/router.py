@@ -1,5 +1,5 @@
 """Several upstreams behind one: failover before the first token, and a broken stream
-continued by another upstream after it (see DESIGN.md and the README's fault scorecard).
+continued by another upstream after it (see the README, "Several upstreams").
 
 The router implements the Upstream protocol, so the gateway core (cache, single-flight,
 FALLBACK=mock) stands on it unchanged. Its identity names no replica: a reply is cached under
