@@ -28,7 +28,7 @@ from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer
 from tests.support.fake_llm_servers import ANSWER, FakeOpenAI, FakeTGI
 from tests.support.fault_space import FaultSpace
-from tests.support.servers import TcpRelay, ThreadServer, free_port
+from tests.support.servers import TcpRelay, ThreadServer, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +154,8 @@ async def test_each_failure_before_output_goes_to_the_next_upstream_and_is_skipp
         ),
         gradio("steady", f"{gradio_server.url}/b", priority=1),
     ]
-    posts = f"{scenario} POST /gradio_api/call/predict"
+    posts, wakes = f"{scenario} POST /gradio_api/call/predict", f"{scenario} GET /config"
+    before = switch.hits[posts], switch.hits[wakes]  # the fault Space serves every test
     async with routed(tmp_path, tables) as client:
 
         async def ask() -> httpx.Response:
@@ -166,12 +167,12 @@ async def test_each_failure_before_output_goes_to_the_next_upstream_and_is_skipp
         failed_at = time.monotonic()
         first = await ask()
         assert first.headers["x-upstream"] == "steady"
-        assert switch.hits[posts] == 1
+        assert switch.hits[posts] == before[0] + 1
         assert 'desc="flaky upstream_' in first.headers["server-timing"]
         assert 'desc="steady ok"' in first.headers["server-timing"]
         second = await ask()
         assert second.headers["x-upstream"] == "steady"
-        assert switch.hits[posts] == 1  # skipped: not asked again
+        assert switch.hits[posts] == before[0] + 1  # skipped: not asked again
         switch.switch = "ok"
 
         async def back() -> bool:
@@ -184,7 +185,7 @@ async def test_each_failure_before_output_goes_to_the_next_upstream_and_is_skipp
         if skipped_for is not None:
             assert time.monotonic() - failed_at >= skipped_for - 0.2
         else:  # the wake-up call is what found it up
-            assert switch.hits[f"{scenario} GET /config"] >= 1
+            assert switch.hits[wakes] > before[1]
 
 
 async def test_a_refused_upstream_is_skipped_then_used_once_it_listens(
@@ -481,3 +482,21 @@ async def test_an_error_about_the_request_itself_does_not_fail_over(
     assert (response.status_code, response.json()["code"]) == (status, code)
     assert len(first.requests) + len(second.requests) == 2  # asked once, then the next request
     assert again.status_code == 200  # and the upstream that refused is not held against
+
+
+async def test_a_cold_space_is_woken_at_most_once_per_interval(
+    tmp_path: Path, gradio_server: GradioServer, switch: FaultSpace
+) -> None:
+    tables = [
+        gradio("sleepy", f"{switch.url}/switch"),
+        gradio("steady", f"{gradio_server.url}/b", priority=1),
+    ]
+    wakes, calls = "asleep GET /config", "asleep POST /gradio_api/call/predict"
+    before = switch.hits[wakes], switch.hits[calls]  # the fault Space serves every test
+    async with routed(tmp_path, tables, upstream_wake_interval=30) as client:
+        switch.switch = "asleep"
+        for _ in range(6):  # the first finds it asleep; the rest skip it
+            response = await client.post("/api/chat", json={"inputs": "still asleep?"})
+            assert response.headers["x-upstream"] == "steady"
+        await wait_for(lambda: switch.hits[wakes] > before[0], timeout=5, what="the wake-up call")
+        assert (switch.hits[wakes], switch.hits[calls]) == (before[0] + 1, before[1] + 1)

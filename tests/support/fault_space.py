@@ -261,6 +261,9 @@ class FaultSpace:
                     {"error": "You have exceeded your GPU quota (46s left vs. 60s requested)."},
                 )
             )
+        elif scenario == "quota_named":  # ZeroGPU naming the wait
+            error = "You have exceeded your GPU quota (60s requested vs. 0s left). Retry in 0:05:22"
+            write(SSE_HEAD + _event("error", {"error": error}))
         elif scenario == "heartbeats":
             write(SSE_HEAD)
             while True:

@@ -47,6 +47,7 @@ async def test_control_scenario_works(fault_space: FaultSpace) -> None:
         ("apperror", 502, "upstream_error", None, "CUDA out of memory"),
         ("apperror_null", 502, "upstream_error", None, "show_error=True"),
         ("quota", 429, "upstream_rate_limited", "60", "GPU quota"),
+        ("quota_named", 429, "upstream_rate_limited", "322", "Retry in 0:05:22"),
         ("private", 502, "upstream_auth", None, "HF_TOKEN"),
         ("reset_stream", 502, "upstream_disconnected", None, "closed"),
         ("nocomplete", 502, "upstream_disconnected", None, "before completing"),
