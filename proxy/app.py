@@ -75,12 +75,12 @@ def build_rate_limits(
     connections are closed when ``stack`` closes."""
     if not settings.rate_limits:
         return None
-    from limits.aio.storage import MemoryStorage, RedisStorage
-
     if not settings.redis_url:
-        storage = MemoryStorage()
-        return RateLimits(settings.rate_limits, storage, metrics=metrics, shared=False)
-    import redis.asyncio as redis  # redis only when configured
+        return RateLimits(settings.rate_limits, metrics=metrics)
+    import redis.asyncio as redis  # redis and limits only when configured
+    from limits.aio.storage import RedisStorage
+
+    from proxy.shared_windows import SharedWindows
 
     pool = redis.ConnectionPool.from_url(
         settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
@@ -93,7 +93,9 @@ def build_rate_limits(
         wrap_exceptions=True,
         connection_pool=pool,  # type: ignore[arg-type]  # documented; typed too narrowly
     )
-    return RateLimits(settings.rate_limits, shared, metrics=metrics, shared=True)
+    return RateLimits(
+        settings.rate_limits, SharedWindows(settings.rate_limits, shared), metrics=metrics
+    )
 
 
 def build_user_tokens(settings: Settings) -> UserTokens | None:

@@ -6,32 +6,25 @@ Counted in memory, per instance: a guesser spread over instances is slowed on ea
 from __future__ import annotations
 
 import math
-import time
-
-from limits import parse_many
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 
 from proxy.errors import RateLimited
+from proxy.moving_windows import MovingWindows, parse_limits
 
 
 class AuthFailures:
     def __init__(self, spec: str) -> None:
-        self.items = parse_many(spec)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.windows = MovingWindows(parse_limits(spec))
 
     async def check(self, address: str) -> None:
         """Raise RateLimited while ``address`` has spent its failures."""
-        for item in self.items:
-            if not await self.limiter.test(item, address):
-                stats = await self.limiter.get_window_stats(item, address)
-                wait = max(1, math.ceil(stats.reset_time - time.time()))
-                raise RateLimited(
-                    f"too many failed credentials from this address; retry in {wait} s",
-                    code="too_many_failed_auth",
-                    retry_after=wait,
-                )
+        spent = self.windows.exceeded(address)
+        if spent is not None:
+            wait = max(1, math.ceil(spent[1]))
+            raise RateLimited(
+                f"too many failed credentials from this address; retry in {wait} s",
+                code="too_many_failed_auth",
+                retry_after=wait,
+            )
 
     async def failed(self, address: str) -> None:
-        for item in self.items:
-            await self.limiter.hit(item, address)
+        self.windows.add(address)

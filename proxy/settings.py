@@ -10,7 +10,6 @@ import re
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from limits import parse_many
 from pydantic import (
     Field,
     PrivateAttr,
@@ -22,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from proxy.catalog import MODELS
+from proxy.moving_windows import parse_limits
 
 if TYPE_CHECKING:
     from proxy.upstreams_file import UpstreamEntry
@@ -501,7 +501,7 @@ def _limits_spec(value: str, example: str) -> str:
     ``example``."""
     value = value.strip()
     try:
-        parse_many(value)
+        parse_limits(value)
     except ValueError:
         raise ValueError(f"must look like {example}") from None
     return value

@@ -1,0 +1,149 @@
+"""Moving windows in memory: at most N events per key in any window of the limit's length.
+What RATE_LIMIT and AUTH_FAILURES count per instance.
+
+The ``limits`` library's memory storage counts the same windows through asyncio locks, an
+expiry task and a list it inserts at the front of, so its cost per request grows with the
+count in the window (with a limit high enough never to refuse, a hit spent most of its time
+there). A deque per key and limit costs O(1) per event. ``limits`` still counts the windows
+shared through Redis (``shared_windows.py``), with the same specs and the same meaning.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+UNITS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "month": 30 * 86400,
+    "year": 365 * 86400,
+}
+# The ``limits`` grammar: "10/minute", "10 per 2 hours", several joined by ; , or |.
+_ITEM = re.compile(
+    r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
+)
+_SEPARATORS = re.compile(r"[;,|]")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """``amount`` events per ``multiples`` ``unit``s."""
+
+    amount: int
+    multiples: int
+    unit: str
+
+    @property
+    def seconds(self) -> int:
+        return self.multiples * UNITS[self.unit]
+
+    @property
+    def window(self) -> str:
+        """As a person says it: ``minute``, ``2 hours``."""
+        return f"{self.multiples} {self.unit}s" if self.multiples > 1 else self.unit
+
+
+def parse_limits(spec: str) -> list[Limit]:
+    """The limits of ``"60/minute;1000/day"``; a ValueError for anything else."""
+    found = []
+    for part in _SEPARATORS.split(spec):
+        match = _ITEM.match(part)
+        if match is None or int(match.group(1)) < 1 or match.group(2) == "0":
+            raise ValueError(f"{part.strip()!r} is not a limit such as 60/minute")
+        found.append(Limit(int(match.group(1)), int(match.group(2) or 1), match.group(3).lower()))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """One event counted against every limit: the limit it exceeded (None: admitted), the
+    limit to show (the exceeded one, else the one with the least share left), what is left
+    of it and the seconds until its window frees a place."""
+
+    exceeded: Limit | None
+    shown: Limit
+    remaining: int
+    reset: float
+
+
+class MovingWindows:
+    """Counts events per key against ``limits``, in this process."""
+
+    def __init__(self, limits: list[Limit], *, clock: Callable[[], float] = time.monotonic):
+        self.limits = limits
+        self._clock = clock
+        self._events: list[dict[str, deque[float]]] = [{} for _ in limits]
+        self._longest = max(limit.seconds for limit in limits)
+        self._sweep_at = clock() + self._longest
+
+    def _window(self, index: int, key: str, now: float) -> deque[float]:
+        """``key``'s events within limit ``index``'s window, oldest first."""
+        events = self._events[index].get(key)
+        if events is None:
+            events = self._events[index][key] = deque()
+        start = now - self.limits[index].seconds
+        while events and events[0] <= start:
+            events.popleft()
+        return events
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys with no event in any window (memory stays bounded by active keys)."""
+        self._sweep_at = now + self._longest
+        for index, keyed in enumerate(self._events):
+            start = now - self.limits[index].seconds
+            for key in [k for k, events in keyed.items() if not events or events[-1] <= start]:
+                del keyed[key]
+
+    def hit(self, key: str) -> Count:
+        """Count one event of ``key`` against each limit in turn, up to the first it
+        exceeds (as ``limits`` does: the earlier ones count it)."""
+        now = self._clock()
+        if now >= self._sweep_at:
+            self._sweep(now)
+        exceeded = None
+        windows = []
+        for index, limit in enumerate(self.limits):
+            events = self._window(index, key, now)
+            if len(events) >= limit.amount:
+                exceeded = limit
+                windows = [(limit, events)]
+                break
+            events.append(now)
+            windows.append((limit, events))
+        shown, events = windows[0]
+        for limit, candidate in windows[1:]:  # the least share left
+            if (limit.amount - len(candidate)) * shown.amount < (
+                shown.amount - len(events)
+            ) * limit.amount:
+                shown, events = limit, candidate
+        reset = events[0] + shown.seconds - now if events else 0.0
+        return Count(exceeded, shown, max(0, shown.amount - len(events)), reset)
+
+    def exceeded(self, key: str) -> tuple[Limit, float] | None:
+        """The limit ``key`` has spent and the seconds until it frees a place, or None;
+        counts nothing."""
+        now = self._clock()
+        for index, limit in enumerate(self.limits):
+            events = self._events[index].get(key)
+            if events is None:
+                continue
+            events = self._window(index, key, now)
+            if len(events) >= limit.amount:
+                return limit, events[0] + limit.seconds - now
+        return None
+
+    def add(self, key: str) -> None:
+        """Count one event of ``key`` against every limit it has not spent."""
+        now = self._clock()
+        if now >= self._sweep_at:
+            self._sweep(now)
+        for index, limit in enumerate(self.limits):
+            events = self._window(index, key, now)
+            if len(events) < limit.amount:
+                events.append(now)
