@@ -1,10 +1,12 @@
 """``python -m bench``: what the gateway costs, measured in one run on this machine.
 
-The gateway runs as deployed (the Procfile's ``python -m proxy``, default settings except
-``RATE_LIMIT=off``: one load generator is one client) pinned to core 0 with ``taskset``; the
-fake Space (``bench/fake_space.py``) and the load generator (``wrk``) share core 1. Each load
-is warmed up until the gateway's memory settles, then run one to five times; the median run
-is reported, against the fake Space called directly. Cache hits and misses are measured
+The gateway runs as deployed (the Procfile's ``python -m proxy``, default settings: access
+log and metrics on, and a rate limit that is on but high enough never to refuse the one load
+generator) pinned to core 0 with ``taskset``; the fake Space (``bench/fake_space.py``) and the
+load generator (``wrk``) share core 1. Each load is warmed up until the gateway's memory
+settles, then run one to five times; the median run is reported, against two anchors measured
+in the same run: a bare Starlette app (``bench/bare_app.py``) in the gateway's place, and the
+fake Space called directly. Cache hits and misses are measured
 through the same gateway process; a soak run in test mode watches the gateway's memory.
 Results are printed as a table and saved as JSON and a PNG chart under ``bench/results/``.
 """
@@ -96,6 +98,8 @@ class Setup:
     # With several upstreams (UPSTREAMS_FILE): (name, "space" or "refused", priority) each;
     # "refused" is a port nothing listens on.
     upstreams: list[tuple[str, str, int]] | None = None
+    # Another server in the gateway's place (python -m MODULE PORT): the bare-app anchor.
+    module: str | None = None
     ttft: dict[str, float] | None = None
     generation: dict[str, float] | None = None
     rss_mb: list[float] = field(default_factory=list)  # after warm-up, ..., at the end
@@ -117,10 +121,20 @@ class Result:
 
 
 SOAK = "soak: test mode, unique bodies"
+RATE_LIMIT = "100000/second"
+BARE = "bare Starlette app (anchor: uvicorn, one orjson route)"
+BARE_1 = "bare Starlette app, 1 connection"
+# Each gateway row's target, as a share of the bare app's req/s at its connection count.
+BARE_TARGETS = {"test mode": 0.75, "cache hit": 0.75, "cache miss": 0.40}
 SINGLE_MISS = "cache miss: Gradio queue API, instant fake Space"
 ROUTED = "cache miss, routed over two upstreams (same fake Space)"
 FAILOVER = "cache miss, first upstream refusing, second serving"
 SETUPS = [
+    Setup(
+        None,
+        [Load(BARE, SAME_BODY, 32, 3), Load(BARE_1, SAME_BODY, 1, 1)],
+        module="bench.bare_app",
+    ),
     Setup(
         None,
         [
@@ -306,8 +320,9 @@ def as_generations(sample: Sample) -> Sample:
 def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[Result]:
     space = None
     env = {k: v for k, v in os.environ.items() if k not in ("UPSTREAM_URL", "TEST_MODE")}
-    # One load generator is one client: per-client limits would turn the run into 429s.
-    env["RATE_LIMIT"] = "off"
+    # As deployed: access log, metrics and a rate limit all on. One load generator is one
+    # client, so the limit is one it never reaches; counting it costs what it costs.
+    env["RATE_LIMIT"] = RATE_LIMIT
     space_url = ""
     if setup.upstream_delay_ms is not None:
         space_port = free_port()
@@ -329,16 +344,20 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
             env["UPSTREAMS_FILE"] = str(upstreams_file(setup.upstreams, space_url))
     port = free_port()
     env["PORT"] = str(port)
-    gateway = start(
-        [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port)],
-        core=0,
-        env=env,
+    command = (
+        [sys.executable, "-m", setup.module, str(port)]
+        if setup.module
+        else [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port)]
     )
+    gateway = start(command, core=0, env=env)
     results = []
     try:
         url = f"http://127.0.0.1:{port}/api/chat"
-        wait_http(f"http://127.0.0.1:{port}/readyz")
-        if setup.upstream_delay_ms == 0:
+        if setup.module:
+            wait_port(port)
+        else:
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+        if setup.upstream_delay_ms == 0 and setup.upstreams is None:
             print("running: time to first token and 1-connection latency, paired...", flush=True)
             setup.ttft = ttft.run(space_url, f"http://127.0.0.1:{port}")
             setup.generation = ttft.run(space_url, f"http://127.0.0.1:{port}", stream=False)
@@ -392,6 +411,8 @@ def setup_name(setup: Setup) -> str:
     if setup.upstreams is not None:
         refusing = any(target == "refused" for _, target, _ in setup.upstreams)
         return "failover" if refusing else "routed"
+    if setup.module is not None:
+        return "bare app"
     if setup.upstream_delay_ms is None:
         return "test mode"
     return "instant fake Space" if setup.upstream_delay_ms == 0 else "200 ms fake Space"
@@ -431,6 +452,8 @@ def comparison(result: Result, direct: dict[int, Result]) -> str:
     """The row against the direct-upstream row at the same connection count."""
     if result.direct:
         return "(baseline)"
+    if result.scenario.startswith("bare"):
+        return ""
     base = direct.get(result.connections)
     if base is None:
         return ""
@@ -440,21 +463,41 @@ def comparison(result: Result, direct: dict[int, Result]) -> str:
     )
 
 
+def against_bare(result: Result, bare: dict[int, Result]) -> str:
+    """The row's req/s as a share of the bare app's at its connection count, with the
+    target where it has one."""
+    base = bare.get(result.connections)
+    if result.direct or base is None or result.scenario.startswith("bare"):
+        return "(anchor)" if result.scenario.startswith("bare") else ""
+    share = result.requests_per_s / base.requests_per_s
+    target = next((t for k, t in BARE_TARGETS.items() if result.scenario.startswith(k)), None)
+    if target is None or result.connections != 32:
+        return f"{100 * share:.0f} %"
+    verdict = "met" if share >= target else "missed"
+    return f"**{100 * share:.0f} %** (≥ {100 * target:.0f} %: {verdict})"
+
+
 def report(results: list[Result], setups: list[Setup] = SETUPS) -> list[str]:
     direct = {r.connections: r for r in results if r.direct}
+    bare = {r.connections: r for r in results if r.scenario.startswith("bare")}
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; gateway on core 0, wrk and fake Space on core 1",
         "",
-        "| scenario | conns | req/s (median) | p50 ms | p99 ms | errors | vs direct upstream "
-        "| vs ideal |",
-        "|---|---|---|---|---|---|---|---|",
+        f"gateway as deployed: access log and metrics on, RATE_LIMIT={RATE_LIMIT} (counted, "
+        "never refusing one load generator)",
+        "",
+        "| scenario | conns | vs bare app | req/s (median) | p50 ms | p99 ms | p99/p50 | errors "
+        "| vs direct upstream | vs ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         vs_ideal = f"{100 * r.requests_per_s / r.ideal_rps:.0f} %" if r.ideal_rps else ""
+        tail = f"{r.p99_ms / r.p50_ms:.1f}" if r.p50_ms else ""
         lines.append(
-            f"| {r.scenario} | {r.connections} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | "
-            f"{r.p99_ms:.2f} | {r.errors} | {comparison(r, direct)} | {vs_ideal} |"
+            f"| {r.scenario} | {r.connections} | {against_bare(r, bare)} | "
+            f"{r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {tail} | {r.errors} | "
+            f"{comparison(r, direct)} | {vs_ideal} |"
         )
     lines.append("")
     for setup in setups:
@@ -523,8 +566,9 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=60, help="seconds of the soak run")
     parser.add_argument(
         "--only",
-        choices=["routing"],
-        help="routing: only the single-upstream miss and the routed setups",
+        choices=["routing", "anchors"],
+        help="routing: only the single-upstream miss and the routed setups; anchors: the bare "
+        "app, test mode and the instant fake Space",
     )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
@@ -547,8 +591,10 @@ def main() -> None:
     results = []
     setups = SETUPS
     if args.only == "routing":
-        single = Setup(0, [load for load in SETUPS[1].loads if load.name == SINGLE_MISS])
+        single = Setup(0, [load for load in SETUPS[2].loads if load.name == SINGLE_MISS])
         setups = [single, *(s for s in SETUPS if s.upstreams)]
+    elif args.only == "anchors":
+        setups = SETUPS[:3]
     for setup in setups:
         results.extend(run_setup(setup, seconds=args.seconds, scripts=scripts))
     if args.only:
