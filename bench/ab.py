@@ -60,13 +60,18 @@ def _wait_listening(port: int) -> None:
         time.sleep(0.02)
 
 
-def cpu_per_request(tree: Path, scenario: str, script: Path, space: str, seconds: int) -> float:
-    """Microseconds of the gateway's CPU per request served, after a warm-up run."""
+def cpu_per_request(
+    tree: Path, scenario: str, script: Path, space: str, seconds: int, routed: Path | None = None
+) -> float:
+    """Microseconds of the gateway's CPU per request served, after a warm-up run; with
+    ``routed``, the upstream is that UPSTREAMS_FILE instead of UPSTREAM_URL."""
     connections, _, upstream = SCENARIOS[scenario]
     port = _free_port()
     env = {**os.environ, "RATE_LIMIT": "off", "MOCK_TOKEN_DELAY_MS": "0"}
     env.pop("UPSTREAM_URL", None)
-    if upstream:
+    if routed is not None:
+        env["UPSTREAMS_FILE"] = str(routed)
+    elif upstream:
         env["UPSTREAM_URL"] = space
     gateway = subprocess.Popen(
         ["taskset", "-c", "0", sys.executable, "-m", "proxy", "--port", str(port)],
@@ -93,8 +98,52 @@ def cpu_per_request(tree: Path, scenario: str, script: Path, space: str, seconds
     return used / int(found.group(1)) * 1e6
 
 
+def routing(rounds: int, seconds: int) -> None:
+    """The router's cost: a cache miss routed over two upstreams (the same fake Space twice)
+    against the same miss through UPSTREAM_URL, in the working tree, interleaved."""
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        script = Path(tmp) / "unique.lua"
+        script.write_text(UNIQUE)
+        space_port = _free_port()
+        space_url = f"http://127.0.0.1:{space_port}"
+        routed = Path(tmp) / "upstreams.toml"
+        routed.write_text("".join(
+            f'[[upstreams]]\nname = "{name}"\nkind = "gradio"\nurl = "{space_url}"\n\n'
+            for name in ("space-a", "space-b")))  # fmt: skip
+        space = subprocess.Popen(
+            ["taskset", "-c", "1", sys.executable, "-m", "bench.fake_space", str(space_port), "0"],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_listening(space_port)
+            print(
+                "| cache miss | one upstream | routed over two | routed / one |\n|---|---|---|---|"
+            )
+            for scenario in ("cache miss", "cache miss, 1 connection"):
+                samples: dict[str, list[float]] = {"one": [], "routed": []}
+                for index in range(rounds):
+                    order = ["one", "routed"] if index % 2 == 0 else ["routed", "one"]
+                    for name in order:
+                        samples[name].append(cpu_per_request(
+                            ROOT, scenario, script, space_url, seconds,
+                            routed if name == "routed" else None))  # fmt: skip
+                one, two = (statistics.median(samples[n]) for n in ("one", "routed"))
+                print(f"| {scenario} | {one:.0f} µs | {two:.0f} µs | {two / one:.3f} |", flush=True)
+        finally:
+            space.terminate()
+            space.wait(10)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
+    if "--routing" in sys.argv:
+        rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 6
+        routing(rounds, 5)
+        return
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ab",
+        description=__doc__,
+        epilog="python -m bench.ab --routing [--rounds N]: the router's cost instead",
+    )
     parser.add_argument("base", help="a git revision")
     parser.add_argument("head", nargs="?", help="a git revision (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=6)
