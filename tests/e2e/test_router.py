@@ -500,3 +500,30 @@ async def test_a_cold_space_is_woken_at_most_once_per_interval(
             assert response.headers["x-upstream"] == "steady"
         await wait_for(lambda: switch.hits[wakes] > before[0], timeout=5, what="the wake-up call")
         assert (switch.hits[wakes], switch.hits[calls]) == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_continuation_that_breaks_too_is_continued_by_the_next(tmp_path: Path) -> None:
+    servers = [FakeTGI(), FakeTGI(), FakeTGI()]
+    for server in servers:
+        server.answer = True
+    servers[0].cut_after = 2  # "Rest well" sent
+    servers[1].cut_after = 1  # continues from "Rest": repeats " well" (dropped), then is cut
+    with (
+        ThreadServer(servers[0].app(), lifespan="off") as a,
+        ThreadServer(servers[1].app(), lifespan="off") as b,
+        ThreadServer(servers[2].app(), lifespan="off") as c,
+    ):
+        tables = [
+            {"name": f"tgi-{i}", "kind": "tgi", "url": s.url, "priority": i}
+            for i, s in enumerate((a, b, c))
+        ]
+        body = {"inputs": "What helps a cold?", "stream": True}
+        async with routed(tmp_path, tables) as client:
+            response = await client.post("/api/chat", json=body)
+    found = sse(response.text)
+    assert streamed_text(found) == ANSWER
+    assert [name for name, _ in found].count("done") == 1
+    assert found[-1][1]["upstream"] == "tgi-0, tgi-1, tgi-2"
+    # The client still has "Rest well": the third continues from "Rest" as the second did.
+    first, second, third = (s.requests[-1][2]["inputs"] for s in servers)
+    assert second == third == first + " Rest"
