@@ -12,8 +12,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
+from functools import partial
+from typing import TypeVar
 
 from proxy.catalog import MODELS
 from proxy.continuation import budget_left, split_at_word, without_tail
@@ -32,6 +34,7 @@ from proxy.routing import Member, plan, recovered, settle, unavailable
 from proxy.upstreams.base import Readiness
 
 logger = logging.getLogger("proxy.router")
+T = TypeVar("T")
 
 BACKOFF = 0.1
 # Failures that say when the upstream comes back: it is skipped until then.
@@ -176,17 +179,40 @@ class Router:
         """The whole reply from the first upstream that gives one; failures before it go to
         the next, within UPSTREAM_TIMEOUT and UPSTREAM_RETRIES more rounds."""
         deadline = time.monotonic() + self._total_timeout
+        member, generation = await self._first_served(
+            req, set(), deadline, lambda member: member.upstream.generate(req)
+        )
+        member.in_flight -= 1
+        return replace(generation, upstream=member.name)
+
+    async def _first_served(
+        self,
+        req: GenerationRequest,
+        exclude: set[Member],
+        deadline: float,
+        attempt: Callable[[Member], Awaitable[T]],
+        *,
+        continuing: bool = False,
+    ) -> tuple[Member, T]:
+        """The first member (not in ``exclude``; one that can continue an answer when
+        ``continuing``) whose ``attempt`` succeeds, and what it gave. Failures before output
+        go to the next member, within ``deadline`` and the rounds. The member's call stays
+        counted in flight for the caller to release."""
         failures: list[GatewayError] = []
         for round_ in range(self._rounds):
-            for member in self._plan(req, frozenset()):
+            members = self._plan(req, frozenset(exclude))
+            if continuing:
+                members = [m for m in members if m.can_continue]
+            for member in members:
                 if time.monotonic() >= deadline:
                     break
                 started = time.perf_counter()
-                member.in_flight += 1
                 self._metrics.calls.labels(member.name).inc()
+                member.in_flight += 1
                 try:
-                    generation = await member.upstream.generate(req)
+                    result = await attempt(member)
                 except GatewayError as exc:
+                    member.in_flight -= 1
                     self._note(member, exc.code, started)
                     if not fails_over(exc):
                         raise
@@ -194,11 +220,12 @@ class Router:
                     self._metrics.failovers.labels(member.name).inc()
                     failures.append(exc)
                     continue
-                finally:
+                except BaseException:
                     member.in_flight -= 1
+                    raise
                 self._note(member, "ok", started)
                 self._succeeded(member)
-                return replace(generation, upstream=member.name)
+                return member, result
             if not self._again(failures, round_) or not await self._pause(round_, deadline):
                 break
         raise self._answer(req, failures)
@@ -218,53 +245,15 @@ class Router:
         waiting = [e for e in failures if e.retry_after is not None]
         return min(waiting, key=lambda e: e.retry_after or 0) if waiting else failures[-1]
 
-    async def _open(
-        self, req: GenerationRequest, exclude: set[Member], deadline: float, *, continuing: bool
-    ) -> tuple[Member, AsyncGenerator[Chunk, None], Chunk | None]:
-        """The first member to give a first chunk for ``req`` (None: an empty complete
-        stream), its stream, and that chunk. Failures before output go to the next."""
-        failures: list[GatewayError] = []
-        for round_ in range(self._rounds):
-            members = self._plan(req, frozenset(exclude))
-            if continuing:
-                members = [m for m in members if m.can_continue]
-            for member in members:
-                if time.monotonic() >= deadline:
-                    break
-                started = time.perf_counter()
-                self._metrics.calls.labels(member.name).inc()
-                member.in_flight += 1
-                chunks = member.upstream.stream(req)
-                try:
-                    first: Chunk | None = await anext(chunks)
-                except StopAsyncIteration:
-                    first = None
-                except BaseException as exc:
-                    member.in_flight -= 1
-                    await chunks.aclose()
-                    if not isinstance(exc, GatewayError):
-                        raise
-                    self._note(member, exc.code, started)
-                    if not fails_over(exc):
-                        raise
-                    self._failed(member, exc)
-                    self._metrics.failovers.labels(member.name).inc()
-                    failures.append(exc)
-                    continue
-                self._note(member, "ok", started)
-                self._succeeded(member)
-                return member, chunks, first
-            if not self._again(failures, round_) or not await self._pause(round_, deadline):
-                break
-        raise self._answer(req, failures)
-
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         """The reply's chunks; when a stream breaks after output, the rest from another
         upstream that can continue it, as one answer. With nowhere to continue, the
         failure is raised (an ``error`` event; never a ``done`` after a truncated text)."""
         deadline = time.monotonic() + self._total_timeout
         tried: set[Member] = set()
-        member, chunks, first = await self._open(req, tried, deadline, continuing=False)
+        member, (chunks, first) = await self._first_served(
+            req, tried, deadline, partial(_opened, req=req)
+        )
         text = ""  # what the client has
         prefix = tail = ""
         continued = False
@@ -291,12 +280,10 @@ class Router:
             if budget < 1:  # the budget is spent: the answer is as long as it may be
                 yield Chunk("", finish_reason="length")
                 return
+            rest = replace(req, prefill=prefix, max_new_tokens=budget)
             try:
-                member, chunks, first = await self._open(
-                    replace(req, prefill=prefix, max_new_tokens=budget),
-                    tried,
-                    deadline,
-                    continuing=True,
+                member, (chunks, first) = await self._first_served(
+                    rest, tried, deadline, partial(_opened, req=rest), continuing=True
                 )
             except GatewayError:
                 raise type(broke)(
@@ -356,6 +343,21 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._wakes, return_exceptions=True)
         await asyncio.gather(*(m.upstream.aclose() for m in self.members))
+
+
+async def _opened(
+    member: Member, req: GenerationRequest
+) -> tuple[AsyncGenerator[Chunk, None], Chunk | None]:
+    """``member``'s stream for ``req`` and its first chunk (None: an empty complete stream);
+    a failure before it is raised, the stream closed."""
+    chunks = member.upstream.stream(req)
+    try:
+        return chunks, await anext(chunks)
+    except StopAsyncIteration:
+        return chunks, None
+    except BaseException:
+        await chunks.aclose()
+        raise
 
 
 async def _with_first(
