@@ -72,6 +72,17 @@ class Count:
     reset: float
 
 
+def least_left(counts: list[tuple[Limit, int]]) -> int:
+    """The index of the (limit, remaining) pair with the least share of its limit left; the
+    first on a tie. It is the limit the RateLimit headers show."""
+    best = 0
+    for index, (limit, remaining) in enumerate(counts):
+        shown, left = counts[best]
+        if remaining * shown.amount < left * limit.amount:
+            best = index
+    return best
+
+
 class MovingWindows:
     """Counts events per key against ``limits``, in this process."""
 
@@ -116,12 +127,7 @@ class MovingWindows:
                 break
             events.append(now)
             windows.append((limit, events))
-        shown, events = windows[0]
-        for limit, candidate in windows[1:]:  # the least share left
-            if (limit.amount - len(candidate)) * shown.amount < (
-                shown.amount - len(events)
-            ) * limit.amount:
-                shown, events = limit, candidate
+        shown, events = windows[least_left([(lim, lim.amount - len(e)) for lim, e in windows])]
         reset = events[0] + shown.seconds - now if events else 0.0
         return Count(exceeded, shown, max(0, shown.amount - len(events)), reset)
 

@@ -9,7 +9,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from proxy.moving_windows import Count, Limit
+from proxy.moving_windows import Count, Limit, least_left
 
 
 def _limit(item: RateLimitItem) -> Limit:
@@ -28,15 +28,10 @@ class SharedWindows:
             if not await self.limiter.hit(item, key):
                 exceeded = item
                 break
-        shown = None
-        for item in [exceeded] if exceeded else self.items:
-            stats = await self.limiter.get_window_stats(item, key)
-            if shown is None or stats.remaining * shown[0].amount < (
-                shown[1].remaining * item.amount
-            ):
-                shown = (item, stats)
-        assert shown is not None
-        item, stats = shown
+        items = [exceeded] if exceeded else self.items
+        windows = [await self.limiter.get_window_stats(item, key) for item in items]
+        index = least_left([(_limit(i), w.remaining) for i, w in zip(items, windows, strict=True)])
+        item, stats = items[index], windows[index]
         return Count(
             _limit(exceeded) if exceeded else None,
             _limit(item),
