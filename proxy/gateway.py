@@ -21,7 +21,7 @@ from proxy.errors import GatewayError
 from proxy.flights import Flights
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.metrics import Metrics
-from proxy.record import served_by
+from proxy.record import current_record, served_by
 from proxy.stops import stop_generation, stop_stream
 from proxy.upstreams.base import Readiness, Upstream
 
@@ -188,8 +188,9 @@ class Gateway:
             served.chunks = stop_stream(served.chunks, req.stop)
         try:
             served.chunks = await _primed(served.chunks)
-            if served.cache != "HIT":  # a router names the upstream that answered by now
-                served.upstream = served_by(served.upstream).partition(",")[0]
+            record = current_record()
+            if served.cache != "HIT" and record is not None and record.upstreams:
+                served.upstream = record.upstreams[0]  # a router's: the one that answered
         except GatewayError as exc:
             if self.fallback is None or not exc.unavailable:
                 raise
