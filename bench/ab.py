@@ -99,6 +99,20 @@ def cpu_per_request(
     return used / int(found.group(1)) * 1e6
 
 
+def _fake_space(port: int) -> subprocess.Popen[bytes]:
+    """The instant fake Space on ``port``, on core 1, listening when this returns."""
+    space = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, "-m", "bench.fake_space", str(port), "0"],
+        cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_listening(port)
+    except BaseException:
+        space.terminate()
+        raise
+    return space
+
+
 def routing(rounds: int, seconds: int) -> None:
     """The router's cost: a cache miss routed over two upstreams (the same fake Space twice)
     against the same miss through UPSTREAM_URL, in the working tree, interleaved."""
@@ -111,12 +125,8 @@ def routing(rounds: int, seconds: int) -> None:
         routed.write_text("".join(
             f'[[upstreams]]\nname = "{name}"\nkind = "gradio"\nurl = "{space_url}"\n\n'
             for name in ("space-a", "space-b")))  # fmt: skip
-        space = subprocess.Popen(
-            ["taskset", "-c", "1", sys.executable, "-m", "bench.fake_space", str(space_port), "0"],
-            cwd=ROOT, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        space = _fake_space(space_port)
         try:
-            _wait_listening(space_port)
             print(
                 "| cache miss | one upstream | routed over two | routed / one |\n|---|---|---|---|"
             )
@@ -168,12 +178,8 @@ def main() -> None:
             scripts[lua] = Path(tmp) / f"{name}.lua"
             scripts[lua].write_text(lua)
         space_port = _free_port()
-        space = subprocess.Popen(
-            ["taskset", "-c", "1", sys.executable, "-m", "bench.fake_space", str(space_port), "0"],
-            cwd=ROOT, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        space = _fake_space(space_port)
         try:
-            _wait_listening(space_port)
             print(f"base {args.base}, head {args.head or 'working tree'}; CPU µs per request "
                   "(median of rounds)\n")  # fmt: skip
             print("| scenario | base | head | head / base |\n|---|---|---|---|")
