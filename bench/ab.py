@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.coldstart import _free_port, _post
@@ -60,11 +62,13 @@ def _wait_listening(port: int) -> None:
         time.sleep(0.02)
 
 
-def cpu_per_request(
-    tree: Path, scenario: str, script: Path, space: str, seconds: int, routed: Path | None = None
-) -> float:
-    """Microseconds of the gateway's CPU per request served, after a warm-up run; with
-    ``routed``, the upstream is that UPSTREAMS_FILE instead of UPSTREAM_URL."""
+@contextmanager
+def serving(
+    tree: Path, scenario: str, script: Path, space: str, routed: Path | None = None
+) -> Iterator[tuple[int, Callable[[int], int]]]:
+    """The gateway of ``tree`` served as deployed on core 0 for ``scenario``: yields its pid
+    and a function that runs wrk (core 1) for some seconds and returns the requests served.
+    With ``routed``, the upstream is that UPSTREAMS_FILE instead of UPSTREAM_URL."""
     connections, _, upstream = SCENARIOS[scenario]
     port = _free_port()
     # As deployed (make bench does the same): a rate limit that is on, counted, never refusing.
@@ -78,25 +82,33 @@ def cpu_per_request(
         ["taskset", "-c", "0", sys.executable, "-m", "proxy", "--port", str(port)],
         cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+    def wrk(seconds: int) -> int:
+        command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+                   "-s", str(script), f"http://127.0.0.1:{port}/api/chat", "--",
+                   f"r{time.time_ns()}"]  # fmt: skip
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        found = re.search(r"(\d+) requests in", output)
+        assert found, output
+        return int(found.group(1))
+
     try:
         _wait_listening(port)
-
-        def wrk() -> str:
-            command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-                       "-s", str(script), f"http://127.0.0.1:{port}/api/chat", "--",
-                       f"r{time.time_ns()}"]  # fmt: skip
-            return subprocess.run(command, capture_output=True, text=True, check=True).stdout
-
-        wrk()
-        before = _cpu_seconds(gateway.pid)
-        output = wrk()
-        used = _cpu_seconds(gateway.pid) - before
+        yield gateway.pid, wrk
     finally:
         gateway.terminate()
         gateway.wait(10)
-    found = re.search(r"(\d+) requests in", output)
-    assert found, output
-    return used / int(found.group(1)) * 1e6
+
+
+def cpu_per_request(
+    tree: Path, scenario: str, script: Path, space: str, seconds: int, routed: Path | None = None
+) -> float:
+    """Microseconds of the gateway's CPU per request served, after a warm-up run."""
+    with serving(tree, scenario, script, space, routed) as (pid, wrk):
+        wrk(seconds)
+        before = _cpu_seconds(pid)
+        served = wrk(seconds)
+        return (_cpu_seconds(pid) - before) / served * 1e6
 
 
 def _fake_space(port: int) -> subprocess.Popen[bytes]:

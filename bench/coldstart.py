@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BODY = b'{"inputs": "How can I sleep better?"}'
 TARGET = 2.0  # the gateway's cold start, at most this many times the floor
 FLOOR = "import uvicorn and Starlette (floor)"
+# The floor plus the HTTP client every real upstream needs: aiohttp builds two TLS contexts
+# (the system's CA bundle parsed twice) when it is imported.
+WITH_AIOHTTP = "import uvicorn, Starlette and aiohttp"
 
 
 def _free_port() -> int:
@@ -69,9 +72,10 @@ def time_to_first_answer(command: list[str], port: int, env: dict[str, str]) -> 
         process.wait(10)
 
 
-def time_to_import(env: dict[str, str]) -> float:
-    """Seconds from process start to the end of ``import uvicorn, starlette``."""
-    code = "import uvicorn, starlette.applications, sys; sys.stdout.write('x')"
+def time_to_import(env: dict[str, str], *extra: str) -> float:
+    """Seconds from process start to the end of ``import uvicorn, starlette`` and ``extra``."""
+    modules = ", ".join(("uvicorn", "starlette.applications", *extra))
+    code = f"import {modules}, sys; sys.stdout.write('x')"
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE)  # fmt: skip
@@ -110,10 +114,11 @@ def measure(runs: int = 7) -> list[ColdStart]:
     try:
         while _post(space_port) is None and space.poll() is None:
             time.sleep(0.01)
-        samples: dict[str, list[float]] = {FLOOR: []}
+        samples: dict[str, list[float]] = {FLOOR: [], WITH_AIOHTTP: []}
         samples.update({name: [] for name, _, _ in cases})
         for _ in range(runs):  # interleaved, so drift on the host hits every case alike
             samples[FLOOR].append(time_to_import(env) * 1000)
+            samples[WITH_AIOHTTP].append(time_to_import(env, "aiohttp") * 1000)
             for name, command, case_env in cases:
                 port = _free_port()
                 samples[name].append(time_to_first_answer(command(port), port, case_env) * 1000)

@@ -6,11 +6,14 @@ Invalid values stop start-up with a message that names the variable and says how
 
 from __future__ import annotations
 
+import os
 import re
 from ipaddress import ip_network
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
+    BaseModel,
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -18,7 +21,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from proxy.catalog import MODELS
 from proxy.moving_windows import parse_limits
@@ -44,10 +46,19 @@ def space_url(space_id: str) -> str:
     return f"https://{host}.hf.space"
 
 
-class Settings(BaseSettings):
-    """The gateway's configuration; see the README's table for each variable."""
+class Settings(BaseModel):
+    """The gateway's configuration; see the README's table for each variable.
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    ``Settings()`` reads every variable that names a field (in any case: ``PORT`` or
+    ``port``); keyword arguments take precedence (the command line's flags, tests). A
+    variable is the string it was set to: pydantic converts it, and the list and pair
+    variables are split by their validators below.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_environment(), **values})
 
     upstream_url: str | None = Field(
         None, description="Gradio app URL or Space id owner/name; unset means test mode."
@@ -64,12 +75,12 @@ class Settings(BaseSettings):
     upstreams_file: str | None = Field(
         None, description="TOML file of several upstreams (see the README); not with UPSTREAM_URL."
     )
-    upstream_model_map: Annotated[dict[str, str], NoDecode] = Field(
+    upstream_model_map: dict[str, str] = Field(
         default_factory=dict,
         description="name=upstream-name pairs, comma-separated (tgi/openai upstreams).",
     )
 
-    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+    allowed_origins: tuple[str, ...] = Field(
         DEFAULT_ORIGINS, description="Comma-separated CORS origins; '*' only when set."
     )
     cors_allow_credentials: bool = Field(False, description="Allow cookies on CORS requests.")
@@ -131,13 +142,13 @@ class Settings(BaseSettings):
         "60/minute;1000/day",
         description="Per-client limits on generation routes, ';'-separated; 'off' disables.",
     )
-    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+    trusted_proxies: tuple[str, ...] = Field(
         (), description="Proxies whose X-Forwarded-For is believed: IPs, CIDRs, or '*'."
     )
-    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+    api_keys: tuple[SecretStr, ...] = Field(
         (), description="Comma-separated keys; when set, non-browser calls need a Bearer key."
     )
-    callers: Annotated[tuple[Caller, ...], NoDecode] = Field(
+    callers: tuple[Caller, ...] = Field(
         (),
         description="Who may generate, comma-separated: anyone, browser (an allowed Origin; "
         "browsers only), key (API_KEYS), token (a signed user token). Default: anyone, or "
@@ -151,7 +162,7 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str | None = Field(None, description="The iss every user token must carry.")
     jwt_audience: str | None = Field(None, description="The aud user tokens must carry.")
-    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
+    jwt_algorithms: tuple[str, ...] = Field(
         (), description="Accepted algorithms; default HS256 with JWT_SECRET, RS256,ES256 else."
     )
     jwt_jwks_refresh: float = Field(
@@ -375,7 +386,7 @@ class Settings(BaseSettings):
                 )
             from proxy.upstreams_file import load  # only when a file is named
 
-            self._upstreams = load(self.upstreams_file)
+            self._upstreams = load(self.upstreams_file, os.environ)
         return self
 
     @property
@@ -469,6 +480,12 @@ class Settings(BaseSettings):
     @property
     def hf_token_value(self) -> str | None:
         return self.hf_token.get_secret_value() if self.hf_token else None
+
+
+def _environment() -> dict[str, str]:
+    """The variables that name a setting, by the setting's name."""
+    fields = Settings.model_fields
+    return {key.lower(): value for key, value in os.environ.items() if key.lower() in fields}
 
 
 def check_upstream_url(value: str | None) -> str | None:

@@ -1,9 +1,9 @@
 """UPSTREAMS_FILE: several upstreams in one TOML file, one ``[[upstreams]]`` table each.
 
-Read through pydantic-settings' TOML source and validated like every other setting; a bad
+Read with the standard library's TOML parser and validated like every other setting; a bad
 file stops start-up with a message that names the entry and the field. Imported only when
 UPSTREAMS_FILE is set. Tokens never live in the file: ``token_env`` names the variable that
-holds one, read (through pydantic-settings too) by ``load``.
+holds one, looked up by ``load`` in the environment the settings pass it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
 from proxy.catalog import MODELS
 from proxy.settings import (
@@ -115,23 +108,12 @@ class UpstreamEntry(BaseModel):
         return {k: getattr(self, k) for k in OVERRIDABLE if getattr(self, k) is not None}
 
 
-class UpstreamsFile(BaseSettings):
+class UpstreamsFile(BaseModel):
     """The whole file: its ``[[upstreams]]`` tables, and nothing else."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     upstreams: tuple[UpstreamEntry, ...] = Field(min_length=1)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # only the TOML file's tables, which ``load`` passes in
 
 
 def _entry_name(data: Mapping[str, Any], index: int) -> str:
@@ -159,14 +141,16 @@ def _describe(error: ValidationError, data: Mapping[str, Any]) -> str:
     return "; ".join(lines)
 
 
-def load(path: str) -> tuple[UpstreamEntry, ...]:
-    """The upstreams of the TOML file at ``path``; a ValueError that names the entry and the
-    field when the file is missing, not TOML, or invalid."""
+def load(path: str, environment: Mapping[str, str]) -> tuple[UpstreamEntry, ...]:
+    """The upstreams of the TOML file at ``path``, their tokens read from ``environment`` by
+    ``token_env``; a ValueError that names the entry and the field when the file is missing,
+    not TOML, or invalid."""
     where = f"UPSTREAMS_FILE {path}"
     if not Path(path).is_file():
         raise ValueError(f"{where}: no such file")
     try:
-        data = TomlConfigSettingsSource(UpstreamsFile, toml_file=Path(path))()
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{where} is not valid TOML: {exc}") from None
     tables = data.get("upstreams")
@@ -181,7 +165,6 @@ def load(path: str) -> tuple[UpstreamEntry, ...]:
         entries = UpstreamsFile(**data).upstreams
     except ValidationError as exc:
         raise ValueError(f"{where}: {_describe(exc, data)}") from None
-    environment = EnvSettingsSource(UpstreamsFile, case_sensitive=True).env_vars
     seen: set[str] = set()
     resolved = []
     for index, entry in enumerate(entries):

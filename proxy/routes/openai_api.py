@@ -51,16 +51,21 @@ logger = logging.getLogger("proxy.app")
 LLAMA2_RELEASED = 1689638400
 
 
+# The OpenAI route's models are built by their first use, not when the app starts: a cold
+# start answers its first request without them (see the README's cold start).
+_OPENAI = ConfigDict(extra="ignore", defer_build=True)
+
+
 class ContentPart(BaseModel):
     """One part of a message's content: text is read; images and audio are refused."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _OPENAI
     type: str
     text: str | None = None
 
 
 class OpenAIMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _OPENAI
     # "developer" is what newer clients send instead of "system"; it is one.
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart]
@@ -76,7 +81,7 @@ class OpenAIMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _OPENAI
     include_usage: bool = False
 
 
@@ -84,7 +89,7 @@ class CompletionRequest(BaseModel):
     """The fields of OpenAI's chat completion request that the gateway honours; other fields
     are accepted and ignored, as OpenAI-compatible servers commonly do."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, defer_build=True)
     model: str
     messages: Annotated[list[OpenAIMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None

@@ -1,0 +1,182 @@
+"""``python -m bench.layers [REVISION ...]``: where a request's time goes, layer by layer.
+
+The gateway is served as deployed (``bench.ab``'s set-up: pinned to core 0, a rate limit on
+but never refusing, wrk and the fake Space on core 1). For each scenario, one wrk run
+measures the gateway's CPU per request; a second one runs while py-spy samples the process.
+Each sample is charged to one layer: the innermost frame of its stack that a rule below
+recognises decides (so the access log's ``logging`` calls count as the access log, not as
+the middleware that makes them). A layer's cost per request is its share of the samples
+times the CPU per request. Each revision (default: the working tree) is checked out in a
+temporary git worktree, so a "before" and an "after" come from one run on one host.
+
+Needs py-spy (``pip install py-spy``; it reads the process with ptrace, so run as root or
+with ``kernel.yama.ptrace_scope=0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench.ab import ROOT, SAME, SCENARIOS, UNIQUE, _cpu_seconds, _fake_space, serving
+from bench.coldstart import _free_port
+
+# (layer, path fragment, function names or None for any): the innermost frame that one of
+# these matches decides a sample's layer. Order matters only between rules for one file.
+RULES: list[tuple[str, str, frozenset[str] | None]] = [
+    ("access log", "/logging/", None),
+    ("access log", "/proxy/logs.py", None),
+    ("metrics", "/prometheus_client/", None),
+    ("metrics", "/proxy/metrics.py", None),
+    ("guard and rate limit", "/proxy/guard.py", None),
+    ("guard and rate limit", "/proxy/rate_limits.py", None),
+    ("guard and rate limit", "/proxy/moving_windows.py", None),
+    ("guard and rate limit", "/proxy/clients.py", None),
+    ("guard and rate limit", "/limits/", None),
+    (
+        "body parsing and validation",
+        "/proxy/schemas.py",
+        frozenset({"parse_chat_request", "translate_validation_error"}),
+    ),  # fmt: skip
+    ("body parsing and validation", "/proxy/routes/chat.py", frozenset({"read_json_body"})),
+    ("body parsing and validation", "/pydantic", None),
+    ("request and prompt building", "/proxy/schemas.py", None),
+    ("request and prompt building", "/proxy/prompts.py", None),
+    ("request and prompt building", "/proxy/generation.py", None),
+    ("request and prompt building", "/proxy/catalog.py", None),
+    ("cache key", "/proxy/cache.py", frozenset({"cache_key"})),
+    ("cache lookup and store", "/proxy/cache.py", None),
+    ("cache lookup and store", "/proxy/flights.py", None),
+    ("cache lookup and store", "/cachetools/", None),
+    (
+        "cache lookup and store",
+        "/proxy/gateway.py",
+        frozenset({"_lookup", "_consult", "_replay", "_count"}),
+    ),  # fmt: skip
+    ("upstream exchange", "/proxy/upstreams/", None),
+    ("upstream exchange", "/proxy/router.py", None),
+    ("upstream exchange", "/proxy/routing.py", None),
+    ("upstream exchange", "/proxy/resilience.py", None),
+    ("upstream exchange", "/proxy/breaker.py", None),
+    ("upstream exchange", "/aiohttp/", None),
+    ("upstream exchange", "/yarl/", None),
+    ("upstream exchange", "/multidict/", None),
+    ("upstream exchange", "/stamina/", None),
+    ("JSON reply", "/proxy/responses.py", None),
+    ("JSON reply", "/proxy/replies.py", None),
+    ("middleware, routing and handler", "/proxy/", None),
+    ("middleware, routing and handler", "/starlette/", None),
+    ("server and event loop (the bare app's too)", "/uvicorn/", None),
+    ("server and event loop (the bare app's too)", "/asyncio/", None),
+    ("server and event loop (the bare app's too)", "/uvloop/", None),
+    ("server and event loop (the bare app's too)", "/httptools/", None),
+]
+LAYERS = list(dict.fromkeys(layer for layer, _, _ in RULES)) + ["other"]
+SHOWN = ("cache hit", "cache miss")
+
+
+def layer_of(frames: list[str]) -> str:
+    """The layer of one stack (root first), by its innermost recognised frame."""
+    for frame in reversed(frames):
+        name, _, where = frame.partition(" (")
+        path = where.rsplit(":", 1)[0]
+        for layer, fragment, functions in RULES:
+            if fragment in path and (functions is None or name in functions):
+                return layer
+    return "other"
+
+
+def shares(raw: str) -> dict[str, float]:
+    """Each layer's share of the samples of py-spy's raw (collapsed) output."""
+    counts: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            counts[layer_of(stack.split(";"))] += int(count)
+    total = sum(counts.values()) or 1
+    return {layer: counts[layer] / total for layer in LAYERS}
+
+
+def profile(tree: Path, scenario: str, script: Path, space: str, seconds: int, out: Path
+            ) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """CPU µs per request, and each layer's share, for ``scenario`` served from ``tree``."""
+    with serving(tree, scenario, script, space) as (pid, wrk):
+        wrk(seconds)  # warm-up
+        before = _cpu_seconds(pid)
+        served = wrk(seconds)
+        cpu = (_cpu_seconds(pid) - before) / served * 1e6
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--rate", "500", "--duration",
+             str(seconds), "--format", "raw", "--full-filenames", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wrk(seconds)
+        _, error = spy.communicate(timeout=seconds + 30)
+        if spy.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {error.decode(errors='replace').strip()}")
+    return cpu, shares(out.read_text())
+
+
+def report(results: dict[str, dict[str, tuple[float, dict[str, float]]]]) -> list[str]:
+    """A table: per layer, µs per request for each scenario and revision."""
+    columns = [(scenario, revision) for scenario in SHOWN for revision in results]
+    head = " | ".join(f"{scenario}, {revision}" for scenario, revision in columns)
+    lines = [f"| layer | {head} |", "|---|" + "---|" * len(columns)]
+    for layer in LAYERS:
+        cells = []
+        for scenario, revision in columns:
+            cpu, share = results[revision][scenario]
+            cells.append(f"{cpu * share[layer]:.0f} µs ({share[layer]:.0%})")
+        lines.append(f"| {layer} | {' | '.join(cells)} |")
+    totals = [f"**{results[revision][scenario][0]:.0f} µs**" for scenario, revision in columns]
+    lines.append(f"| CPU per request | {' | '.join(totals)} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__)
+    parser.add_argument("revisions", nargs="*", help="git revisions (default: the working tree)")
+    parser.add_argument("--seconds", type=int, default=6)
+    args = parser.parse_args()
+    if shutil.which("py-spy") is None:
+        sys.exit("bench.layers needs py-spy: pip install py-spy")
+    with tempfile.TemporaryDirectory(prefix="bench-layers-") as tmp:
+        trees: dict[str, Path] = {}
+        for revision in args.revisions or ["working tree"]:
+            if revision == "working tree":
+                trees[revision] = ROOT
+                continue
+            trees[revision] = Path(tmp) / revision.replace("/", "_")
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[revision]),
+                            revision], cwd=ROOT, check=True)  # fmt: skip
+        scripts = {UNIQUE: Path(tmp) / "unique.lua", SAME: Path(tmp) / "same.lua"}
+        for lua, path in scripts.items():
+            path.write_text(lua)
+        space_port = _free_port()
+        space = _fake_space(space_port)
+        results: dict[str, dict[str, tuple[float, dict[str, float]]]] = {}
+        try:
+            for revision, tree in trees.items():
+                results[revision] = {
+                    scenario: profile(tree, scenario, scripts[SCENARIOS[scenario][1]],
+                                      f"http://127.0.0.1:{space_port}", args.seconds,
+                                      Path(tmp) / f"{len(results)}-{scenario}.txt")
+                    for scenario in SHOWN
+                }  # fmt: skip
+        finally:
+            space.terminate()
+            space.wait(10)
+            for tree in trees.values():
+                if tree != ROOT:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(tree)],
+                                   cwd=ROOT, check=False)  # fmt: skip
+    print("\n".join(report(results)))
+
+
+if __name__ == "__main__":
+    main()
