@@ -64,11 +64,17 @@ def _wait_listening(port: int) -> None:
 
 @contextmanager
 def serving(
-    tree: Path, scenario: str, script: Path, space: str, routed: Path | None = None
+    tree: Path,
+    scenario: str,
+    script: Path,
+    space: str,
+    routed: Path | None = None,
+    module: str = "proxy",
 ) -> Iterator[tuple[int, Callable[[int], int]]]:
     """The gateway of ``tree`` served as deployed on core 0 for ``scenario``: yields its pid
     and a function that runs wrk (core 1) for some seconds and returns the requests served.
-    With ``routed``, the upstream is that UPSTREAMS_FILE instead of UPSTREAM_URL."""
+    With ``routed``, the upstream is that UPSTREAMS_FILE instead of UPSTREAM_URL; with
+    ``module="bench.bare_app"``, the bare Starlette app serves instead."""
     connections, _, upstream = SCENARIOS[scenario]
     port = _free_port()
     # As deployed (make bench does the same): a rate limit that is on, counted, never refusing.
@@ -78,8 +84,9 @@ def serving(
         env["UPSTREAMS_FILE"] = str(routed)
     elif upstream:
         env["UPSTREAM_URL"] = space
+    arguments = ["--port", str(port)] if module == "proxy" else [str(port)]
     gateway = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-m", "proxy", "--port", str(port)],
+        ["taskset", "-c", "0", sys.executable, "-m", module, *arguments],
         cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -69,6 +69,7 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("upstream exchange", "/stamina/", None),
     ("JSON reply", "/proxy/responses.py", None),
     ("JSON reply", "/proxy/replies.py", None),
+    ("edge protocol (head and body limits, deadlines)", "/proxy/edge.py", None),
     ("middleware, routing and handler", "/proxy/", None),
     ("middleware, routing and handler", "/starlette/", None),
     ("server and event loop (the bare app's too)", "/uvicorn/", None),
@@ -78,6 +79,8 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
 ]
 LAYERS = list(dict.fromkeys(layer for layer, _, _ in RULES)) + ["other"]
 SHOWN = ("cache hit", "cache miss")
+# The anchor: the bare Starlette app answering the hit's requests, profiled alike.
+BARE = "bare Starlette app"
 
 
 def layer_of(frames: list[str]) -> str:
@@ -91,21 +94,27 @@ def layer_of(frames: list[str]) -> str:
     return "other"
 
 
+def waiting(frames: list[str]) -> bool:
+    """A thread pool's idle worker, blocked on its queue (py-spy may count it as active)."""
+    return frames[-1].startswith("_worker (") and "concurrent/futures/thread.py" in frames[-1]
+
+
 def shares(raw: str) -> dict[str, float]:
     """Each layer's share of the samples of py-spy's raw (collapsed) output."""
     counts: Counter[str] = Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            counts[layer_of(stack.split(";"))] += int(count)
+        if stack and count.isdigit() and not waiting(frames := stack.split(";")):
+            counts[layer_of(frames)] += int(count)
     total = sum(counts.values()) or 1
     return {layer: counts[layer] / total for layer in LAYERS}
 
 
-def profile(tree: Path, scenario: str, script: Path, space: str, seconds: int, out: Path
-            ) -> tuple[float, dict[str, float]]:  # fmt: skip
-    """CPU µs per request, and each layer's share, for ``scenario`` served from ``tree``."""
-    with serving(tree, scenario, script, space) as (pid, wrk):
+def profile(tree: Path, scenario: str, script: Path, space: str, seconds: int, out: Path,
+            module: str = "proxy") -> tuple[float, dict[str, float]]:  # fmt: skip
+    """CPU µs per request, and each layer's share, for ``scenario`` served from ``tree`` (by
+    ``module``: the gateway, or the bare app)."""
+    with serving(tree, scenario, script, space, module=module) as (pid, wrk):
         wrk(seconds)  # warm-up
         before = _cpu_seconds(pid)
         served = wrk(seconds)
@@ -123,8 +132,9 @@ def profile(tree: Path, scenario: str, script: Path, space: str, seconds: int, o
 
 
 def report(results: dict[str, dict[str, tuple[float, dict[str, float]]]]) -> list[str]:
-    """A table: per layer, µs per request for each scenario and revision."""
-    columns = [(scenario, revision) for scenario in SHOWN for revision in results]
+    """A table: per layer, µs per request for each scenario and revision (and the bare app)."""
+    columns = [(scenario, revision) for scenario in SHOWN for revision in results
+               if scenario in results[revision]]  # fmt: skip
     head = " | ".join(f"{scenario}, {revision}" for scenario, revision in columns)
     lines = [f"| layer | {head} |", "|---|" + "---|" * len(columns)]
     for layer in LAYERS:
@@ -140,16 +150,18 @@ def report(results: dict[str, dict[str, tuple[float, dict[str, float]]]]) -> lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__)
-    parser.add_argument("revisions", nargs="*", help="git revisions (default: the working tree)")
+    parser.add_argument(
+        "revisions", nargs="*", help="git revisions, '.' for the working tree (the default)"
+    )
     parser.add_argument("--seconds", type=int, default=6)
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         sys.exit("bench.layers needs py-spy: pip install py-spy")
     with tempfile.TemporaryDirectory(prefix="bench-layers-") as tmp:
         trees: dict[str, Path] = {}
-        for revision in args.revisions or ["working tree"]:
-            if revision == "working tree":
-                trees[revision] = ROOT
+        for revision in args.revisions or ["."]:
+            if revision == ".":
+                trees["working tree"] = ROOT
                 continue
             trees[revision] = Path(tmp) / revision.replace("/", "_")
             subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[revision]),
@@ -161,6 +173,10 @@ def main() -> None:
         space = _fake_space(space_port)
         results: dict[str, dict[str, tuple[float, dict[str, float]]]] = {}
         try:
+            results[BARE] = {
+                "cache hit": profile(ROOT, "cache hit", scripts[SAME], "", args.seconds,
+                                     Path(tmp) / "bare.txt", module="bench.bare_app")
+            }  # fmt: skip
             for revision, tree in trees.items():
                 results[revision] = {
                     scenario: profile(tree, scenario, scripts[SCENARIOS[scenario][1]],

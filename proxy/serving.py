@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from proxy.logs import configure_logging
 from proxy.settings import Settings
+from proxy.startup import collector_paused
 
 logger = logging.getLogger("proxy.serving")
 
@@ -40,7 +41,8 @@ def app_from_environment() -> Starlette:
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, settings.secrets)
-    app = create_app(settings)
+    with collector_paused():
+        app = create_app(settings)
     _tune_gc()
     return app
 
@@ -70,14 +72,15 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACEFUL_TIMEOUT to finish."""
-    import uvicorn
+    with collector_paused():
+        import uvicorn
+
+        from proxy import edge  # uvicorn's protocol classes: a server's, not a function's
 
     # uvicorn drains, restores the handler it found, then raises the signal again: with this
     # one, a drained shutdown exits 0, as a platform expects of a clean stop.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     configure_logging(settings.log_level, settings.log_format, settings.secrets)
-    from proxy import edge  # uvicorn's protocol classes: a server's, not a function's
-
     edge.configure(settings)
     workers = worker_count(settings)
     options = {
@@ -97,7 +100,8 @@ def serve(settings: Settings) -> None:
     if workers == 1:
         from proxy.app import create_app
 
-        app = create_app(settings)
+        with collector_paused():
+            app = create_app(settings)
         _tune_gc()
         uvicorn.run(app, **options)  # type: ignore[arg-type]
         return
