@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -14,7 +15,26 @@ from proxy.redaction import Redactor
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JSONFormatter(logging.Formatter):
+class Formatter(logging.Formatter):
+    """``logging.Formatter`` with the date and time formatted once a second, not once a line:
+    ``localtime`` and ``strftime`` cost about a quarter of an access line. Same text."""
+
+    _second: int | None = None
+    _datefmt: str | None = None
+    _stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second or datefmt != self._datefmt:
+            converted = self.converter(record.created)
+            self._stamp = time.strftime(datefmt or self.default_time_format, converted)
+            self._second, self._datefmt = second, datefmt
+        if datefmt or not self.default_msec_format:
+            return self._stamp
+        return self.default_msec_format % (self._stamp, record.msecs)
+
+
+class JSONFormatter(Formatter):
     """One JSON object per record; access-log records carry their fields at the top level.
     ``pid`` tells the workers apart (read once: each worker configures its own logging)."""
 
@@ -54,7 +74,5 @@ def configure_logging(level: str, log_format: str, secrets: tuple[str, ...] = ()
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(Redactor(secrets))
-    handler.setFormatter(
-        JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JSONFormatter() if log_format == "json" else Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

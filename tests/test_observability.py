@@ -117,3 +117,20 @@ async def test_access_log_can_be_turned_off(caplog: pytest.LogCaptureFixture) ->
     async with gateway_client(access_log=False) as client:
         await client.get("/healthz")
     assert not [r for r in caplog.records if r.name == "proxy.access"]
+
+
+def test_log_times_formatted_once_a_second_read_as_logging_writes_them() -> None:
+    """The cached date and time of our formatters is the text logging's own would write,
+    across second boundaries, with and without a date format."""
+    from proxy.logs import TEXT_FORMAT, Formatter
+
+    ours, stock = Formatter(TEXT_FORMAT), logging.Formatter(TEXT_FORMAT)
+    ours_json, stock_json = JSONFormatter(), logging.Formatter()
+    for created in (1_700_000_000.001, 1_700_000_000.999, 1_700_000_001.0, 1_700_000_001.5,
+                    1_700_000_000.25, 1_800_000_000.123):  # fmt: skip
+        record = logging.LogRecord("proxy.access", logging.INFO, __file__, 1, "x", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == stock.format(record)
+        iso = "%Y-%m-%dT%H:%M:%S"
+        assert ours_json.formatTime(record, iso) == stock_json.formatTime(record, iso)
+        assert json.loads(ours_json.format(record))["time"] == stock_json.formatTime(record, iso)
