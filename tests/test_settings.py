@@ -42,6 +42,22 @@ def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.port == 9001
 
 
+def test_variables_in_any_case_and_arguments_over_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("max_body_bytes", "2048")  # names are not case-sensitive
+    monkeypatch.setenv("PORT", "9001")
+    monkeypatch.setenv("UPSTREAM_MODEL_MAP", "llama-2-7b-chat=meta-llama/Llama-2-7b-chat-hf")
+    monkeypatch.setenv("NOT_A_SETTING", "ignored")
+    settings = Settings(port=9002)  # the command line's --port wins over PORT
+    assert (settings.max_body_bytes, settings.port) == (2048, 9002)
+    assert settings.upstream_model_map == {"llama-2-7b-chat": "meta-llama/Llama-2-7b-chat-hf"}
+    monkeypatch.setenv("CACHE_ENABLED", "off")
+    assert Settings().cache_enabled is False
+    monkeypatch.setenv("PORT", "eighty")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert describe_error(caught.value).startswith("invalid configuration:\n  PORT:")
+
+
 def test_space_id_resolves_to_its_url() -> None:
     settings = Settings(upstream_url="Health_Org/llama2.chat")
     assert settings.upstream_url == "https://health-org-llama2-chat.hf.space"
