@@ -27,24 +27,25 @@ logger = logging.getLogger("proxy.serving")
 FACTORY = "proxy.serving:app_from_environment"
 
 
-def _tune_gc() -> None:
-    # Long-lived objects built so far never need collecting; a higher first threshold keeps
-    # the collector off the per-request path (many short-lived allocations per request).
+def _built(settings: Settings) -> Starlette:
+    """The app, built with the collector paused; then what start-up built, long-lived and
+    never needing collection, is frozen, and a higher first threshold keeps the collector off
+    the per-request path (many short-lived allocations per request)."""
+    from proxy.app import create_app
+
+    with collector_paused():
+        app = create_app(settings)
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    return app
 
 
 def app_from_environment() -> Starlette:
     """The app of one worker process or function instance, configured from the environment
     it inherited."""
-    from proxy.app import create_app
-
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, settings.secrets)
-    with collector_paused():
-        app = create_app(settings)
-    _tune_gc()
-    return app
+    return _built(settings)
 
 
 def worker_count(settings: Settings) -> int:
@@ -98,12 +99,7 @@ def serve(settings: Settings) -> None:
         "http": "proxy.edge:EdgeProtocol",
     }
     if workers == 1:
-        from proxy.app import create_app
-
-        with collector_paused():
-            app = create_app(settings)
-        _tune_gc()
-        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        uvicorn.run(_built(settings), **options)  # type: ignore[arg-type]
         return
     metrics_dir = tempfile.mkdtemp(prefix="proxy-metrics-")
     # Inherited by the workers started below: read by prometheus-client when a worker
