@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench.coldstart import _free_port, _post
@@ -107,15 +107,44 @@ def serving(
         gateway.wait(10)
 
 
+def measured_cpu(pid: int, wrk: Callable[[int], int], seconds: int) -> float:
+    """Microseconds of ``pid``'s CPU per request served over a wrk run, after a warm-up run."""
+    wrk(seconds)
+    before = _cpu_seconds(pid)
+    served = wrk(seconds)
+    return (_cpu_seconds(pid) - before) / served * 1e6
+
+
 def cpu_per_request(
     tree: Path, scenario: str, script: Path, space: str, seconds: int, routed: Path | None = None
 ) -> float:
     """Microseconds of the gateway's CPU per request served, after a warm-up run."""
     with serving(tree, scenario, script, space, routed) as (pid, wrk):
-        wrk(seconds)
-        before = _cpu_seconds(pid)
-        served = wrk(seconds)
-        return (_cpu_seconds(pid) - before) / served * 1e6
+        return measured_cpu(pid, wrk, seconds)
+
+
+@contextmanager
+def checkout(revision: str | None, where: Path) -> Iterator[Path]:
+    """``revision`` checked out in a git worktree at ``where``, removed afterwards; None is
+    the working tree as it is."""
+    if revision is None:
+        yield ROOT
+        return
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(where), revision],
+                   cwd=ROOT, check=True)  # fmt: skip
+    try:
+        yield where
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=ROOT,
+                       check=False)  # fmt: skip
+
+
+def write_scripts(directory: Path) -> dict[str, Path]:
+    """The wrk scripts, written into ``directory``, by their text (UNIQUE and SAME)."""
+    scripts = {UNIQUE: directory / "unique.lua", SAME: directory / "same.lua"}
+    for lua, path in scripts.items():
+        path.write_text(lua)
+    return scripts
 
 
 def _fake_space(port: int) -> subprocess.Popen[bytes]:
@@ -183,19 +212,12 @@ def main() -> None:
         "--only", action="append", choices=list(SCENARIOS), help="these scenarios only"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
-        trees = {"base": Path(tmp) / "base", "head": Path(tmp) / "head"}
-        revisions = {"base": args.base, "head": args.head}
-        for name, revision in revisions.items():
-            if revision is None:
-                trees[name] = ROOT
-            else:
-                subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[name]),
-                                revision], cwd=ROOT, check=True)  # fmt: skip
-        scripts = {}
-        for name, lua in (("unique", UNIQUE), ("same", SAME)):
-            scripts[lua] = Path(tmp) / f"{name}.lua"
-            scripts[lua].write_text(lua)
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, ExitStack() as stack:
+        trees = {
+            name: stack.enter_context(checkout(revision, Path(tmp) / name))
+            for name, revision in (("base", args.base), ("head", args.head))
+        }
+        scripts = write_scripts(Path(tmp))
         space_port = _free_port()
         space = _fake_space(space_port)
         try:
@@ -220,10 +242,6 @@ def main() -> None:
         finally:
             space.terminate()
             space.wait(10)
-            for name, revision in revisions.items():
-                if revision is not None:
-                    subprocess.run(["git", "worktree", "remove", "--force", str(trees[name])],
-                                   cwd=ROOT, check=False)  # fmt: skip
 
 
 if __name__ == "__main__":

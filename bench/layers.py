@@ -21,9 +21,19 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
-from bench.ab import ROOT, SAME, SCENARIOS, UNIQUE, _cpu_seconds, _fake_space, serving
+from bench.ab import (
+    ROOT,
+    SAME,
+    SCENARIOS,
+    _fake_space,
+    checkout,
+    measured_cpu,
+    serving,
+    write_scripts,
+)
 from bench.coldstart import _free_port
 
 # (layer, path fragment, function names or None for any): the innermost frame that one of
@@ -115,10 +125,7 @@ def profile(tree: Path, scenario: str, script: Path, space: str, seconds: int, o
     """CPU µs per request, and each layer's share, for ``scenario`` served from ``tree`` (by
     ``module``: the gateway, or the bare app)."""
     with serving(tree, scenario, script, space, module=module) as (pid, wrk):
-        wrk(seconds)  # warm-up
-        before = _cpu_seconds(pid)
-        served = wrk(seconds)
-        cpu = (_cpu_seconds(pid) - before) / served * 1e6
+        cpu = measured_cpu(pid, wrk, seconds)
         spy = subprocess.Popen(
             ["py-spy", "record", "--pid", str(pid), "--rate", "500", "--duration",
              str(seconds), "--format", "raw", "--full-filenames", "--output", str(out)],
@@ -157,18 +164,14 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         sys.exit("bench.layers needs py-spy: pip install py-spy")
-    with tempfile.TemporaryDirectory(prefix="bench-layers-") as tmp:
-        trees: dict[str, Path] = {}
-        for revision in args.revisions or ["."]:
-            if revision == ".":
-                trees["working tree"] = ROOT
-                continue
-            trees[revision] = Path(tmp) / revision.replace("/", "_")
-            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(trees[revision]),
-                            revision], cwd=ROOT, check=True)  # fmt: skip
-        scripts = {UNIQUE: Path(tmp) / "unique.lua", SAME: Path(tmp) / "same.lua"}
-        for lua, path in scripts.items():
-            path.write_text(lua)
+    with tempfile.TemporaryDirectory(prefix="bench-layers-") as tmp, ExitStack() as stack:
+        trees = {
+            revision if revision != "." else "working tree": stack.enter_context(
+                checkout(None if revision == "." else revision, Path(tmp) / f"tree{index}")
+            )
+            for index, revision in enumerate(args.revisions or ["."])
+        }
+        scripts = write_scripts(Path(tmp))
         space_port = _free_port()
         space = _fake_space(space_port)
         results: dict[str, dict[str, tuple[float, dict[str, float]]]] = {}
@@ -187,10 +190,6 @@ def main() -> None:
         finally:
             space.terminate()
             space.wait(10)
-            for tree in trees.values():
-                if tree != ROOT:
-                    subprocess.run(["git", "worktree", "remove", "--force", str(tree)],
-                                   cwd=ROOT, check=False)  # fmt: skip
     print("\n".join(report(results)))
 
 
