@@ -76,6 +76,8 @@ def cache_key(req: GenerationRequest, upstream: str) -> str:
         req.do_sample,
         list(req.stop),
     ]
+    if req.top_k is not None or req.repetition_penalty is not None:
+        material.append([req.top_k, req.repetition_penalty])
     if req.cache_scope:
         material.append(req.cache_scope)
     return hashlib.sha256(orjson.dumps(material)).hexdigest()

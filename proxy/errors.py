@@ -28,6 +28,7 @@ GatewayError
     ├── UpstreamRejected          422 upstream_rejected (the model refused the input)
     │   └── UpstreamPromptTooLong 400 prompt_too_long: over the model's context length
     ├── UpstreamRateLimited       429 upstream_rate_limited (with Retry-After)
+    │   └── UpstreamQuotaExceeded 429 upstream_quota (with Retry-After): ZeroGPU quota spent
     ├── UpstreamBusy              503 upstream_busy (with Retry-After): its queue is full
     ├── UpstreamStarting          503 upstream_starting (with Retry-After): asleep or building
     ├── UpstreamUnavailable       503 upstream_unavailable (with Retry-After): circuit open
@@ -228,6 +229,13 @@ class UpstreamRateLimited(UpstreamFailure):
     # Retried only after the upstream's own Retry-After, when that is short enough
     # (UPSTREAM_RETRY_AFTER_MAX) and within the deadline, or with back-off when it gave none.
     retry_before_output = True
+
+
+class UpstreamQuotaExceeded(UpstreamRateLimited):
+    """A ZeroGPU Space's GPU quota is spent (the account's whose token the gateway holds):
+    Retry-After is the wait the Space named."""
+
+    code = "upstream_quota"
 
 
 class UpstreamBusy(UpstreamFailure):

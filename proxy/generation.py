@@ -24,6 +24,13 @@ class GenerationRequest:
     top_p: float
     do_sample: bool
     stream: bool = False
+    # Sampling options only some upstreams take; None: the caller did not ask (the
+    # upstream's own default applies).
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    # The system prompt in force: the caller's leading system message, else the gateway's
+    # (chat models); "" for none. A chat endpoint of a Space gets it in its own parameter.
+    system: str = ""
     stop: tuple[str, ...] = ()
     # Whose cache entries this request reads and writes (CACHE_SCOPE=caller); "" is shared.
     cache_scope: str = ""

@@ -10,7 +10,7 @@ from typing import Any
 
 from proxy.errors import GatewayError
 from proxy.settings import Settings, space_url
-from proxy.upstreams.gradio_plan import choose_endpoint, plan_endpoint
+from proxy.upstreams.gradio_plan import AppAPI, choose_endpoint, plan_endpoint
 
 
 def quiet_hub_environment() -> None:
@@ -40,11 +40,12 @@ def describe_upstream(url: str, settings: Settings) -> str:
         params = ", ".join(str(p.get("parameter_name")) for p in endpoint.get("parameters", []))
         lines.append(f"  endpoint {name}({params})")
     try:
-        api_name = choose_endpoint(info, settings.space_api_name)
-        plan = plan_endpoint(info, api_name, prefix=prefix)
+        app = AppAPI.of(info, client.config)
+        api_name = choose_endpoint(app, settings.space_api_name)
+        plan = plan_endpoint(app, api_name, prefix=prefix)
     except GatewayError as exc:
         lines.append(f"the gateway cannot use this app as configured: {exc.message}")
         return "\n".join(lines)
     lines.append(f"the gateway will call {api_name} via POST {plan.call_path}:")
-    lines.extend(f"  {i}. {p.describe()}" for i, p in enumerate(plan.params))
+    lines.extend(f"  {line}" for line in plan.describe())
     return "\n".join(lines)

@@ -81,3 +81,55 @@ def render_plain(messages: Sequence[Message]) -> str:
     if messages[-1].role != "assistant":
         lines.append("Assistant:")
     return "\n\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """Messages as a chat app takes them: its system prompt, the turns before the message,
+    and the message (the last user turn), each plain text with no template."""
+
+    system: str
+    history: tuple[Message, ...]
+    message: str
+
+
+def conversation(messages: Sequence[Message], *, system: str) -> Conversation:
+    """``messages`` split for a chat app. A leading system message is ``system`` already
+    (the caller's); later ones are folded into the next user turn, as the template does.
+    Turns after the last user message (a trailing assistant turn) go into the message."""
+    turns: list[Message] = []
+    for index, message in enumerate(messages):
+        if message.role == "system":
+            if index == 0:
+                continue
+            message = Message("user", message.content)
+        if turns and turns[-1].role == message.role:
+            turns[-1] = Message(message.role, f"{turns[-1].content}\n\n{message.content}")
+        else:
+            turns.append(message)
+    last = max((i for i, m in enumerate(turns) if m.role == "user"), default=-1)
+    if last < 0:
+        return Conversation(system, (), "")
+    after = turns[last + 1 :]
+    text = turns[last].content
+    if after:
+        text = "\n\n".join([text, *(f"Assistant: {m.content}" for m in after)])
+    return Conversation(system, tuple(turns[:last]), text)
+
+
+def in_plain_words(conv: Conversation, *, system: bool, history: bool) -> str:
+    """The message with, written before it in plain words, the system prompt and the
+    earlier turns when the app has no parameter of its own for them (so none is lost)."""
+    parts: list[str] = []
+    if system and conv.system.strip():
+        parts.append(conv.system.strip())
+    if history and conv.history:
+        lines = [
+            f"{'User' if m.role == 'user' else 'Assistant'}: {m.content.strip()}"
+            for m in conv.history
+        ]
+        parts.append("The conversation so far:\n" + "\n".join(lines))
+        parts.append(f"User: {conv.message}")
+    else:
+        parts.append(conv.message)
+    return "\n\n".join(parts)

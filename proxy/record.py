@@ -16,6 +16,9 @@ class RequestRecord:
     # stream), and every attempt as (upstream, outcome, seconds).
     upstreams: list[str] | None = None
     attempts: list[tuple[str, str, float]] | None = None
+    # The request's generation fields the upstream's endpoint has no parameter for (its own
+    # values applied), as X-Upstream-Ignored names them.
+    ignored: tuple[str, ...] | None = None
 
 
 def served_by(default: str) -> str:

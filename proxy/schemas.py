@@ -22,6 +22,8 @@ RANGES = {
     "max_new_tokens": "an integer from 1 to {limit}",
     "temperature": "a number from 0 to 2 (0 means greedy decoding)",
     "top_p": "a number greater than 0 and at most 1",
+    "top_k": "an integer from 1 to 1000",
+    "repetition_penalty": "a number greater than 0 and at most 10 (1 means none)",
 }
 
 
@@ -59,6 +61,8 @@ class Parameters(BaseModel):
     max_new_tokens: Annotated[int, Field(ge=1, le=1024)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=1, le=1000)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     do_sample: bool | None = None
 
 
@@ -184,10 +188,12 @@ def to_generation_request(
     if temperature == 0:
         do_sample = False
 
+    default_system = (system_prompt or HEALTH_SYSTEM_PROMPT) if spec.chat else ""
+    system = messages[0].content if messages[0].role == "system" else default_system
     if body.inputs is not None and (not spec.chat or is_templated(body.inputs)):
         prompt = body.inputs
     elif spec.chat:
-        prompt = render_chat(messages, default_system=system_prompt or HEALTH_SYSTEM_PROMPT)
+        prompt = render_chat(messages, default_system=default_system)
     else:
         prompt = render_plain(messages)
     return GenerationRequest(
@@ -200,4 +206,9 @@ def to_generation_request(
         do_sample=do_sample,
         stream=stream,
         cache_scope=cache_scope,
+        top_k=params.top_k,
+        repetition_penalty=(
+            None if params.repetition_penalty is None else round(params.repetition_penalty, 4)
+        ),
+        system=system,
     )

@@ -17,7 +17,7 @@ from proxy.generation import Chunk, FinishReason, GenerationRequest, Usage, usag
 from proxy.guard import Caller
 from proxy.middleware import request_id_of
 from proxy.operations import GENERATION_ERRORS, Operation, Reply
-from proxy.record import served_by
+from proxy.record import current_record, served_by
 from proxy.replies import ChatReply, DoneEvent
 from proxy.responses import JSONResponse, error_body
 from proxy.schemas import ChatRequest, parse_chat_request, to_generation_request
@@ -242,10 +242,15 @@ async def chat(scope: Scope, receive: Receive) -> Response:
 def cache_headers_of(
     upstream: str, cache: str, age: int | None, *, show: bool = True
 ) -> dict[str, str]:
-    """X-Upstream, and when ``show``, X-Cache and Age."""
+    """X-Upstream (and X-Upstream-Ignored when the upstream could not take some of the
+    request's fields), and when ``show``, X-Cache and Age."""
+    headers = {"X-Upstream": upstream}
+    record = current_record()
+    if record is not None and record.ignored:
+        headers["X-Upstream-Ignored"] = ", ".join(record.ignored)
     if not show:
-        return {"X-Upstream": upstream}
-    headers = {"X-Upstream": upstream, "X-Cache": cache}
+        return headers
+    headers["X-Cache"] = cache
     if age is not None:
         headers["Age"] = str(age)
     return headers

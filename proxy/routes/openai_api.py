@@ -96,6 +96,9 @@ class CompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    # Not OpenAI's, but vLLM's and TGI's: the official client sends them in extra_body.
+    top_k: Annotated[int, Field(ge=1, le=1000)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     n: int = 1
     stream: bool = False
@@ -167,7 +170,11 @@ def _to_generation_request(
         messages=[ChatMessage(role=m.chat_role, content=m.text()) for m in body.messages],
         model=body.model,
         parameters=Parameters(
-            max_new_tokens=max_new, temperature=body.temperature, top_p=body.top_p
+            max_new_tokens=max_new,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            repetition_penalty=body.repetition_penalty,
         ),
     )
     req = generation_request(chat, ctx, stream=body.stream, cache_scope=cache_scope)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import secrets
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -24,25 +24,24 @@ import orjson
 
 from proxy.errors import (
     GatewayError,
-    UpstreamAppError,
     UpstreamBadResponse,
-    UpstreamBusy,
     UpstreamDisconnected,
-    UpstreamFailure,
-    UpstreamRateLimited,
     UpstreamStarting,
 )
-from proxy.generation import Chunk, Generation, GenerationRequest
+from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
+from proxy.record import current_record
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
+from proxy.upstreams.gradio_data import build_data, follow_data, prompt_value, result_text
+from proxy.upstreams.gradio_errors import app_error
 from proxy.upstreams.gradio_plan import (
+    AppAPI,
     EndpointPlan,
-    build_data,
     choose_endpoint,
     choose_stream_endpoint,
     plan_endpoint,
-    result_text,
 )
+from proxy.upstreams.gradio_reply import ReplyFilter, Shown
 from proxy.upstreams.http import (
     HTTPOptions,
     HTTPUpstream,
@@ -60,9 +59,28 @@ REDISCOVER_AFTER = 2.0
 AUTH_STATUSES = (401, 403, 404)
 # The events of a result stream that carry output or its failure.
 OUTPUT_EVENTS = ("generating", "complete", "error")
-# What a Space says in an error event when another try may do: its queue is full, no GPU free.
-QUOTA_WAIT = re.compile(r"retry in (\d+):(\d{1,2}):(\d{1,2})")
-BUSY_WORDS = re.compile(r"queue is full|too many requests|no gpu|gpu is busy|server is busy")
+# How long stopping a generation at the Space (POST {prefix}/cancel) may take.
+CANCEL_TIMEOUT = 2.0
+
+
+@dataclass(slots=True)
+class CallState:
+    """One call at the Space: its session and event (what a cancel names), and whether it
+    completed."""
+
+    session: str = ""
+    event_id: str = ""
+    completed: bool = False
+
+
+def _asked(req: GenerationRequest, field: str) -> bool:
+    """Whether ``req`` carries ``field``: the sampling options only when the caller set them;
+    temperature, top_p and do_sample always (the gateway fills them in)."""
+    if field == "top_k":
+        return req.top_k is not None
+    if field == "repetition_penalty":
+        return req.repetition_penalty is not None
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +147,17 @@ class GradioUpstream(HTTPUpstream):
         info = await self._get_json(f"{prefix}/info", f"GET {prefix}/info")
         if not isinstance(info, dict):
             raise UpstreamBadResponse("the upstream's /info is not a Gradio API description")
-        main = plan_endpoint(info, choose_endpoint(info, self._api_name), prefix=prefix)
-        stream_name = choose_stream_endpoint(info, self._stream_api_name, main=main.api_name)
-        stream = plan_endpoint(info, stream_name, prefix=prefix) if stream_name else None
+        app = AppAPI.of(info, config)
+        main = plan_endpoint(app, choose_endpoint(app, self._api_name), prefix=prefix)
+        stream_name = choose_stream_endpoint(app, self._stream_api_name, main=main.api_name)
+        stream = plan_endpoint(app, stream_name, prefix=prefix) if stream_name else None
         for plan in (main, stream):
             if plan is not None:
                 logger.info(
                     "upstream endpoint %s (gradio %s): %s",
                     plan.api_name,
                     config.get("version", "?"),
-                    "; ".join(p.describe() for p in plan.params),
+                    "; ".join(plan.describe()),
                 )
         return Discovery(main, stream)
 
@@ -162,10 +181,13 @@ class GradioUpstream(HTTPUpstream):
             self._discovery_error = None
             return self._discovery
 
-    async def _submit(self, plan: EndpointPlan, data: list[Any]) -> str:
+    async def _submit(self, path: str, data: list[Any], session: str | None) -> str:
+        body: dict[str, Any] = {"data": data}
+        if session is not None:
+            body["session_hash"] = session
         async with self.session.post(
-            self.base_url + plan.call_path,
-            data=orjson.dumps({"data": data}),
+            self.base_url + path,
+            data=orjson.dumps(body),
             headers={"Content-Type": "application/json"},
         ) as resp:
             if resp.status != 200:
@@ -174,44 +196,17 @@ class GradioUpstream(HTTPUpstream):
                 raise status_error(
                     resp.status,
                     resp.headers,
-                    f"POST {plan.call_path}",
+                    f"POST {path}",
                     message=self.explain(await resp.content.read(4096)),
                     auth_statuses=AUTH_STATUSES,
                 )
-            body = await resp.read()
+            answer = await resp.read()
         try:
-            return str(orjson.loads(body)["event_id"])
+            return str(orjson.loads(answer)["event_id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise UpstreamBadResponse(
-                f"the upstream's answer to POST {plan.call_path} has no event_id"
+                f"the upstream's answer to POST {path} has no event_id"
             ) from None
-
-    def _app_error(self, payload: Any) -> UpstreamFailure:
-        """The Space's error event: busy (a full queue, no GPU free: retried before output),
-        out of GPU quota, or its own error."""
-        message = payload.get("error") if isinstance(payload, dict) else payload
-        if not message:
-            return UpstreamAppError(
-                "the upstream app raised an error without details "
-                "(its owner can launch it with show_error=True)"
-            )
-        text = self.redact(str(message))[:500]
-        lowered = text.lower()
-        if "gpu quota" in lowered:
-            # ZeroGPU names the wait: "... retry in 0:05:22"; else a minute.
-            named = QUOTA_WAIT.search(lowered)
-            wait = 60
-            if named:
-                hours, minutes, seconds = (int(part) for part in named.groups())
-                wait = max(1, hours * 3600 + minutes * 60 + seconds)
-            error = UpstreamRateLimited(
-                f"the upstream is out of GPU quota: {text}", retry_after=wait
-            )
-            error.upstream_wait = float(wait)
-            return error
-        if BUSY_WORDS.search(lowered):
-            return UpstreamBusy(f"the upstream is busy: {text}; retry later", retry_after=10)
-        return UpstreamAppError(f"the upstream reported: {text}")
 
     def _payload(self, event: str, raw: str) -> Any:
         try:
@@ -219,20 +214,78 @@ class GradioUpstream(HTTPUpstream):
         except orjson.JSONDecodeError:
             raise UpstreamBadResponse("the upstream sent an event that is not JSON") from None
         if event == "error":
-            raise self._app_error(payload)
+            raise app_error(payload, self.redact)
         return payload
 
+    async def _output_events(
+        self,
+        resp: aiohttp.ClientResponse,
+        decoder: SSEDecoder,
+        wait_until: float | None,
+        deadline: float | None,
+    ) -> list[tuple[str, str]]:
+        """The output events in the stream's next chunk (maybe none); raises at its end."""
+        chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
+        if not chunk:
+            raise UpstreamDisconnected("the upstream closed the result stream before completing")
+        return [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
+
+    async def _run_first(
+        self,
+        plan: EndpointPlan,
+        data: list[Any],
+        session: str,
+        *,
+        wait_until: float | None,
+        deadline: float | None,
+    ) -> Any:
+        """The first event of a chain (``user`` before ``.then(bot)``), run to its end in
+        ``session``: its outputs, which the follow-up reads."""
+        event_id = await self._submit(plan.call_path, data, session)
+        url = f"{self.base_url}{plan.call_path}/{quote(event_id, safe='')}"
+        async with self.session.get(url) as resp:
+            if resp.status != 200:
+                raise status_error(resp.status, resp.headers, f"GET {plan.call_path}/<id>")
+            decoder = SSEDecoder()
+            while True:
+                for event, raw in await self._output_events(resp, decoder, wait_until, deadline):
+                    payload = self._payload(event, raw)
+                    if event == "complete":
+                        return payload
+
+    async def _cancel(self, plan: EndpointPlan, session: str, event_id: str) -> None:
+        """Ask the Space to stop the event running in ``session`` (the answer was cut at
+        its budget): Gradio's own ``POST {prefix}/cancel``, bounded, failures ignored."""
+        fn_index = plan.follow.fn_index if plan.follow is not None else plan.fn_index
+        if fn_index is None:
+            return
+        body = {"session_hash": session, "fn_index": fn_index, "event_id": event_id}
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT):
+                async with self.session.post(
+                    f"{self.base_url}{plan.prefix}/cancel",
+                    data=orjson.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            logger.debug("the upstream did not confirm the cancel of a cut answer")
+
     async def _call(
-        self, req: GenerationRequest, *, streaming: bool, deadline: float | None
+        self,
+        plan: EndpointPlan,
+        data: list[Any],
+        call: CallState,
+        *,
+        streaming: bool,
+        deadline: float | None,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         """The ``generating`` and ``complete`` payloads of one call, ending with ``complete``.
 
-        Every failure is raised as a GatewayError. With a ``deadline`` (loop time) each wait
-        is bounded by it; without one the caller bounds the whole call.
+        A chain's first event runs to its end first, in the same session. Every failure is
+        raised as a GatewayError. With a ``deadline`` (loop time) each wait is bounded by it;
+        without one the caller bounds the whole call.
         """
-        discovery = await self._ensure_discovery()
-        plan = (discovery.stream or discovery.main) if streaming else discovery.main
-        data = build_data(plan, req)
         loop = asyncio.get_running_loop()
         start = loop.time()
         retry_deadline = deadline if deadline is not None else start + self._total_timeout
@@ -240,28 +293,27 @@ class GradioUpstream(HTTPUpstream):
         first_deadline = (
             min(start + self._first_token_timeout, retry_deadline) if streaming else deadline
         )
-
-        result_path = f"GET {plan.call_path}/<id>"
-
-        async def output_events(
-            resp: aiohttp.ClientResponse, decoder: SSEDecoder, wait_until: float | None
-        ) -> list[tuple[str, str]]:
-            """The output events in the stream's next chunk (maybe none); raises at its end."""
-            chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
-            if not chunk:
-                raise UpstreamDisconnected(
-                    "the upstream closed the result stream before completing"
-                )
-            return [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
+        path = plan.path_of(plan.follow.api_name) if plan.follow is not None else plan.call_path
+        result_path = f"GET {path}/<id>"
 
         async def open_once() -> tuple[aiohttp.ClientResponse, SSEDecoder, list[tuple[str, str]]]:
             """Submit, open the result stream and read it to its first event: everything up
             to there may be retried, since the Space has produced nothing yet (a full queue
             or a busy GPU said in an error event included)."""
             try:
-                event_id = await self._submit(plan, data)
-                result_url = f"{self.base_url}{plan.call_path}/{quote(event_id, safe='')}"
-                resp = await self.session.get(result_url)
+                # A session of our own: the state a chain keeps between its two events,
+                # and what a cancel names.
+                call.session = secrets.token_hex(8)
+                body = data
+                if plan.follow is not None:
+                    first = await self._run_first(
+                        plan, data, call.session, wait_until=first_deadline, deadline=deadline
+                    )
+                    body = follow_data(plan.follow, first)
+                call.event_id = await self._submit(path, body, call.session)
+                resp = await self.session.get(
+                    f"{self.base_url}{path}/{quote(call.event_id, safe='')}"
+                )
             except Exception as exc:
                 raise before_output(self._translate(exc)) from None
             try:
@@ -270,7 +322,9 @@ class GradioUpstream(HTTPUpstream):
                 if resp.content_type != "text/event-stream":
                     raise UpstreamBadResponse("the upstream's result is not an event stream")
                 decoder = SSEDecoder()
-                while not (found := await output_events(resp, decoder, first_deadline)):
+                while not (
+                    found := await self._output_events(resp, decoder, first_deadline, deadline)
+                ):
                     pass  # heartbeats and other events: no output yet
                 if found[0][0] == "error":
                     self._payload(*found[0])  # raises the Space's error
@@ -298,10 +352,11 @@ class GradioUpstream(HTTPUpstream):
                         if event == "complete":
                             # Before the yield: a caller may close us right after it.
                             self._last_failure = None
+                            call.completed = True
                             yield event, payload
                             return
                         yield event, payload
-                    pending = await output_events(resp, decoder, deadline)
+                    pending = await self._output_events(resp, decoder, deadline, deadline)
             finally:
                 # Back to the pool when fully read; aiohttp closes it when it is not, which
                 # is also how an abandoned stream is cancelled at the Space.
@@ -311,35 +366,81 @@ class GradioUpstream(HTTPUpstream):
         if error.unavailable:  # /readyz says so until a call succeeds
             self._last_failure = error
 
+    async def _prepare(
+        self, req: GenerationRequest, *, streaming: bool
+    ) -> tuple[EndpointPlan, list[Any], ReplyFilter]:
+        """The endpoint for ``req``, its data, and the filter its reply goes through."""
+        discovery = await self._ensure_discovery()
+        plan = (discovery.stream or discovery.main) if streaming else discovery.main
+        data = build_data(plan, req)
+        shown = ReplyFilter(
+            prompt_value(plan, req),
+            max_new_tokens=req.max_new_tokens,
+            budget_taken=plan.takes("max_new_tokens"),
+            templated=plan.kind == "prompt",
+        )
+        record = current_record()
+        ignored = [f for f in plan.not_taken if f != "max_new_tokens" and _asked(req, f)]
+        if record is not None and ignored:
+            record.ignored = tuple(ignored)
+        return plan, data, shown
+
+    async def _stop(self, plan: EndpointPlan, call: CallState) -> None:
+        """After an answer cut at its budget: stop the generation at the Space."""
+        if not call.completed and call.session:
+            await self._cancel(plan, call.session, call.event_id)
+
     async def generate(self, req: GenerationRequest) -> Generation:
+        plan, data, shown = await self._prepare(req, streaming=False)
+        output = plan.follow.output if plan.follow is not None else plan.output
+        # The text so far matters only when the gateway keeps the budget itself.
+        watch = not plan.takes("max_new_tokens")
+        call = CallState()
+        view = Shown("")
         # One deadline around the whole call: nothing else runs between its events here.
         try:
             async with asyncio.timeout(self._total_timeout):
-                async with aclosing(self._call(req, streaming=False, deadline=None)) as events:
+                events = self._call(plan, data, call, streaming=False, deadline=None)
+                async with aclosing(events):
                     async for event, payload in events:
-                        if event == "complete":
-                            text = result_text(payload)
-                            return Generation(text=text, model=req.model.name, upstream=self.name)
+                        if event != "complete" and not watch:
+                            continue
+                        view = shown.view(result_text(payload, output), final=event == "complete")
+                        if view.cut or event == "complete":
+                            break
         except TimeoutError:
             self._last_failure = self._translate(TimeoutError())
             raise self._last_failure from None
-        raise AssertionError("_call ends with complete or raises")  # pragma: no cover
+        if view.cut:
+            await self._stop(plan, call)
+        finish: FinishReason = "length" if view.cut else "stop"
+        return Generation(view.text, req.model.name, self.name, finish)
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         # Gradio's generating events carry the whole text so far, so each is diffed against
         # what was sent. A Space that rewrites earlier text gets a replace chunk.
+        plan, data, shown = await self._prepare(req, streaming=True)
+        output = plan.follow.output if plan.follow is not None else plan.output
         deadline = asyncio.get_running_loop().time() + self._total_timeout
         sent = ""
-        async with aclosing(self._call(req, streaming=True, deadline=deadline)) as events:
-            async for _, payload in events:
-                text = result_text(payload)
-                if text == sent:
-                    continue
+        call = CallState()
+        cut = False
+        events = self._call(plan, data, call, streaming=True, deadline=deadline)
+        async with aclosing(events):
+            async for event, payload in events:
+                view = shown.view(result_text(payload, output), final=event == "complete")
+                text, cut = view.text, view.cut
+                finish: FinishReason | None = "length" if cut else None
                 if text.startswith(sent):
-                    yield Chunk(text[len(sent) :])
+                    if text != sent or finish:
+                        yield Chunk(text[len(sent) :], finish_reason=finish)
                 else:
-                    yield Chunk(text, replace=True)
+                    yield Chunk(text, replace=True, finish_reason=finish)
                 sent = text
+                if cut:
+                    break
+        if cut:
+            await self._stop(plan, call)
 
     async def probe(self) -> Readiness:
         """Discover the app again now (GET /config and /info), forgetting earlier failures:

@@ -1,31 +1,84 @@
-"""How the gateway maps its requests onto a Gradio app's API, from the app's ``/info``.
+"""How the gateway maps its requests onto a Gradio app's API, from its ``/config`` and ``/info``.
 
 Pure functions over Gradio's JSON, shared by the gradio upstream and ``python -m proxy inspect``:
-choose the endpoint, map our fields onto its parameters by name (then by label, then the app's
-defaults), build the positional ``data`` list, and read a result back.
+choose the endpoint, tell its kind (a **chat** endpoint applies its own template and takes the
+message as plain text; a **prompt** endpoint takes the gateway's Llama 2 prompt), map our fields
+onto its parameters (by name, then label, then the app's defaults), find the output that holds
+the answer, and the follow-up event whose answer the page waits for (``user`` then
+``.then(bot)``). ``gradio_data`` builds the ``data`` lists from a plan and reads results back.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse
-from proxy.generation import GenerationRequest
+from proxy.errors import UpstreamBadResponse
 
-Source = Literal["prompt", "model", "max_new_tokens", "temperature", "top_p", "do_sample"]
+Source = Literal[
+    "prompt",
+    "system",
+    "history",
+    "model",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "do_sample",
+]
+Kind = Literal["chat", "prompt"]
+# How a Chatbot takes the history: gradio 6 messages with content parts, gradio 5 messages
+# with string content, gradio 4's [[user, assistant], ...] pairs.
+HistoryFormat = Literal["parts", "messages", "tuples"]
 
 # Our field -> the names Spaces commonly give the matching parameter, most specific first.
 SYNONYMS: dict[Source, tuple[str, ...]] = {
-    "prompt": ("inputs", "prompt", "message", "text", "query", "input"),
+    "prompt": (
+        "inputs",
+        "prompt",
+        "message",
+        "user_message",
+        "text",
+        "query",
+        "input",
+        "question",
+        "msg",
+    ),
+    "system": (
+        "system_prompt",
+        "system_message",
+        "system",
+        "system_instruction",
+        "system_instructions",
+        "system_msg",
+        "sys_prompt",
+        "sys_msg",
+    ),
+    "history": ("history", "chat_history", "chatbot"),
     "model": ("model", "model_name"),
-    "max_new_tokens": ("max_new_tokens", "max_tokens", "max_length"),
+    "max_new_tokens": ("max_new_tokens", "max_tokens", "max_length", "max_output_tokens"),
     "temperature": ("temperature", "temp"),
     "top_p": ("top_p",),
+    "top_k": ("top_k",),
+    "repetition_penalty": ("repetition_penalty", "rep_penalty", "repeat_penalty"),
     "do_sample": ("do_sample",),
 }
+NUMERIC: frozenset[Source] = frozenset(
+    {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"}
+)
+# The generation fields a request carries, as the README's mapping table names them.
+GENERATION_FIELDS: tuple[Source, ...] = (
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "do_sample",
+)
+TEXT_COMPONENTS = frozenset({"textbox", "multimodaltextbox"})
 _RANGE = re.compile(r"between\s+(-?[\d.]+)\s+and\s+(-?[\d.]+)")
 
 
@@ -39,76 +92,364 @@ class ParamPlan:
     default: Any
     bounds: tuple[float, float] | None = None
     choices: tuple[str, ...] | None = None
+    component: str = ""
 
-    def describe(self) -> str:
-        origin = f"<- {self.source}" if self.source else f"= app default {self.default!r}"
+    def describe(self, kind: Kind = "prompt", *, writes: str = "") -> str:
+        """One line of ``inspect``: the parameter and what the gateway puts there."""
+        if self.source == "prompt":
+            origin = (
+                f"<- the last user message, plain text{writes}"
+                if kind == "chat"
+                else "<- the prompt in Llama 2 chat format"
+            )
+        elif self.source == "system":
+            origin = "<- the system message (the caller's, else the gateway's)"
+        elif self.source == "history":
+            origin = "<- the earlier turns"
+        elif self.source:
+            origin = f"<- {self.source}"
+        else:
+            origin = f"= app default {self.default!r}"
         extra = f" (clamped to {self.bounds[0]:g}..{self.bounds[1]:g})" if self.bounds else ""
         return f"{self.name}{f' [{self.label}]' if self.label else ''} {origin}{extra}"
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """The event the page runs after the chosen one, in the same session, for the answer:
+    each of its API inputs is one of the first event's outputs (by index) or its default."""
+
+    api_name: str
+    sources: tuple[int | None, ...]
+    defaults: tuple[Any, ...]
+    output: int
+    fn_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointPlan:
-    """A discovered endpoint: its name, the API prefix, and how to fill each parameter."""
+    """A discovered endpoint: its name, kind, the API prefix, how to fill each parameter,
+    which output holds the answer, and the follow-up event, if the answer comes from one."""
 
     prefix: str
     api_name: str
     params: tuple[ParamPlan, ...]
+    kind: Kind = "prompt"
+    why: str = ""
+    output: int = 0
+    history_format: HistoryFormat | None = None
+    multimodal: bool = False
+    follow: FollowUp | None = None
+    # The event's index in the app (Gradio's fn_index): what POST {prefix}/cancel names.
+    fn_index: int | None = None
 
     @property
     def call_path(self) -> str:
-        return f"{self.prefix}/call{self.api_name}"
+        return self.path_of(self.api_name)
+
+    def path_of(self, api_name: str) -> str:
+        return f"{self.prefix}/call{api_name}"
+
+    def takes(self, source: Source) -> bool:
+        return any(p.source == source for p in self.params)
+
+    @property
+    def not_taken(self) -> tuple[Source, ...]:
+        """The generation fields this endpoint has no parameter for."""
+        return tuple(f for f in GENERATION_FIELDS if not self.takes(f))
+
+    def describe(self) -> list[str]:
+        """``inspect``'s account of the plan: the kind, each parameter, what is not taken."""
+        writes = ""
+        if self.kind == "chat":
+            missing = [
+                what
+                for what, source in (("the system prompt", "system"), ("earlier turns", "history"))
+                if not self.takes(source)  # type: ignore[arg-type]
+            ]
+            if missing:
+                writes = f" ({' and '.join(missing)} written before it in plain words)"
+        lines = [f"kind: {self.kind}: {self.why}"]
+        lines += [f"{i}. {p.describe(self.kind, writes=writes)}" for i, p in enumerate(self.params)]
+        if self.follow is not None:
+            lines.append(
+                f"then {self.follow.api_name} in the same session; its output "
+                f"{self.follow.output} is the answer"
+            )
+        if not self.takes("max_new_tokens"):
+            lines.append("max_new_tokens: not taken; the gateway stops the answer there itself")
+        ignored = [f for f in self.not_taken if f != "max_new_tokens"]
+        if ignored:
+            lines.append(
+                f"not taken (the app's own values apply; replies name them in "
+                f"X-Upstream-Ignored): {', '.join(ignored)}"
+            )
+        return lines
+
+
+@dataclass(frozen=True, slots=True)
+class AppAPI:
+    """What an app's ``/info`` and ``/config`` say of its events: the public endpoints and
+    their parameters, and each event's components (for its kind, outputs and follow-ups)."""
+
+    endpoints: Mapping[str, Any]
+    dependencies: tuple[Mapping[str, Any], ...] = ()
+    components: Mapping[int, str] | None = None
+    values: Mapping[int, Any] | None = None
+    mode: str = ""
+    events: int = 0
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> AppAPI:
+        endpoints = info.get("named_endpoints")
+        if not isinstance(endpoints, dict):
+            raise UpstreamBadResponse(
+                "the upstream's /info has no named_endpoints: is it a Gradio app?"
+            )
+        config = config or {}
+        deps = config.get("dependencies")
+        deps = tuple(d for d in deps if isinstance(d, dict)) if isinstance(deps, list) else ()
+        components: dict[int, str] = {}
+        values: dict[int, Any] = {}
+        for component in config.get("components") or ():
+            if isinstance(component, dict) and isinstance(component.get("id"), int):
+                components[component["id"]] = str(component.get("type", "")).lower()
+                props = component.get("props")
+                values[component["id"]] = props.get("value") if isinstance(props, dict) else None
+        return cls(endpoints, deps, components, values, str(config.get("mode") or ""), len(deps))
+
+    def dependency(self, api_name: str) -> Mapping[str, Any] | None:
+        name = api_name.lstrip("/")
+        return next((d for d in self.dependencies if d.get("api_name") == name), None)
+
+    def component(self, ident: Any) -> str:
+        return (self.components or {}).get(ident, "") if isinstance(ident, int) else ""
+
+    def params(self, api_name: str) -> list[Mapping[str, Any]]:
+        raw = self.endpoints[api_name].get("parameters", [])
+        return [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) else []
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def named_endpoints(info: Mapping[str, Any]) -> dict[str, Any]:
-    endpoints = info.get("named_endpoints")
-    if not isinstance(endpoints, dict):
-        raise UpstreamBadResponse(
-            "the upstream's /info has no named_endpoints: is it a Gradio app?"
-        )
-    return endpoints
+def _no_api(app: AppAPI) -> UpstreamBadResponse:
+    events = f"all {app.events} of its events are" if app.events else "its events are"
+    return UpstreamBadResponse(
+        f"the upstream app has no public API: {events} registered with api_name=False "
+        "(api_visibility='private'), so no client can call them; its owner can give the chat "
+        "event an api_name (e.g. .click(fn, ..., api_name='chat'))",
+        code="upstream_no_api",
+    )
 
 
-def _existing(endpoints: Mapping[str, Any], requested: str, variable: str) -> str:
+def _existing(app: AppAPI, requested: str, variable: str) -> str:
     """``requested`` when the app has it; else an error naming the setting and the choices."""
-    if requested not in endpoints:
+    if not app.endpoints:
+        raise _no_api(app)
+    if requested not in app.endpoints:
         raise UpstreamBadResponse(
             f"{variable}={requested} is not an endpoint of the upstream; "
-            f"it has: {', '.join(sorted(endpoints)) or 'none'}"
+            f"it has: {', '.join(sorted(app.endpoints))}"
         )
     return requested
 
 
-def choose_endpoint(info: Mapping[str, Any], requested: str | None) -> str:
-    """SPACE_API_NAME when set, else ``/predict``, else the only named endpoint."""
-    endpoints = named_endpoints(info)
-    names = sorted(endpoints)
+def choose_endpoint(app: AppAPI, requested: str | None) -> str:
+    """SPACE_API_NAME when set; else ``/predict``; else the only endpoint that takes a
+    prompt; else the only chat endpoint among them; else ``/chat`` (gradio 4 and 5 name a
+    ChatInterface's so; gradio 6 names it after the function)."""
     if requested is not None:
-        return _existing(endpoints, requested, "SPACE_API_NAME")
-    if "/predict" in endpoints:
+        return _existing(app, requested, "SPACE_API_NAME")
+    if not app.endpoints:
+        raise _no_api(app)
+    usable = [name for name in sorted(app.endpoints) if _sources(app, name)[0] is not None]
+    if "/predict" in usable:
         return "/predict"
-    if len(names) == 1:
-        return names[0]
+    if len(usable) == 1:
+        return usable[0]
+    chats = [name for name in usable if _kind(app, name)[0] == "chat"]
+    if len(chats) == 1:
+        return chats[0]
+    if "/chat" in usable:
+        return "/chat"
+    if not usable:
+        raise UpstreamBadResponse(
+            "none of the upstream's endpoints has a parameter the gateway can tell takes the "
+            f"prompt; set SPACE_API_NAME to the one that does: {', '.join(sorted(app.endpoints))}"
+        )
     raise UpstreamBadResponse(
-        "the upstream has several endpoints and none is /predict; set SPACE_API_NAME to one of: "
-        + (", ".join(names) or "none")
+        "the upstream has several endpoints that take a prompt and none is /predict or the "
+        f"only chat; set SPACE_API_NAME to one of: {', '.join(usable)}"
     )
 
 
-def choose_stream_endpoint(
-    info: Mapping[str, Any], requested: str | None, *, main: str
-) -> str | None:
+def choose_stream_endpoint(app: AppAPI, requested: str | None, *, main: str) -> str | None:
     """SPACE_STREAM_API_NAME when set, else ``/predict_stream`` when the app has it, else None
     (the main endpoint's own ``generating`` events are streamed)."""
-    endpoints = named_endpoints(info)
     if requested is not None:
-        return _existing(endpoints, requested, "SPACE_STREAM_API_NAME")
-    if "/predict_stream" in endpoints and main != "/predict_stream":
+        return _existing(app, requested, "SPACE_STREAM_API_NAME")
+    if "/predict_stream" in app.endpoints and main != "/predict_stream":
         return "/predict_stream"
     return None
+
+
+def _type(param: Mapping[str, Any]) -> str:
+    kind = param.get("type")
+    return str(kind.get("type", "")) if isinstance(kind, dict) else ""
+
+
+def _fits(source: Source, param: Mapping[str, Any]) -> bool:
+    kind = _type(param)
+    if source in NUMERIC:
+        return kind in ("number", "integer")
+    if source == "do_sample":
+        return kind == "boolean"
+    if source == "history":
+        return kind == "array" or str(param.get("component", "")).lower() == "chatbot"
+    return kind in ("string", "")
+
+
+def _is_chat_interface(app: AppAPI, api_name: str) -> bool:
+    """A ChatInterface's API event: (message, history state, *additional inputs) in,
+    (response, history state) out, in gradio 4 to 6 alike."""
+    dep = app.dependency(api_name)
+    if dep is None:
+        return False
+    inputs, outputs = dep.get("inputs") or [], dep.get("outputs") or []
+    return (
+        len(inputs) >= 2
+        and app.component(inputs[0]) in TEXT_COMPONENTS
+        and app.component(inputs[1]) == "state"
+        and bool(outputs)
+        and app.component(outputs[-1]) == "state"
+    )
+
+
+def _by_name(key: tuple[str, str], synonym: str) -> bool:
+    return key[0] == synonym
+
+
+def _by_label(key: tuple[str, str], synonym: str) -> bool:
+    return key[1] == synonym
+
+
+def _by_label_start(key: tuple[str, str], synonym: str) -> bool:
+    return key[1].startswith(synonym + "_")  # "Top-p (nucleus sampling)"
+
+
+_MATCHES = (_by_name, _by_label, _by_label_start)
+
+
+def _sources(app: AppAPI, api_name: str) -> list[Source | None]:
+    """The source of each parameter; the prompt's is None in the first place when no
+    parameter can be told to take it (the list then has a leading None)."""
+    params = app.params(api_name)
+    keys = [
+        (_normalise(str(p.get("parameter_name") or "")), _normalise(str(p.get("label") or "")))
+        for p in params
+    ]
+    sources: list[Source | None] = [None] * len(params)
+    if params and _is_chat_interface(app, api_name):
+        sources[0] = "prompt"  # a ChatInterface's first API input is always the message
+    for i, p in enumerate(params):
+        if str(p.get("component", "")).lower() == "chatbot" and "history" not in sources:
+            sources[i] = "history"
+    for match in _MATCHES:
+        for source, names in SYNONYMS.items():
+            if source in sources:
+                continue
+            for synonym in names:
+                hit = next(
+                    (
+                        i
+                        for i, key in enumerate(keys)
+                        if not sources[i] and match(key, synonym) and _fits(source, params[i])
+                    ),
+                    None,
+                )
+                if hit is not None:
+                    sources[hit] = source
+                    break
+    if "prompt" not in sources:
+        # The only free text box left is the message (a Blocks chat's ``user(m, h)``).
+        texts = [
+            i
+            for i, p in enumerate(params)
+            if not sources[i]
+            and str(p.get("component", "")).lower() in TEXT_COMPONENTS
+            and _fits("prompt", p)
+        ]
+        if len(texts) == 1:
+            sources[texts[0]] = "prompt"
+    if "prompt" not in sources:
+        return [None, *sources]
+    return sources
+
+
+def _answer_output(app: AppAPI, outputs: Sequence[Any], returns: Sequence[Any]) -> int:
+    """The index of the output holding the answer: a Chatbot when there is one (a Blocks
+    chat also clears its textbox), else the first output that is not a state."""
+    kinds = [app.component(o) for o in outputs]
+    if not kinds:  # no /config for this event: /info's returns (states not listed)
+        kinds = [str(r.get("component", "")).lower() for r in returns if isinstance(r, dict)]
+    if "chatbot" in kinds:
+        return kinds.index("chatbot")
+    return next((i for i, kind in enumerate(kinds) if kind != "state"), 0)
+
+
+def _follow_up(app: AppAPI, api_name: str) -> FollowUp | None:
+    """The event that follows ``api_name`` (``.then``/``.success``) taking one of its
+    outputs, as the page runs it for the answer; raises when that event has no API."""
+    dep = app.dependency(api_name)
+    if dep is None:
+        return None
+    outputs = list(dep.get("outputs") or [])
+    followers = [
+        d
+        for d in app.dependencies
+        if d.get("trigger_after") == dep.get("id")
+        and d.get("backend_fn", True)
+        and set(d.get("inputs") or []) & set(outputs)
+        and d.get("outputs")
+    ]
+    if not followers:
+        return None
+    followers.sort(key=lambda d: "chatbot" not in [app.component(o) for o in d["outputs"]])
+    follower = followers[0]
+    name = f"/{follower.get('api_name')}"
+    if follower.get("api_visibility") == "private" or follower.get("api_name") in (None, False):
+        raise UpstreamBadResponse(
+            f"the answer of {api_name} comes from the event that follows it ({name}, "
+            f"#{follower.get('id')}), which has no API (api_name=False): the Space's owner can "
+            "give it an api_name, or set SPACE_API_NAME to an endpoint that answers by itself",
+            code="upstream_no_api",
+        )
+    inputs = [i for i in follower.get("inputs") or [] if app.component(i) != "state"]
+    return FollowUp(
+        api_name=name,
+        sources=tuple(outputs.index(i) if i in outputs else None for i in inputs),
+        defaults=tuple((app.values or {}).get(i) for i in inputs),
+        output=_answer_output(app, follower["outputs"], ()),
+        fn_index=follower.get("id") if isinstance(follower.get("id"), int) else None,
+    )
+
+
+def _kind(app: AppAPI, api_name: str) -> tuple[Kind, str]:
+    if _is_chat_interface(app, api_name):
+        return "chat", "a ChatInterface: it applies its own template and keeps its own history"
+    params = app.params(api_name)
+    if any(str(p.get("component", "")).lower() == "chatbot" for p in params):
+        return "chat", "a chat event: it takes the history in a Chatbot"
+    dep = app.dependency(api_name)
+    if dep is not None and app.mode == "chat_interface" and dep.get("api_visibility") == "public":
+        return "chat", "the endpoint of a ChatInterface app"
+    return "prompt", "a raw prompt: the gateway applies the Llama 2 template"
 
 
 def _bounds(kind: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -118,107 +459,74 @@ def _bounds(kind: Mapping[str, Any]) -> tuple[float, float] | None:
     return (float(found.group(1)), float(found.group(2))) if found else None
 
 
-def plan_endpoint(info: Mapping[str, Any], api_name: str, *, prefix: str) -> EndpointPlan:
-    """Map our fields onto the endpoint's parameters; raises if no parameter takes the prompt."""
-    raw_params = named_endpoints(info)[api_name].get("parameters", [])
-    keys = [
-        (_normalise(str(p.get("parameter_name") or "")), _normalise(str(p.get("label") or "")))
-        for p in raw_params
-    ]
-    sources: list[Source | None] = [None] * len(raw_params)
-    for which in (0, 1):  # by parameter name first, then by component label
-        for source, names in SYNONYMS.items():
-            if source in sources:
-                continue
-            for synonym in names:
-                hit = next(
-                    (i for i, key in enumerate(keys) if key[which] == synonym and not sources[i]),
-                    None,
-                )
-                if hit is not None:
-                    sources[hit] = source
-                    break
-    if "prompt" not in sources:
+def _history_format(param: Mapping[str, Any]) -> HistoryFormat:
+    """How this Chatbot parameter takes the history, from its JSON schema."""
+    schema: Mapping[str, Any] = _mapping(param.get("type"))
+    defs: Mapping[str, Any] = _mapping(schema.get("$defs"))
+    for definition in defs.values():
+        props = definition.get("properties") if isinstance(definition, dict) else None
+        if isinstance(props, dict) and "role" in props and "content" in props:
+            content = props["content"]
+            return (
+                "parts"
+                if isinstance(content, dict) and content.get("type") == "array"
+                else ("messages")
+            )
+    items = _mapping(schema.get("items"))
+    if "role" in str(items) or "role" in str(param.get("python_type", "")):
+        return "messages"
+    return "tuples"
+
+
+def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
+    """Map our fields onto the endpoint's parameters; raises if no parameter takes the
+    prompt, or if its answer comes from a follow-up event that has no API."""
+    raw_params = app.params(api_name)
+    sources = _sources(app, api_name)
+    if len(sources) > len(raw_params):
+        names = ", ".join(str(p.get("parameter_name")) for p in raw_params) or "none"
         raise UpstreamBadResponse(
             f"cannot tell which parameter of {api_name} takes the prompt; "
-            f"its parameters are: {', '.join(k[0] for k in keys) or 'none'}"
+            f"its parameters are: {names}"
         )
     params = []
+    history_format: HistoryFormat | None = None
+    multimodal = False
     for raw, taken in zip(raw_params, sources, strict=True):
-        kind = raw.get("type") if isinstance(raw.get("type"), dict) else {}
-        enum = kind.get("enum")
+        schema = _mapping(raw.get("type"))
+        enum = schema.get("enum")
+        component = str(raw.get("component", "")).lower()
+        if taken == "history":
+            history_format = _history_format(raw)
+        if taken == "prompt":
+            multimodal = component == "multimodaltextbox"
         params.append(
             ParamPlan(
                 name=str(raw.get("parameter_name") or ""),
                 label=raw.get("label"),
                 source=taken,
                 default=raw.get("parameter_default"),
-                bounds=_bounds(kind) if kind.get("type") in ("number", "integer") else None,
+                bounds=_bounds(schema) if schema.get("type") in ("number", "integer") else None,
                 choices=tuple(str(c) for c in enum) if isinstance(enum, list) else None,
+                component=component,
             )
         )
-    return EndpointPlan(prefix=prefix, api_name=api_name, params=tuple(params))
-
-
-def _model_value(param: ParamPlan, req: GenerationRequest) -> str:
-    if param.choices is None:
-        return req.model.name
-    wanted = {req.model.name.lower(), req.model.hub_id.lower()}
-    for choice in param.choices:
-        if choice.lower() in wanted:
-            return choice
-    raise UnknownModel(
-        f"model {req.model.name!r} is not served by this upstream; "
-        f"it serves: {', '.join(param.choices)}",
-        code="model_not_served",
-    )
-
-
-def _clamp(value: float, bounds: tuple[float, float] | None) -> float:
-    if bounds is None:
-        return value
-    return min(max(value, bounds[0]), bounds[1])
-
-
-def build_data(plan: EndpointPlan, req: GenerationRequest) -> list[Any]:
-    """The positional ``data`` list for one call, in the endpoint's parameter order."""
-    data: list[Any] = []
-    for param in plan.params:
-        match param.source:
-            case "prompt":
-                data.append(req.continued_prompt)
-            case "model":
-                data.append(_model_value(param, req))
-            case "max_new_tokens":
-                data.append(int(_clamp(req.max_new_tokens, param.bounds)))
-            case "temperature":
-                data.append(_clamp(req.temperature, param.bounds))
-            case "top_p":
-                data.append(_clamp(req.top_p, param.bounds))
-            case "do_sample":
-                data.append(req.do_sample)
-            case None:
-                data.append(param.default)
-    return data
-
-
-def result_text(payload: Any) -> str:
-    """The generated text in a ``complete``/``generating`` payload: a list with one entry per
-    output, each a plain string or a dict with ``generated_text``."""
-    if isinstance(payload, list):
-        if not payload:
-            raise UpstreamBadResponse("the upstream returned no output")
-        payload = payload[0]
-        if isinstance(payload, list) and payload and isinstance(payload[0], dict):
-            payload = payload[0]  # a pipeline-style [{"generated_text": ...}]
-    if isinstance(payload, str):
-        return payload
-    if isinstance(payload, dict):
-        text = payload.get("generated_text")
-        if isinstance(text, str):
-            return text
-        if payload.get("error"):
-            raise UpstreamAppError(f"the upstream reported: {str(payload['error'])[:500]}")
-    raise UpstreamBadResponse(
-        "the upstream's output is neither text nor an object with generated_text"
+    follow = _follow_up(app, api_name)
+    kind, why = _kind(app, api_name)
+    if follow is not None:
+        kind, why = "chat", f"a Blocks chat: its answer comes from {follow.api_name} after it"
+    dep = app.dependency(api_name)
+    returns = app.endpoints[api_name].get("returns") or []
+    output = _answer_output(app, (dep or {}).get("outputs") or [], returns)
+    return EndpointPlan(
+        prefix=prefix,
+        api_name=api_name,
+        params=tuple(params),
+        kind=kind,
+        why=why,
+        output=output,
+        history_format=history_format,
+        multimodal=multimodal,
+        follow=follow,
+        fn_index=dep.get("id") if dep is not None and isinstance(dep.get("id"), int) else None,
     )

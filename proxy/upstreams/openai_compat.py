@@ -64,6 +64,11 @@ class OpenAICompatUpstream(JSONUpstream):
             body["stream_options"] = {"include_usage": True}
         if req.stop:
             body["stop"] = list(req.stop)
+        # vLLM's and TGI's extensions, sent only when asked for: OpenAI itself refuses them.
+        if req.top_k is not None:
+            body["top_k"] = req.top_k
+        if req.repetition_penalty is not None:
+            body["repetition_penalty"] = req.repetition_penalty
         if not req.model.chat:
             return "/v1/completions", {**body, "prompt": req.continued_prompt}
         messages = [{"role": m.role, "content": m.content} for m in req.messages]

@@ -54,6 +54,10 @@ class TGIUpstream(JSONUpstream):
             parameters["temperature"] = req.temperature
             if req.top_p < 1:
                 parameters["top_p"] = req.top_p
+        if req.do_sample and req.top_k is not None:
+            parameters["top_k"] = req.top_k
+        if req.repetition_penalty is not None:
+            parameters["repetition_penalty"] = req.repetition_penalty
         if req.stop:
             parameters["stop"] = list(req.stop)
         return {"inputs": req.continued_prompt, "parameters": parameters}
