@@ -33,6 +33,7 @@ EXPECTED = {
     "UpstreamRejected": (422, "upstream_rejected", False, False, True, False),
     "UpstreamPromptTooLong": (400, "prompt_too_long", False, False, True, False),
     "UpstreamRateLimited": (429, "upstream_rate_limited", True, False, False, False),
+    "UpstreamQuotaExceeded": (429, "upstream_quota", True, False, False, False),
     "UpstreamBusy": (503, "upstream_busy", True, True, False, True),
     "UpstreamStarting": (503, "upstream_starting", True, True, False, True),
     "UpstreamUnavailable": (503, "upstream_unavailable", False, True, False, False),

@@ -442,7 +442,7 @@ def _follow_up(app: AppAPI, api_name: str) -> FollowUp | None:
 
 def _kind(app: AppAPI, api_name: str) -> tuple[Kind, str]:
     if _is_chat_interface(app, api_name):
-        return "chat", "a ChatInterface: it applies its own template and keeps its own history"
+        return "chat", "a ChatInterface: it applies its own template; its API takes no history"
     params = app.params(api_name)
     if any(str(p.get("component", "")).lower() == "chatbot" for p in params):
         return "chat", "a chat event: it takes the history in a Chatbot"

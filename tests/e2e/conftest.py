@@ -17,6 +17,8 @@ from tests.support.audit import AUDIT, TOKEN
 from tests.support.servers import ThreadServer, free_port, wait_until
 
 APPS = Path(__file__).with_name("gradio_apps.py")
+SHAPES = Path(__file__).with_name("space_shapes.py")
+SHAPE_PATHS = ("/official", "/bare", "/pipeline", "/blocks", "/private", "/zerogpu")
 
 
 class GradioServer:
@@ -38,21 +40,23 @@ def _up(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def gradio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioServer]:
-    """The real gradio apps of gradio_apps.py on a free port, for the whole session."""
+@contextmanager
+def serve_gradio_script(
+    script: Path, log: Path, paths: tuple[str, ...], what: str
+) -> Iterator[GradioServer]:
+    """``python script PORT LOG`` on a free port until each app under ``paths`` answers
+    its /config; stopped at the end."""
     port = free_port()
-    headers_log = tmp_path_factory.mktemp("gradio") / "headers.jsonl"
     env = {
         **os.environ,
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
     }
-    output_path = headers_log.with_name("output.log")
+    output_path = log.with_name("output.log")
     output = output_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, str(APPS), str(port), str(headers_log)],
+        [sys.executable, str(script), str(port), str(log)],
         env=env,
         stdout=output,
         stderr=subprocess.STDOUT,
@@ -61,15 +65,14 @@ def gradio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioSe
     try:
         wait_until(
             lambda: (
-                process.poll() is not None
-                or (_up(f"{url}/seed/config") and _up(f"{url}/full/config"))
+                process.poll() is not None or all(_up(f"{url}{path}/config") for path in paths)
             ),
             timeout=120,
-            what="the gradio test apps",
+            what=what,
         )
         if process.poll() is not None:
-            raise RuntimeError(f"gradio test apps exited:\n{output_path.read_text()}")
-        yield GradioServer(url, headers_log)
+            raise RuntimeError(f"{what} exited:\n{output_path.read_text()}")
+        yield GradioServer(url, log)
     finally:
         process.terminate()
         try:
@@ -78,6 +81,22 @@ def gradio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioSe
             process.kill()
             process.wait(5)
         output.close()
+
+
+@pytest.fixture(scope="session")
+def gradio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioServer]:
+    """The real gradio apps of gradio_apps.py on a free port, for the whole session."""
+    log = tmp_path_factory.mktemp("gradio") / "headers.jsonl"
+    with serve_gradio_script(APPS, log, ("/seed", "/full"), "the gradio test apps") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def space_shapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioServer]:
+    """The apps of space_shapes.py (real Llama 2 chat Spaces' shapes) for the session."""
+    log = tmp_path_factory.mktemp("shapes") / "received.jsonl"
+    with serve_gradio_script(SHAPES, log, SHAPE_PATHS, "the Space-shape apps") as server:
+        yield server
 
 
 @contextmanager

@@ -9,7 +9,8 @@ import pytest
 from proxy.catalog import Catalog
 from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse
 from proxy.schemas import ChatRequest, to_generation_request
-from proxy.upstreams.gradio_plan import build_data, choose_endpoint, plan_endpoint, result_text
+from proxy.upstreams.gradio_data import build_data, result_text
+from proxy.upstreams.gradio_plan import AppAPI, choose_endpoint, plan_endpoint
 
 CATALOG = Catalog(default="llama-2-7b-chat")
 
@@ -81,9 +82,9 @@ def request(**parameters: Any):  # type: ignore[no-untyped-def]
 
 
 def test_seed_app_maps_by_name_with_synonyms_and_clamps_to_sliders() -> None:
-    api = choose_endpoint(SEED_INFO, None)
+    api = choose_endpoint(AppAPI.of(SEED_INFO), None)
     assert api == "/lambda"
-    plan = plan_endpoint(SEED_INFO, api, prefix="/gradio_api")
+    plan = plan_endpoint(AppAPI.of(SEED_INFO), api, prefix="/gradio_api")
     assert plan.call_path == "/gradio_api/call/lambda"
     assert [p.source for p in plan.params] == ["prompt", "model", "max_new_tokens", "temperature"]
     data = build_data(plan, request(max_new_tokens=5, temperature=0))
@@ -96,9 +97,9 @@ def test_seed_app_maps_by_name_with_synonyms_and_clamps_to_sliders() -> None:
 
 
 def test_full_signature_prefers_predict_and_keeps_app_defaults() -> None:
-    api = choose_endpoint(FULL_INFO, None)
+    api = choose_endpoint(AppAPI.of(FULL_INFO), None)
     assert api == "/predict"
-    plan = plan_endpoint(FULL_INFO, api, prefix="")
+    plan = plan_endpoint(AppAPI.of(FULL_INFO), api, prefix="")
     data = build_data(plan, request(max_new_tokens=64, temperature=0.2, top_p=0.5, do_sample=False))
     assert data[1:] == ["llama-2-7b-chat", 64, 0.2, 0.5, False, 42]
 
@@ -114,25 +115,28 @@ def test_label_is_used_when_names_do_not_match() -> None:
             }
         }
     }
-    plan = plan_endpoint(info, "/go", prefix="")
+    plan = plan_endpoint(AppAPI.of(info), "/go", prefix="")
     assert [p.source for p in plan.params] == ["prompt", "temperature"]
 
 
 def test_space_api_name_wins_and_is_checked() -> None:
-    assert choose_endpoint(FULL_INFO, "/health") == "/health"
+    assert choose_endpoint(AppAPI.of(FULL_INFO), "/health") == "/health"
     with pytest.raises(UpstreamBadResponse, match="SPACE_API_NAME=/nope .* /health, /predict"):
-        choose_endpoint(FULL_INFO, "/nope")
+        choose_endpoint(AppAPI.of(FULL_INFO), "/nope")
 
 
 def test_several_endpoints_without_predict_need_space_api_name() -> None:
     info = {"named_endpoints": {"/a": {"parameters": []}, "/b": {"parameters": []}}}
+    with pytest.raises(UpstreamBadResponse, match="set SPACE_API_NAME to the one that does: /a, /b"):
+        choose_endpoint(AppAPI.of(info), None)
+    both = {"named_endpoints": {"/a": {"parameters": [param("prompt", "")]}, "/b": {"parameters": [param("text", "")]}}}
     with pytest.raises(UpstreamBadResponse, match="set SPACE_API_NAME to one of: /a, /b"):
-        choose_endpoint(info, None)
+        choose_endpoint(AppAPI.of(both), None)
 
 
 def test_endpoint_without_prompt_parameter_is_refused() -> None:
     with pytest.raises(UpstreamBadResponse, match="which parameter .* takes the prompt"):
-        plan_endpoint(FULL_INFO, "/health", prefix="")
+        plan_endpoint(AppAPI.of(FULL_INFO), "/health", prefix="")
 
 
 def test_model_not_among_the_apps_choices() -> None:
@@ -146,7 +150,7 @@ def test_model_not_among_the_apps_choices() -> None:
             }
         }
     }
-    plan = plan_endpoint(info, "/p", prefix="")
+    plan = plan_endpoint(AppAPI.of(info), "/p", prefix="")
     with pytest.raises(UnknownModel, match="not served by this upstream; it serves: only-this"):
         build_data(plan, request())
 
@@ -162,7 +166,7 @@ def test_hub_id_choice_is_matched() -> None:
             }
         }
     }
-    plan = plan_endpoint(info, "/p", prefix="")
+    plan = plan_endpoint(AppAPI.of(info), "/p", prefix="")
     assert build_data(plan, request())[1] == "meta-llama/Llama-2-7b-chat-hf"
 
 
