@@ -64,9 +64,7 @@ def serve_gradio_script(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
-            lambda: (
-                process.poll() is not None or all(_up(f"{url}{path}/config") for path in paths)
-            ),
+            lambda: process.poll() is not None or all(_up(f"{url}{path}/config") for path in paths),
             timeout=120,
             what=what,
         )

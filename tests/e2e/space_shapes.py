@@ -28,8 +28,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import spaces  # before anything touches CUDA, as on a Space
-import gradio as gr  # noqa: I001  (spaces first: its own import rule)
+import gradio as gr
+import spaces
 import uvicorn
 from fastapi import FastAPI
 from spaces.zero import client as zero_client
@@ -144,7 +144,7 @@ def blocks_app() -> gr.Blocks:
         msg.submit(user, [msg, chatbot, asked], [msg, chatbot, asked], queue=False).then(
             bot, [chatbot, asked], chatbot
         )
-        gr.Button("Clear").click(lambda: [], None, chatbot, api_name="init_history")
+        gr.Button("Clear").click(list, None, chatbot, api_name="init_history")
     return demo
 
 

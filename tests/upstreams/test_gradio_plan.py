@@ -127,9 +127,10 @@ def test_space_api_name_wins_and_is_checked() -> None:
 
 def test_several_endpoints_without_predict_need_space_api_name() -> None:
     info = {"named_endpoints": {"/a": {"parameters": []}, "/b": {"parameters": []}}}
-    with pytest.raises(UpstreamBadResponse, match="set SPACE_API_NAME to the one that does: /a, /b"):
+    with pytest.raises(UpstreamBadResponse, match="SPACE_API_NAME to the one that does: /a, /b"):
         choose_endpoint(AppAPI.of(info), None)
-    both = {"named_endpoints": {"/a": {"parameters": [param("prompt", "")]}, "/b": {"parameters": [param("text", "")]}}}
+    a, b = {"parameters": [param("prompt", "")]}, {"parameters": [param("text", "")]}
+    both = {"named_endpoints": {"/a": a, "/b": b}}
     with pytest.raises(UpstreamBadResponse, match="set SPACE_API_NAME to one of: /a, /b"):
         choose_endpoint(AppAPI.of(both), None)
 
