@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from proxy.prompts import Message, is_templated, render_chat, render_plain
+from proxy.prompts import (
+    Message,
+    conversation,
+    in_plain_words,
+    is_templated,
+    render_chat,
+    render_plain,
+)
 
 
 def test_single_turn_with_system() -> None:
@@ -42,3 +49,30 @@ def test_plain_rendering_for_base_models() -> None:
     assert render_plain([Message("user", "The heart is")]) == "The heart is"
     text = render_plain([Message("system", "Facts."), Message("user", "Why sleep?")])
     assert text == "Facts.\n\nUser: Why sleep?\n\nAssistant:"
+
+
+def test_a_conversation_splits_into_system_earlier_turns_and_the_message() -> None:
+    messages = [
+        Message("system", "Be brief."),
+        Message("user", "I wake at 3am."),
+        Message("assistant", "That is common."),
+        Message("system", "Mention a doctor."),
+        Message("user", "What helps?"),
+    ]
+    conv = conversation(messages, system="Be brief.")
+    assert conv.system == "Be brief."
+    assert conv.history == (
+        Message("user", "I wake at 3am."),
+        Message("assistant", "That is common."),
+    )
+    assert conv.message == "Mention a doctor.\n\nWhat helps?"  # a later system turn folded in
+    assert in_plain_words(conv, system=False, history=False) == conv.message
+    assert in_plain_words(conv, system=True, history=True) == (
+        "Be brief.\n\nThe conversation so far:\nUser: I wake at 3am.\n"
+        "Assistant: That is common.\n\nUser: Mention a doctor.\n\nWhat helps?"
+    )
+
+
+def test_a_trailing_assistant_turn_stays_in_the_message() -> None:
+    conv = conversation([Message("user", "Hi"), Message("assistant", "Hello")], system="")
+    assert (conv.history, conv.message) == ((), "Hi\n\nAssistant: Hello")

@@ -191,3 +191,174 @@ def test_result_error_dict_is_an_app_error() -> None:
         result_text([{"something": 1}])
     with pytest.raises(UpstreamBadResponse):
         result_text([])
+
+
+def component(ident: int, kind: str) -> dict[str, Any]:
+    return {"id": ident, "type": kind, "props": {"value": None}}
+
+
+def dependency(ident: int, api_name: str, inputs: list[int], outputs: list[int], **more: Any):  # type: ignore[no-untyped-def]
+    return {
+        "id": ident,
+        "api_name": api_name,
+        "inputs": inputs,
+        "outputs": outputs,
+        "api_visibility": "public",
+        "trigger_after": None,
+        "backend_fn": True,
+        **more,
+    }
+
+
+# A ChatInterface as gradio 5 describes it: its API event is always named "chat", and takes
+# (message, history state, *additional inputs); a second public endpoint beside it.
+GRADIO5_CONFIG = {
+    "mode": "blocks",
+    "components": [
+        component(1, "textbox"),
+        component(2, "state"),
+        component(3, "textbox"),
+        component(4, "slider"),
+        component(5, "textbox"),
+    ],
+    "dependencies": [
+        dependency(0, "chat", [1, 2, 3, 4], [5, 2]),
+        dependency(1, "summarise", [1], [5]),
+    ],
+}
+GRADIO5_INFO = {
+    "named_endpoints": {
+        "/chat": {
+            "parameters": [
+                param("message", "Message"),
+                param("system_message", "System message", "You are nice."),
+                param("max_tokens", "Max new tokens", 512, type="number"),
+            ],
+            "returns": [{"label": "Response", "component": "Textbox"}],
+        },
+        "/summarise": {"parameters": [param("text", "Text")]},
+    }
+}
+
+
+def test_a_chat_interface_is_found_whatever_gradio_names_it() -> None:
+    app = AppAPI.of(GRADIO5_INFO, GRADIO5_CONFIG)
+    assert choose_endpoint(app, None) == "/chat"
+    plan = plan_endpoint(app, "/chat", prefix="")
+    assert (plan.kind, plan.output) == ("chat", 0)
+    assert [p.source for p in plan.params] == ["prompt", "system", "max_new_tokens"]
+    body = ChatRequest(
+        messages=[
+            {"role": "system", "content": "Be brief."},  # type: ignore[list-item]
+            {"role": "user", "content": "Why sleep?"},  # type: ignore[list-item]
+        ],
+        parameters={"max_new_tokens": 9},  # type: ignore[arg-type]
+    )
+    req = to_generation_request(
+        body, CATALOG, max_prompt_chars=1000, max_new_tokens_limit=1024, system_prompt="S"
+    )
+    assert build_data(plan, req) == ["Why sleep?", "Be brief.", 9]
+    # Renamed as gradio 6 does (after the function): still the chat endpoint.
+    renamed = {
+        "named_endpoints": {
+            "/respond": GRADIO5_INFO["named_endpoints"]["/chat"],
+            "/summarise": GRADIO5_INFO["named_endpoints"]["/summarise"],
+        }
+    }
+    config = {
+        **GRADIO5_CONFIG,
+        "dependencies": [
+            dependency(0, "respond", [1, 2, 3, 4], [5, 2]),
+            dependency(1, "summarise", [1], [5]),
+        ],
+    }
+    assert choose_endpoint(AppAPI.of(renamed, config), None) == "/respond"
+
+
+def test_a_chain_whose_follow_up_has_no_api_is_refused_naming_it() -> None:
+    config = {
+        "components": [component(1, "textbox"), component(2, "chatbot")],
+        "dependencies": [
+            dependency(0, "user", [1, 2], [1, 2]),
+            dependency(1, "false", [2], [2], trigger_after=0, api_visibility="private"),
+        ],
+    }
+    info = {
+        "named_endpoints": {
+            "/user": {
+                "parameters": [
+                    {**param("m", "parameter_1"), "component": "Textbox"},
+                    param("h", "parameter_2", [], type="array"),
+                ]
+            }
+        }
+    }
+    with pytest.raises(UpstreamBadResponse, match=r"follows it \(/false, #1\), which has no API"):
+        plan_endpoint(AppAPI.of(info, config), "/user", prefix="")
+
+
+def test_an_app_with_no_public_endpoint_gets_an_error_that_says_so() -> None:
+    app = AppAPI.of({"named_endpoints": {}}, {"dependencies": [dependency(0, "false", [], [])]})
+    for requested in (None, "/predict"):
+        with pytest.raises(UpstreamBadResponse, match="no public API: all 1 of its events"):
+            choose_endpoint(app, requested)
+
+
+@pytest.mark.parametrize(
+    ("schema", "form", "value"),
+    [
+        (  # gradio 6: content parts
+            {"$defs": {"Message": {"properties": {"role": {}, "content": {"type": "array"}}}}},
+            "parts",
+            [
+                {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+            ],
+        ),
+        (  # gradio 5 type="messages": string content
+            {"$defs": {"Message": {"properties": {"role": {}, "content": {"type": "string"}}}}},
+            "messages",
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        ),
+        ({"type": "array", "items": {"type": "array"}}, "tuples", [["Hi", "Hello"]]),  # gradio 4
+    ],
+)
+def test_history_goes_in_the_chatbots_own_format(schema: Any, form: str, value: Any) -> None:
+    info = {
+        "named_endpoints": {
+            "/respond": {
+                "parameters": [
+                    param("message", "Message"),
+                    {**param("chat_history", "Chatbot"), "component": "Chatbot", "type": schema},
+                ]
+            }
+        }
+    }
+    plan = plan_endpoint(AppAPI.of(info), "/respond", prefix="")
+    assert (plan.kind, plan.history_format) == ("chat", form)
+    body = ChatRequest(
+        messages=[
+            {"role": "user", "content": "Hi"},  # type: ignore[list-item]
+            {"role": "assistant", "content": "Hello"},  # type: ignore[list-item]
+            {"role": "user", "content": "Tips?"},  # type: ignore[list-item]
+        ]
+    )
+    req = to_generation_request(
+        body, CATALOG, max_prompt_chars=1000, max_new_tokens_limit=1024, system_prompt="S"
+    )
+    # No system parameter: it is written before the message; the turns go in the history.
+    assert build_data(plan, req) == ["S\n\nTips?", value]
+
+
+@pytest.mark.parametrize(
+    ("payload", "output", "text"),
+    [
+        (["", [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]], 1, "a"),
+        ([[{"role": "assistant", "content": [{"type": "text", "text": "parts"}]}]], 0, "parts"),
+        ([[["q", "pair"]]], 0, "pair"),
+        ([{"role": "assistant", "content": "message"}, None], 0, "message"),
+        ([[{"role": "user", "content": "q"}]], 0, ""),  # no answer yet
+    ],
+)
+def test_result_text_reads_chat_outputs(payload: Any, output: int, text: str) -> None:
+    assert result_text(payload, output) == text
