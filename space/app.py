@@ -8,19 +8,27 @@ Endpoints (Gradio's ``/gradio_api/call/<name>`` flow, or ``gradio_client``):
 
 Settings are environment variables (Space settings, or the shell when run locally); see
 README.md. Run locally with ``python app.py``.
+
+On ZeroGPU hardware (``SPACES_ZERO_GPU`` set by the platform) each generation runs inside
+``@spaces.GPU`` with a duration that grows with ``max_new_tokens``, and the default model is
+loaded onto the GPU at start-up, as ZeroGPU requires. Elsewhere the decorator returns the
+function unchanged and nothing differs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import gradio as gr
+import spaces  # before torch (imported by llama): ZeroGPU patches CUDA at import
 
-from llama import AVAILABLE_MODELS, DEFAULT_MODEL, Generator, ModelStore
+from llama import AVAILABLE_MODELS, DEFAULT_MODEL, Generator, ModelStore, load
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 HEALTH_SYSTEM_PROMPT = (
     "You are a careful, friendly health assistant. Give clear, practical general information "
@@ -41,6 +49,12 @@ class SpaceSettings:
     concurrency_limit: int
     queue_max_size: int
     stream_timeout: float
+    # ZeroGPU: the platform sets SPACES_ZERO_GPU (the spaces package reads the same one).
+    zero_gpu: bool = False
+    # The GPU time asked of ZeroGPU per call: a base plus a share per token, at most a cap.
+    gpu_duration_base: float = 15.0
+    gpu_seconds_per_token: float = 0.05
+    gpu_duration_max: float = 120.0
 
     @classmethod
     def from_env(cls) -> SpaceSettings:
@@ -55,6 +69,10 @@ class SpaceSettings:
             concurrency_limit=int(env.get("CONCURRENCY_LIMIT", "1")),
             queue_max_size=int(env.get("QUEUE_MAX_SIZE", "16")),
             stream_timeout=float(env.get("STREAM_TIMEOUT", "120")),
+            zero_gpu=env.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"),
+            gpu_duration_base=float(env.get("GPU_DURATION_BASE", "15")),
+            gpu_seconds_per_token=float(env.get("GPU_SECONDS_PER_TOKEN", "0.05")),
+            gpu_duration_max=float(env.get("GPU_DURATION_MAX", "120")),
         )
         if settings.default_model not in AVAILABLE_MODELS:
             choices = ", ".join(AVAILABLE_MODELS)
@@ -64,6 +82,16 @@ class SpaceSettings:
     def model_id(self, name: str) -> str:
         """The Hub id or local path for a model name; MODEL_ID_OVERRIDE serves every name."""
         return self.model_id_override or AVAILABLE_MODELS[name]
+
+    def gpu_duration(self, max_new_tokens: Any) -> int:
+        """Seconds of GPU to ask ZeroGPU for one call of ``max_new_tokens``: more tokens,
+        more time; never above the cap (a longer request is refused by ZeroGPU)."""
+        try:
+            tokens = max(1, int(max_new_tokens))
+        except (TypeError, ValueError):
+            tokens = 256
+        seconds = self.gpu_duration_base + self.gpu_seconds_per_token * tokens
+        return int(min(seconds, self.gpu_duration_max))
 
 
 def validate(
@@ -84,6 +112,12 @@ def validate(
     model = model or settings.default_model
     if model not in AVAILABLE_MODELS:
         raise gr.Error(f"unknown model {model!r}; choose one of: {', '.join(AVAILABLE_MODELS)}")
+    if settings.zero_gpu and model != settings.default_model:
+        # A ZeroGPU call runs in a process of its own: a model loaded there is gone after it.
+        raise gr.Error(
+            f"this Space runs on ZeroGPU and serves {settings.default_model} only "
+            "(its DEFAULT_MODEL, loaded at start-up)"
+        )
     try:
         tokens, temp, nucleus = int(max_new_tokens), float(temperature), float(top_p)
     except (TypeError, ValueError):
@@ -97,9 +131,23 @@ def validate(
     return inputs, model, tokens, temp, nucleus
 
 
+def on_gpu(settings: SpaceSettings) -> Callable[[F], F]:
+    """``@spaces.GPU`` for a generation function taking ``(inputs, model, max_new_tokens,
+    ...)``: on ZeroGPU each call gets a GPU for ``settings.gpu_duration(max_new_tokens)``
+    seconds; elsewhere the function itself is returned."""
+
+    def gpu_time(inputs: Any, model: Any = None, max_new_tokens: Any = 256, *rest: Any) -> int:
+        return settings.gpu_duration(max_new_tokens)
+
+    return cast(Callable[[F], F], spaces.GPU(duration=gpu_time))
+
+
 def build_demo(settings: SpaceSettings, generator: Generator) -> gr.Blocks:
     """The Space's Blocks: documented API endpoints plus a test UI wired to every parameter."""
 
+    gpu = on_gpu(settings)
+
+    @gpu
     def generate_response(
         inputs: str,
         model: str = settings.default_model,
@@ -121,6 +169,7 @@ def build_demo(settings: SpaceSettings, generator: Generator) -> gr.Blocks:
         )
         return {"generated_text": reply}
 
+    @gpu
     def generate_stream(
         inputs: str,
         model: str = settings.default_model,
@@ -210,7 +259,11 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = SpaceSettings.from_env()
-    store = ModelStore(settings.model_id)
+    store = ModelStore(settings.model_id, lambda model_id: load(model_id, gpu=settings.zero_gpu))
+    if settings.zero_gpu:
+        # ZeroGPU wants the weights on "cuda" at start-up: it keeps them and attaches a GPU
+        # to each @spaces.GPU call; a model loaded inside a call would not outlive it.
+        store.preload(settings.default_model)
     generator = Generator(
         store,
         system_prompt=settings.system_prompt,

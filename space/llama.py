@@ -51,11 +51,18 @@ def is_chat_model(name: str) -> bool:
     return name.endswith("-chat")
 
 
-def load(model_id: str) -> Loaded:
-    """Load a model by Hub id or local directory: fp16 on a GPU, fp32 on the CPU."""
+def load(model_id: str, *, gpu: bool = False) -> Loaded:
+    """Load a model by Hub id or local directory: fp16 on a GPU, fp32 on the CPU.
+
+    ``gpu`` (ZeroGPU) moves it to ``cuda`` whole, without a device map: ZeroGPU emulates
+    CUDA at start-up and attaches the real GPU during each ``@spaces.GPU`` call.
+    """
     logger.info("loading model %s", model_id)
     tokenizer = AutoTokenizer.from_pretrained(model_id)
-    if torch.cuda.is_available():
+    if gpu:
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float16)
+        model.to(torch.device("cuda"))  # type: ignore[arg-type]  # transformers types .to oddly
+    elif torch.cuda.is_available():
         # device_map needs accelerate; only a GPU machine has use for it.
         model = AutoModelForCausalLM.from_pretrained(
             model_id, dtype=torch.float16, device_map="auto", low_cpu_mem_usage=True
@@ -84,6 +91,11 @@ class ModelStore:
         self._users = 0
         self._switch_waiting = 0
         self.loads = 0
+
+    def preload(self, name: str) -> None:
+        """Load ``name`` now (ZeroGPU: before the app serves)."""
+        with self.lease(name):
+            pass
 
     @property
     def loaded_id(self) -> str | None:
