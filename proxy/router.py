@@ -43,9 +43,9 @@ COMES_BACK = (UpstreamStarting, UpstreamRateLimited, UpstreamBusy)
 
 def fails_over(error: GatewayError) -> bool:
     """Whether another upstream may succeed where this one failed: not when the request
-    itself is wrong (our 4xx, the model's refusal of the input), except a model this one
-    does not serve."""
-    return not error.request_fault or error.code == "model_not_served"
+    itself is wrong (our 4xx, the model's refusal of the input), except what only this one
+    cannot do: a model it does not serve, or continuing an answer (a Space's chat endpoint)."""
+    return not error.request_fault or error.code in ("model_not_served", "cannot_continue")
 
 
 class Router:

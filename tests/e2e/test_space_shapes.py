@@ -17,6 +17,8 @@ from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer, gateway_server
 from tests.e2e.space_shapes import ANSWER, LONG_ANSWER
 from tests.e2e.test_router import gradio, routed, sse, streamed_text
+from tests.support.fake_llm_servers import ANSWER as GRADIO_ANSWER
+from tests.support.fault_space import FaultSpace
 from tests.support.servers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -245,3 +247,27 @@ def test_a_readiness_probe_shows_the_chat_endpoint(space_shapes: GradioServer) -
         ready = httpx.get(f"{url}/readyz", timeout=10).json()
     # gradio 6 names a ChatInterface's endpoint after its function: /predict here.
     assert ready["detail"].startswith("gradio endpoint /predict")
+
+
+async def test_a_chat_space_cannot_continue_a_broken_answer_so_the_next_one_does(
+    tmp_path: Path,
+    space_shapes: GradioServer,
+    gradio_server: GradioServer,
+    fault_space: FaultSpace,
+) -> None:
+    """A chat endpoint applies its own template: it is passed over for a continuation,
+    without being held against it, and a raw-prompt Space finishes the answer."""
+    tables = [
+        gradio("broken", f"{fault_space.url}/cutmid"),
+        gradio("chat", f"{space_shapes.url}/official", priority=1),
+        gradio("raw", f"{gradio_server.url}/c", priority=2),
+    ]
+    since = len(space_shapes.received())
+    async with routed(tmp_path, tables) as client:
+        response = await client.post("/api/chat", json={"inputs": "Help?", "stream": True})
+        ready = (await client.get("/readyz")).json()
+    found = sse(response.text)
+    assert streamed_text(found) == GRADIO_ANSWER
+    assert found[-1][1]["upstream"] == "broken, raw"
+    assert received(space_shapes, "official", since) == []  # never asked to continue
+    assert ready["upstreams"]["chat"] == "ready"
