@@ -7,10 +7,14 @@ body, forever. ``EdgeProtocol`` (passed to uvicorn as its ``http`` class) adds, 
   ``MAX_HEADERS`` headers, else ``431`` and close, without buffering more;
 - a deadline for the head, ``HEAD_TIMEOUT`` from the connection's first byte of a request
   (or from its opening): ``408`` and close when part of a head came, close when nothing did;
-- at most ``BODY_TIMEOUT`` of silence while a request body is incomplete: ``408`` and close;
+- at most ``BODY_TIMEOUT`` of silence while a request body is incomplete, and at most
+  ``BODY_DEADLINE`` for the whole body however it trickles (one byte just inside the silence
+  bound would otherwise hold a connection for days): ``408`` and close;
 - at most ``MAX_CONNECTIONS`` open connections: at the bound, the connection that has waited
-  longest for its request head is closed (408) to make room, as a slow-loris client would
-  otherwise hold every slot; when none is waiting, the new connection gets ``503``.
+  longest for its request head is closed (408) to make room, else the one longest inside an
+  unfinished body, as slow clients would otherwise hold every slot; when none is waiting, the
+  new connection gets ``503``;
+- optionally at most ``MAX_CONNECTIONS_PER_ADDRESS`` from one client address (``503``).
 
 ``serving.py`` calls ``configure`` with the settings before uvicorn starts; a worker process
 reads its settings when its first connection arrives.
@@ -37,6 +41,8 @@ class EdgeLimits:
     head_timeout: float
     body_timeout: float
     max_connections: int
+    body_deadline: float = 30.0
+    max_connections_per_address: int = 0
 
     @classmethod
     def of(cls, settings: Settings) -> EdgeLimits:
@@ -46,6 +52,8 @@ class EdgeLimits:
             head_timeout=settings.head_timeout,
             body_timeout=settings.body_timeout,
             max_connections=settings.max_connections,
+            body_deadline=settings.body_deadline,
+            max_connections_per_address=settings.max_connections_per_address,
         )
 
 
@@ -110,6 +118,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.limits = limits()
         self.head_started = time.monotonic()
         self.body_active_at = 0.0
+        self.body_started = 0.0
         self.in_head = True  # waiting for (the rest of) a request head
         self.head_bytes = 0
         self.too_many_headers = False
@@ -121,12 +130,30 @@ class EdgeProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections and not self._make_room():
             self._refuse(TOO_MANY_CONNECTIONS)
             return
+        if self.limits.max_connections_per_address and self._from_same_address() > (
+            self.limits.max_connections_per_address
+        ):
+            self._refuse(TOO_MANY_CONNECTIONS)
+            return
         if not EdgeProtocol.sweeping:
             EdgeProtocol.sweeping = True
             self.loop.call_later(self._sweep_interval(), self._sweep)
 
+    def _from_same_address(self) -> int:
+        """The open connections from this one's client address, itself included."""
+        host = self.client[0] if self.client else None
+        return sum(
+            1
+            for c in self.connections
+            if isinstance(c, EdgeProtocol)
+            and c.client
+            and c.client[0] == host
+            and not c.transport.is_closing()
+        )
+
     def _sweep_interval(self) -> float:
-        return min(1.0, self.limits.head_timeout / 4, self.limits.body_timeout / 4)
+        limits = self.limits
+        return min(1.0, limits.head_timeout / 4, limits.body_timeout / 4, limits.body_deadline / 4)
 
     def _sweep(self) -> None:
         """Close every connection of this process that is past its deadline."""
@@ -142,13 +169,18 @@ class EdgeProtocol(HttpToolsProtocol):
     def _check(self, now: float) -> None:
         if self.transport.is_closing():
             return
-        cycle = self.cycle
         if self.in_head and self._waiting_for_head():
             if now - self.head_started > self.limits.head_timeout:
                 self._head_expired()
-        elif cycle is not None and cycle.more_body and not self.pipeline:
-            if now - self.body_active_at > self.limits.body_timeout:
+        elif self._in_body():
+            silent = now - self.body_active_at > self.limits.body_timeout
+            if silent or now - self.body_started > self.limits.body_deadline:
                 self._body_expired()
+
+    def _in_body(self) -> bool:
+        """Inside a request whose body has not all arrived."""
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not self.pipeline and not self.in_head
 
     def _waiting_for_head(self) -> bool:
         """Between requests: a head not (fully) arrived, or a kept-alive connection."""
@@ -156,17 +188,20 @@ class EdgeProtocol(HttpToolsProtocol):
         return cycle is None or (cycle.response_complete and (self.in_head or not cycle.more_body))
 
     def _make_room(self) -> bool:
-        """Close the connection that has waited longest for a request head; False if none."""
-        waiting = [
+        """Close the connection that has waited longest for a request head, else the one
+        longest inside an unfinished body; False if there is neither."""
+        others = [
             c
             for c in self.connections
-            if isinstance(c, EdgeProtocol)
-            and c is not self
-            and c._waiting_for_head()
-            and not c.transport.is_closing()
+            if isinstance(c, EdgeProtocol) and c is not self and not c.transport.is_closing()
         ]
+        waiting = [c for c in others if c._waiting_for_head()]
         if not waiting:
-            return False
+            in_body = [c for c in others if c._in_body()]
+            if not in_body:
+                return False
+            min(in_body, key=lambda c: c.body_started)._body_expired()
+            return True
         oldest = min(waiting, key=lambda c: c.head_started)
         if oldest.in_head:
             oldest._head_expired()
@@ -227,7 +262,7 @@ class EdgeProtocol(HttpToolsProtocol):
             self.too_many_headers = True
             raise ValueError("too many headers")  # stops the parser: send_400_response
         self.in_head = False
-        self.body_active_at = self.head_started
+        self.body_active_at = self.body_started = time.monotonic()
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:

@@ -107,8 +107,14 @@ class Settings(BaseModel):
     body_timeout: float = Field(
         60.0, gt=0, description="Seconds of silence tolerated inside a request body (else 408)."
     )
+    body_deadline: float = Field(
+        30.0, gt=0, description="Seconds for a whole request body, however it trickles (408)."
+    )
     max_connections: int = Field(
         1000, ge=1, description="Open client connections per process (beyond: 503)."
+    )
+    max_connections_per_address: int = Field(
+        0, ge=0, description="Open connections per client address (0: no cap; beyond: 503)."
     )
     max_prompt_chars: int = Field(16000, ge=1, description="Longest accepted prompt.")
     max_new_tokens_limit: int = Field(

@@ -21,7 +21,7 @@ from tests.support.servers import free_port, wait_until
 pytestmark = pytest.mark.e2e
 
 # Deadlines short enough for a test; the defaults (60 s) are the same code path.
-EDGE = {"HEAD_TIMEOUT": "1", "BODY_TIMEOUT": "1", "RATE_LIMIT": "off",
+EDGE = {"HEAD_TIMEOUT": "1", "BODY_TIMEOUT": "1", "BODY_DEADLINE": "10", "RATE_LIMIT": "off",
         "MOCK_TOKEN_DELAY_MS": "0"}  # fmt: skip
 
 
@@ -232,3 +232,87 @@ def test_connections_beyond_the_bound() -> None:
     assert status_of(refused) == 503
     assert b'"code": "too_many_connections"' in refused
     assert after
+
+
+def trickle_head(length: int) -> bytes:
+    return head("/api/chat", "Content-Type: application/json", f"Content-Length: {length}",
+                method="POST")  # fmt: skip
+
+
+def test_a_body_that_trickles_past_its_deadline_is_408_and_closed() -> None:
+    """One byte just inside the silence bound, for longer than BODY_DEADLINE in all."""
+    port = free_port()
+    env = clean_env(**{**EDGE, "BODY_DEADLINE": "2"})
+    with running(gateway_command(port), env, port) as gateway, connect(gateway) as sock:
+        sock.sendall(trickle_head(60000))
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 8:
+                sock.sendall(b"a")
+                time.sleep(0.5)  # under BODY_TIMEOUT (1 s): silence alone never trips
+        except OSError:
+            pass  # closed by the gateway, as it should be
+        reply = read_all(sock)
+        elapsed = time.monotonic() - started
+    assert status_of(reply) == 408 and b'"code": "request_timeout"' in reply
+    assert 1.8 < elapsed < 5
+
+
+def test_slow_bodies_cannot_take_every_connection() -> None:
+    """60 bodies at a byte a second against MAX_CONNECTIONS=50: the oldest of them make room,
+    and /healthz keeps answering 200."""
+    port = free_port()
+    env = clean_env(MAX_CONNECTIONS="50", BODY_TIMEOUT="4", RATE_LIMIT="off")
+    with running(gateway_command(port), env, port) as gateway:
+        slow = []
+        for _ in range(60):
+            sock = connect(gateway)
+            sock.sendall(trickle_head(60000) + b"{")
+            slow.append(sock)
+        stop = threading.Event()
+
+        def drip() -> None:
+            while not stop.wait(1):
+                for sock in slow:
+                    try:
+                        sock.sendall(b" ")
+                    except OSError:
+                        pass  # evicted
+
+        dripper = threading.Thread(target=drip)
+        dripper.start()
+        try:
+            statuses = []
+            for _ in range(28):
+                response = httpx.get(f"{gateway.url}/healthz", headers={"Connection": "close"})
+                statuses.append(response.status_code)
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            dripper.join(5)
+            for sock in slow:
+                sock.close()
+    assert statuses == [200] * 28
+
+
+def test_connections_per_address_can_be_capped() -> None:
+    port = free_port()
+    env = clean_env(MAX_CONNECTIONS_PER_ADDRESS="3", RATE_LIMIT="off")
+    with running(gateway_command(port), env, port) as gateway:
+        held = [connect(gateway) for _ in range(3)]
+        try:
+            for sock in held:  # each inside a request, so none is idle
+                sock.sendall(trickle_head(50))
+            time.sleep(0.2)
+            with connect(gateway) as sock:
+                refused = read_all(sock)
+        finally:
+            for sock in held:
+                sock.close()
+        served = wait_until(
+            lambda: httpx.get(f"{gateway.url}/healthz").status_code == 200,
+            timeout=5,
+            what="a free slot for the address",
+        )
+    assert status_of(refused) == 503 and b"too_many_connections" in refused
+    assert served
