@@ -148,11 +148,14 @@ class Guard:
         if authorization and authorization[:7].lower() == "bearer ":
             credential = authorization[7:].strip()
         if credential and self.callers - {"anyone", "browser"}:
-            await self.failures.check(address)
             try:
                 caller = Caller(await self._identify(credential), trusted=True)
             except Unauthorized:
-                await self.failures.failed(address)
+                # Only failures are throttled: a good credential is let in whatever the
+                # address did before (behind a shared router, another client's guesses must
+                # not lock it out). A signed token cannot be guessed, so is never counted.
+                if not (self.users is not None and looks_like_jwt(credential)):
+                    await self.failures.refused(address)
                 raise
             except _Ignored:
                 pass

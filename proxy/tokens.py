@@ -13,15 +13,14 @@ from proxy.errors import Unauthorized
 
 
 async def require_bearer(request: Request, token: SecretStr, *, setting: str, code: str) -> None:
-    """Raise Unauthorized unless the request carries ``Authorization: Bearer <token>``, and
-    RateLimited while its address has spent its failed credentials."""
-    guard = context_of(request).guard
-    address = guard.address(request.scope, request.headers.get("x-forwarded-for"))
-    await guard.failures.check(address)
+    """Raise Unauthorized unless the request carries ``Authorization: Bearer <token>`` (or
+    RateLimited, for a wrong one, while its address has spent its failed credentials)."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        await guard.failures.failed(address)
+        guard = context_of(request).guard
+        address = guard.address(request.scope, request.headers.get("x-forwarded-for"))
+        await guard.failures.refused(address)
         raise Unauthorized(
             f"send the token as Authorization: Bearer <{setting}>",
             code=code,

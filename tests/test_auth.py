@@ -187,27 +187,47 @@ async def test_the_jwks_down_is_a_503_not_a_refusal() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "path", "method"),
+    ("settings", "path", "method", "right"),
     [
-        ({"api_keys": API_KEY}, "/api/chat", "POST"),
-        ({"jwt_secret": SECRET}, "/api/chat", "POST"),
-        ({"admin_token": "admin-secret-123"}, "/api/cache", "DELETE"),
-        ({"metrics_token": "metrics-secret-123"}, "/metrics", "GET"),
+        ({"api_keys": API_KEY}, "/api/chat", "POST", API_KEY),
+        ({"admin_token": "admin-secret-123"}, "/api/cache", "DELETE", "admin-secret-123"),
+        ({"metrics_token": "metrics-secret-123"}, "/metrics", "GET", "metrics-secret-123"),
     ],
-    ids=["api key", "user token", "admin token", "metrics token"],
+    ids=["api key", "admin token", "metrics token"],
 )
-async def test_guessing_is_throttled_per_address(
-    settings: dict[str, str], path: str, method: str
+async def test_guessing_is_throttled_per_address_but_a_right_credential_gets_in(
+    settings: dict[str, str], path: str, method: str, right: str
 ) -> None:
-    guess = jwt.encode(claims(), "wrong-secret-of-32-bytes-long!!!!", "HS256")
+    """Behind a shared router every client has one address: one client's wrong guesses are
+    throttled, and the right credential is still accepted from the same address."""
+    guess = "wrong-guess-0123456789"
     async with gateway_client(auth_failures="5/minute", rate_limit="off", **settings) as client:
         answers = [
             await client.request(method, path, json=BODY, headers=bearer(guess)) for _ in range(7)
         ]
+        good = await client.request(method, path, json=BODY, headers=bearer(right))
+        again = await client.request(method, path, json=BODY, headers=bearer(guess))
     assert [a.status_code for a in answers] == [401] * 5 + [429] * 2
     refused = answers[-1]
     assert refused.json()["code"] == "too_many_failed_auth"
     assert int(refused.headers["retry-after"]) >= 1
+    assert good.status_code == 200
+    assert again.status_code == 429  # a good one does not reset the failures
+
+
+async def test_signed_user_tokens_are_never_throttled() -> None:
+    """A forged token cannot be guessed into a valid one: no lock-out for anyone."""
+    forged = jwt.encode(claims(), "wrong-secret-of-32-bytes-long!!!!", "HS256")
+    async with gateway_client(auth_failures="5/minute", rate_limit="off",
+                              jwt_secret=SECRET) as client:  # fmt: skip
+        answers = [
+            await client.post("/api/chat", json=BODY, headers=bearer(forged)) for _ in range(8)
+        ]
+        good = await client.post(
+            "/api/chat", json=BODY, headers=bearer(jwt.encode(claims(), SECRET, "HS256"))
+        )
+    assert [a.status_code for a in answers] == [401] * 8
+    assert good.status_code == 200
 
 
 async def test_cache_entries_are_the_callers_own_by_default() -> None:
