@@ -197,7 +197,7 @@ def test_an_endless_header_and_slow_clients_do_not_slow_anyone_else() -> None:
 
 def test_connections_beyond_the_bound() -> None:
     port = free_port()
-    env = clean_env(MAX_CONNECTIONS="20", RATE_LIMIT="off")
+    env = clean_env(MAX_CONNECTIONS="20", RATE_LIMIT="off", MOCK_TOKEN_DELAY_MS="300")
     with running(gateway_command(port), env, port) as gateway:
         # 30 connections that never send a head: the oldest make room for a real client.
         idle = [connect(gateway) for _ in range(30)]
@@ -206,18 +206,33 @@ def test_connections_beyond_the_bound() -> None:
         finally:
             for sock in idle:
                 sock.close()
-        # 20 connections inside a request (a body still to come) are not idle: a 21st is
-        # refused with 503 until one ends.
+        # 20 connections inside an unfinished body: the oldest of them makes room (408).
+        in_body = []
+        for _ in range(20):
+            sock = connect(gateway)
+            sock.sendall(trickle_head(50))
+            in_body.append(sock)
+        time.sleep(0.2)
+        try:
+            made_room = httpx.get(f"{gateway.url}/healthz", headers={"Connection": "close"})
+            evicted = read_all(in_body[0])
+        finally:
+            for sock in in_body:
+                sock.close()
+        # 20 connections whose requests have all arrived (streams being answered) are busy,
+        # not stuck: a 21st is refused with 503 until one ends.
+        body = b'{"inputs": "tips for sleep", "stream": true}'
         busy = []
         for _ in range(20):
             sock = connect(gateway)
-            waiting = ("Content-Type: application/json", "Content-Length: 50",
-                       "Expect: 100-continue")  # fmt: skip
-            sock.sendall(head("/api/chat", *waiting, method="POST"))
+            sock.sendall(
+                head("/api/chat", "Content-Type: application/json",
+                     f"Content-Length: {len(body)}", method="POST") + body
+            )  # fmt: skip
             busy.append(sock)
         try:
-            for sock in busy:  # the route is reading its body: the request has begun
-                assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+            for sock in busy:  # the stream has begun
+                assert sock.recv(64).startswith(b"HTTP/1.1 200")
             with connect(gateway) as sock:
                 refused = read_all(sock)
         finally:
@@ -229,6 +244,7 @@ def test_connections_beyond_the_bound() -> None:
             what="a free slot",
         )
     assert served.status_code == 200
+    assert made_room.status_code == 200 and status_of(evicted) == 408
     assert status_of(refused) == 503
     assert b'"code": "too_many_connections"' in refused
     assert after
