@@ -16,6 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from proxy.budget import bound_generation, bound_stream, budget_chars
 from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
 from proxy.errors import GatewayError
 from proxy.flights import Flights
@@ -132,14 +133,14 @@ class Gateway:
         if entry is not None:
             return Served(entry.generation(), "HIT", entry.age())
         if key is None:
-            return Served(await self.upstream.generate(req), "BYPASS")
+            return Served(await self._generate(req), "BYPASS")
         return await self._flights.run(key, lambda: self._fill(key, req))
 
     async def _fill(self, key: str, req: GenerationRequest) -> Served:
         """Generate ``req`` once across instances and store it; the single-flight leader."""
         assert self.cache is not None
         if not self.cache.shared:  # in-process single-flight is all the coordination needed
-            generation = await self.upstream.generate(req)
+            generation = await self._generate(req)
             await self.cache.set(key, CachedGeneration.of(generation))
             return Served(generation, "MISS")
         try:
@@ -151,9 +152,9 @@ class Gateway:
                 token = await self.cache.lock(key)
         except CacheUnavailable as exc:
             self._cache_failed(exc)
-            return Served(await self.upstream.generate(req), "BYPASS")
+            return Served(await self._generate(req), "BYPASS")
         try:
-            generation = await self.upstream.generate(req)
+            generation = await self._generate(req)
             try:
                 await self.cache.set(key, CachedGeneration.of(generation))
             except CacheUnavailable as exc:
@@ -215,7 +216,7 @@ class Gateway:
     ) -> AsyncGenerator[Chunk, None]:
         text = ""
         finish: FinishReason = "stop"
-        chunks = self.upstream.stream(req)
+        chunks = bound_stream(self.upstream.stream(req), budget_chars(req))
         try:
             async for chunk in chunks:
                 text = chunk.text if chunk.replace else text + chunk.text
@@ -230,6 +231,10 @@ class Gateway:
                 await self.cache.set(key, CachedGeneration.of(generation))
             except CacheUnavailable as exc:
                 self._cache_failed(exc)
+
+    async def _generate(self, req: GenerationRequest) -> Generation:
+        """The upstream's reply, within the gateway's bound on every reply (budget.py)."""
+        return bound_generation(await self.upstream.generate(req), budget_chars(req))
 
     async def clear_cache(self) -> int:
         """Remove every entry; the number removed. Raises CacheUnavailable."""

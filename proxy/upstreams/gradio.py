@@ -375,7 +375,7 @@ class GradioUpstream(HTTPUpstream):
         data = build_data(plan, req)
         shown = ReplyFilter(
             prompt_value(plan, req),
-            max_new_tokens=req.max_new_tokens,
+            req,
             budget_taken=plan.takes("max_new_tokens"),
             templated=plan.kind == "prompt",
         )

@@ -3,19 +3,18 @@
 A Space answers with the text so far (``generating``) and the whole text (``complete``). Some
 apps repeat the prompt before the answer (text generation returns the full text unless told
 not to): that prompt, the gateway's system prompt and template in it, is removed. An app that
-takes no token budget (or ignores it) is cut at ``max_new_tokens`` by the gateway's own
-estimate, the one its usage reports, and the upstream call is stopped there.
+takes no token budget is cut at ``max_new_tokens`` by the gateway's own estimate, the one its
+usage reports, and the upstream call is stopped there; one that takes it and ignores it meets
+the gateway's bound for every upstream (``proxy/budget.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.generation import CHARS_PER_TOKEN
+from proxy.budget import budget_chars, cut_at_budget
+from proxy.generation import GenerationRequest
 
-# An endpoint that takes the budget is trusted with it: the gateway cuts only what is plainly
-# past it (twice the budget, by an estimate that may undercount long words).
-IGNORED_BUDGET_FACTOR = 2
 # A chat message shorter than this may begin a reply by chance ("Hello" -> "Hello! ..."):
 # only longer ones, and every templated prompt, count as an echo.
 MIN_ECHO_CHARS = 40
@@ -32,10 +31,11 @@ class Shown:
 class ReplyFilter:
     """Turns a Space's text so far into the text the client gets (call ``view`` with each)."""
 
-    def __init__(self, sent: str, *, max_new_tokens: int, budget_taken: bool, templated: bool):
+    def __init__(self, sent: str, req: GenerationRequest, *, budget_taken: bool, templated: bool):
         self._echo = sent if (templated or len(sent) >= MIN_ECHO_CHARS) and sent.strip() else ""
-        factor = IGNORED_BUDGET_FACTOR if budget_taken else 1
-        self.limit = max_new_tokens * CHARS_PER_TOKEN * factor
+        # An endpoint that takes the budget is trusted with it (the gateway's own bound, at
+        # twice the budget, still holds: budget.py); one that does not is cut at the budget.
+        self.limit = budget_chars(req) if budget_taken else budget_chars(req, margin=1)
 
     def view(self, text: str, *, final: bool) -> Shown:
         echo = self._echo
@@ -51,11 +51,3 @@ class ReplyFilter:
         if len(text) <= self.limit:
             return Shown(text)
         return Shown(cut_at_budget(text, self.limit), cut=True)
-
-
-def cut_at_budget(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters, at the last word boundary when one is in
-    the second half (a word is not split when it can be avoided)."""
-    head = text[:limit]
-    boundary = max(head.rfind(" "), head.rfind("\n"))
-    return head[:boundary].rstrip() if boundary > limit // 2 else head
