@@ -42,7 +42,7 @@ class SpaceStage:
         try:
             async with self._session.get(self.url, headers=self._headers) as resp:
                 if resp.status == 200:
-                    data = orjson.loads(await resp.read())
+                    data = orjson.loads(await resp.content.read(1 << 16))
                     stage = str(data.get("stage") or "").upper() or None
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
             logger.debug("the Hub did not say the stage of %s", self.space_id)

@@ -129,7 +129,7 @@ class GradioUpstream(HTTPUpstream):
         async with self.session.get(self.base_url + path) as resp:
             if resp.status != 200:
                 raise status_error(resp.status, resp.headers, stage, auth_statuses=AUTH_STATUSES)
-            body = await resp.read()
+            body = await self.read_answer(resp, stage)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -200,7 +200,7 @@ class GradioUpstream(HTTPUpstream):
                     message=self.explain(await resp.content.read(4096)),
                     auth_statuses=AUTH_STATUSES,
                 )
-            answer = await resp.read()
+            answer = await self.read_answer(resp, f"POST {path}", limit=1 << 16)
         try:
             return str(orjson.loads(answer)["event_id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -267,7 +267,7 @@ class GradioUpstream(HTTPUpstream):
                     data=orjson.dumps(body),
                     headers={"Content-Type": "application/json"},
                 ) as resp:
-                    await resp.read()
+                    await resp.content.read(4096)
         except (aiohttp.ClientError, TimeoutError):
             logger.debug("the upstream did not confirm the cancel of a cut answer")
 

@@ -35,6 +35,8 @@ from proxy.redaction import Redactor
 from proxy.upstreams.base import Readiness
 
 DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
+# The largest JSON answer read from an upstream (a generation, a Space's /config or /info).
+MAX_ANSWER_BYTES = 16 << 20
 T = TypeVar("T")
 
 
@@ -287,6 +289,27 @@ class HTTPUpstream:
         """The upstream's own explanation in an error body, secrets redacted."""
         message = error_message(body)
         return self.redact(message) if message else None
+
+    async def read_answer(
+        self, resp: aiohttp.ClientResponse, what: str, limit: int = MAX_ANSWER_BYTES
+    ) -> bytes:
+        """``resp``'s whole body, refused past ``limit`` bytes (UpstreamBadResponse,
+        ``upstream_too_large``) without holding more than that."""
+        declared = resp.content_length
+        size = 0
+        chunks: list[bytes] = []
+        if declared is None or declared <= limit:
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        resp.close()  # the rest is not read: the connection is not reused
+        raise UpstreamBadResponse(
+            f"the upstream's answer to {what} is over {limit} bytes", code="upstream_too_large"
+        )
 
     def auth_headers(self) -> dict[str, str]:
         """How this upstream takes the token."""

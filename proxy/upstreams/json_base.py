@@ -50,7 +50,7 @@ class JSONUpstream(HTTPUpstream):
             if resp.status == 200:
                 return resp
             try:
-                raw = await resp.read()
+                raw = await resp.content.read(4096)  # an explanation, not a novel
             finally:
                 resp.release()
             error = self._status_error(resp, raw, path)
@@ -70,7 +70,7 @@ class JSONUpstream(HTTPUpstream):
             async with asyncio.timeout_at(deadline):
                 resp = await self._open(path, body, {"Content-Type": "application/json"}, deadline)
                 async with resp:
-                    raw = await resp.read()
+                    raw = await self.read_answer(resp, f"POST {path}")
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -115,7 +115,9 @@ class JSONUpstream(HTTPUpstream):
             async with asyncio.timeout(self._connect_timeout):
                 async with self.session.get(self.base_url + self.health_path) as resp:
                     if resp.status != 200:
-                        raise self._status_error(resp, await resp.read(), self.health_path)
+                        raise self._status_error(
+                            resp, await resp.content.read(4096), self.health_path
+                        )
         except Exception as exc:
             error = self._translate(exc)
             return Readiness(False, error.message, error)

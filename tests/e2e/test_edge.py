@@ -10,12 +10,11 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.processes import Gateway, clean_env, gateway_command, running
+from tests.support.processes import Gateway, clean_env, gateway_command, rss_mib, running
 from tests.support.servers import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -54,13 +53,6 @@ def read_all(sock: socket.socket) -> bytes:
 
 def status_of(reply: bytes) -> int | None:
     return int(reply.split()[1]) if reply.startswith(b"HTTP/1.1 ") else None
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def head(path: str = "/healthz", *extra: str, method: str = "GET") -> bytes:

@@ -100,3 +100,11 @@ def running(
         gateway.output = gateway.read_output()
         AUDIT.add(gateway.output)
         log.close()
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process ``pid``, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")

@@ -1,0 +1,107 @@
+"""A hostile or broken upstream, written here, behind ``python -m proxy``: a stream without
+end, an event without end, an answer of 150 MiB. Each costs the gateway a bounded amount of
+memory, sends the client a bounded reply, and ends with a specific answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.support.processes import Gateway, clean_env, gateway_command, rss_mib, running
+from tests.support.servers import ThreadServer, free_port
+
+pytestmark = pytest.mark.e2e
+
+PIECE = "flood " * 2000  # 12 KB of content per event
+
+
+async def completions(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    prompt = body["messages"][-1]["content"]
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            delta = {"choices": [{"index": 0, "delta": {"content": PIECE}}]}
+            yield b"data: " + orjson.dumps(delta) + b"\n\n"
+            await asyncio.sleep(0)
+
+    async def no_boundary() -> AsyncIterator[bytes]:
+        yield b'data: {"choices": [{"index": 0, "delta": {"content": "'
+        while True:
+            yield b"x" * 65536
+            await asyncio.sleep(0)
+
+    async def huge() -> AsyncIterator[bytes]:
+        yield b'{"choices": [{"index": 0, "message": {"content": "'
+        for _ in range(150 * 16):  # 150 MiB
+            yield b"y" * 65536
+            await asyncio.sleep(0)
+        yield b'"}, "finish_reason": "stop"}]}'
+
+    if "NOBOUNDARY" in prompt:
+        return StreamingResponse(no_boundary(), media_type="text/event-stream")
+    if "HUGE" in prompt:
+        return StreamingResponse(huge(), media_type="application/json")
+    return StreamingResponse(endless(), media_type="text/event-stream")
+
+
+async def health(request: Request) -> Response:
+    return Response("{}", media_type="application/json")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"]),
+                            Route("/health", health)])  # fmt: skip
+    with ThreadServer(app, lifespan="off") as hostile:
+        port = free_port()
+        env = clean_env(UPSTREAM_URL=hostile.url, UPSTREAM_KIND="openai", RATE_LIMIT="off",
+                        CACHE_ENABLED="false")  # fmt: skip
+        with running(gateway_command(port), env, port) as served:
+            yield served
+
+
+def ask(gateway: Gateway, prompt: str, *, stream: bool) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": prompt}], "stream": stream,
+            "parameters": {"max_new_tokens": 64}}  # fmt: skip
+    return httpx.post(f"{gateway.url}/api/chat", json=body, timeout=60)
+
+
+def test_an_endless_stream_stops_at_the_budget(gateway: Gateway) -> None:
+    before = rss_mib(gateway.process.pid)
+    for _ in range(3):
+        response = ask(gateway, "tell me everything", stream=True)
+        assert response.status_code == 200
+        assert len(response.content) < 2 << 20
+        done = [line for line in response.text.splitlines() if line.startswith("data:")][-1]
+        finished = orjson.loads(done.removeprefix("data: "))
+        assert finished["finish_reason"] == "length"
+        assert len(finished["generated_text"]) <= 64 * 4 * 2  # the gateway's bound
+        # Asked for JSON, it streams without end: refused at the answer's size bound.
+        whole = ask(gateway, "and again", stream=False)
+        assert (whole.status_code, whole.json()["code"]) == (502, "upstream_too_large")
+    assert rss_mib(gateway.process.pid) - before < 50
+
+
+def test_an_event_without_end_is_a_502_not_a_flood(gateway: Gateway) -> None:
+    before = rss_mib(gateway.process.pid)
+    response = ask(gateway, "NOBOUNDARY", stream=True)
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_event_too_large"
+    assert rss_mib(gateway.process.pid) - before < 50
+
+
+def test_an_answer_of_150_mib_is_refused_without_holding_it(gateway: Gateway) -> None:
+    before = rss_mib(gateway.process.pid)
+    response = ask(gateway, "HUGE", stream=False)
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_too_large"
+    assert rss_mib(gateway.process.pid) - before < 50
