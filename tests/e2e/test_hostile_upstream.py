@@ -5,6 +5,7 @@ memory, sends the client a bounded reply, and ends with a specific answer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -15,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support.fake_llm_servers import FakeOpenAI
 from tests.support.processes import Gateway, clean_env, gateway_command, rss_mib, running
-from tests.support.servers import ThreadServer, free_port
+from tests.support.servers import ThreadServer, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +107,26 @@ def test_an_answer_of_150_mib_is_refused_without_holding_it(gateway: Gateway) ->
     assert response.status_code == 502
     assert response.json()["code"] == "upstream_too_large"
     assert rss_mib(gateway.process.pid) - before < 50
+
+
+def test_abandoned_streams_are_cancelled_upstream_within_a_second() -> None:
+    """Five clients leave their streams at once: the upstream sees each hang-up within a
+    second of the client's, as the README says."""
+    upstream = FakeOpenAI()
+    with ThreadServer(upstream.app(), lifespan="off") as served:
+        port = free_port()
+        env = clean_env(UPSTREAM_URL=served.url, UPSTREAM_KIND="openai", RATE_LIMIT="off",
+                        CACHE_ENABLED="false")  # fmt: skip
+        with running(gateway_command(port), env, port) as gateway:
+            body = {"inputs": "SLOW please", "stream": True}
+            clients = [httpx.Client(timeout=30) for _ in range(5)]
+            streams = [c.stream("POST", f"{gateway.url}/api/chat", json=body) for c in clients]
+            responses = [s.__enter__() for s in streams]
+            for response in responses:  # each stream has begun
+                next(response.iter_raw())
+            left = time.monotonic()
+            for stream, client in zip(streams, clients, strict=True):
+                stream.__exit__(None, None, None)
+                client.close()
+            wait_until(lambda: len(upstream.hung_up) == 5, timeout=10, what="5 hang-ups")
+    assert max(upstream.hung_up) - left < 1.0
