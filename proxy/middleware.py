@@ -92,10 +92,13 @@ class ObserveMiddleware:
         begin(record)
         status = 499  # the client left before an answer
         cache = upstream = b"-"
+        finished = False  # the whole body was sent
 
         async def observing_send(message: Message) -> None:
-            nonlocal status, cache, upstream
-            if message["type"] == "http.response.start":
+            nonlocal status, cache, upstream, finished
+            if message["type"] == "http.response.body":
+                finished = not message.get("more_body", False)
+            elif message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
                 for key, value in headers:
@@ -115,6 +118,8 @@ class ObserveMiddleware:
             await self.app(scope, receive, observing_send)
         finally:
             metrics.in_flight.dec()
+            if not finished:
+                status = 499  # the client left before the answer was whole (nginx's code)
             elapsed = time.perf_counter() - started
             upstream_seconds = record.upstream_seconds
             method = scope["method"]

@@ -20,6 +20,8 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 RANGES = {
     "max_new_tokens": "an integer from 1 to {limit}",
+    "max_tokens": "an integer from 1 to {limit}",
+    "max_completion_tokens": "an integer from 1 to {limit}",
     "temperature": "a number from 0 to 2 (0 means greedy decoding)",
     "top_p": "a number greater than 0 and at most 1",
     "top_k": "an integer from 1 to 1000",

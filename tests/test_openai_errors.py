@@ -74,6 +74,14 @@ async def test_a_body_error_names_its_field_as_param(
     assert (error["param"], error["code"]) == (param, code)
 
 
+async def test_a_budget_out_of_range_reads_as_one_sentence() -> None:
+    async with gateway_client() as client:
+        response = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 0})
+    assert openai_error(response)["message"] == (
+        "max_tokens must be an integer from 1 to 1024; got 0"
+    )
+
+
 async def test_the_seed_route_names_no_param_but_keeps_its_shape() -> None:
     async with gateway_client() as client:
         response = await client.post(

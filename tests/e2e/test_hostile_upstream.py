@@ -129,4 +129,9 @@ def test_abandoned_streams_are_cancelled_upstream_within_a_second() -> None:
                 stream.__exit__(None, None, None)
                 client.close()
             wait_until(lambda: len(upstream.hung_up) == 5, timeout=10, what="5 hang-ups")
+            wait_until(
+                lambda: gateway.read_output().count("POST /api/chat 499") == 5,
+                timeout=10,
+                what="the abandoned streams logged as 499",
+            )
     assert max(upstream.hung_up) - left < 1.0
