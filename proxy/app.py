@@ -111,6 +111,7 @@ def build_user_tokens(settings: Settings) -> UserTokens | None:
         audience=settings.jwt_audience,
         algorithms=settings.accepted_jwt_algorithms,
         refresh=settings.jwt_jwks_refresh,
+        max_lifetime=settings.jwt_max_lifetime,
     )
 
 

@@ -174,6 +174,9 @@ class Settings(BaseModel):
     jwt_jwks_refresh: float = Field(
         10.0, gt=0, description="Least seconds between JWKS fetches (an unknown key id asks)."
     )
+    jwt_max_lifetime: float | None = Field(
+        None, gt=0, description="Longest accepted user-token lifetime, exp - iat (unset: any)."
+    )
     auth_failures: str = Field(
         "10/minute",
         description="Failed credentials per client address before 429 (keys, tokens, admin).",
@@ -252,6 +255,7 @@ class Settings(BaseModel):
         "jwt_jwks_url",
         "jwt_issuer",
         "jwt_audience",
+        "jwt_max_lifetime",
         mode="before",
     )
     @classmethod
