@@ -30,6 +30,7 @@ from proxy.middleware import (
     request_id_of,
 )
 from proxy.rate_limits import RateLimits
+from proxy.redaction import Redactor
 from proxy.resilience import ResilientUpstream
 from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
@@ -237,6 +238,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 metrics=metrics,
                 lock_timeout=settings.cache_lock_timeout,
                 fallback=build_fallback(settings),
+                secrets=Redactor(settings.secrets),
             )
             stack.callback(metrics.close)
             guard = Guard(

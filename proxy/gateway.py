@@ -18,11 +18,12 @@ from typing import Literal
 
 from proxy.budget import bound_generation, bound_stream, budget_chars
 from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
-from proxy.errors import GatewayError
+from proxy.errors import GatewayError, UpstreamBadResponse
 from proxy.flights import Flights
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.metrics import Metrics
 from proxy.record import current_record, served_by
+from proxy.redaction import Redactor
 from proxy.stops import stop_generation, stop_stream
 from proxy.upstreams.base import Readiness, Upstream
 
@@ -67,8 +68,12 @@ class Gateway:
         metrics: Metrics,
         lock_timeout: float = 15.0,
         fallback: Upstream | None = None,
+        secrets: Redactor | None = None,
     ) -> None:
         self.upstream = upstream
+        # The gateway's own secrets: a reply that carries one is refused, never returned or
+        # cached (a Space that echoes its headers would otherwise hand out the HF token).
+        self._secrets = secrets if secrets is not None and secrets.secrets else None
         self.fallback = fallback
         self.cache = cache
         self.metrics = metrics
@@ -217,9 +222,14 @@ class Gateway:
         text = ""
         finish: FinishReason = "stop"
         chunks = bound_stream(self.upstream.stream(req), budget_chars(req))
+        secrets = self._secrets
+        longest = max((len(s) for s in secrets.secrets), default=0) if secrets else 0
         try:
             async for chunk in chunks:
                 text = chunk.text if chunk.replace else text + chunk.text
+                # The text a secret could end in: this chunk and what came just before it.
+                if secrets is not None and secrets.found_in(text[-(len(chunk.text) + longest) :]):
+                    raise _leaked()
                 finish = chunk.finish_reason or finish
                 yield chunk
         finally:
@@ -233,8 +243,12 @@ class Gateway:
                 self._cache_failed(exc)
 
     async def _generate(self, req: GenerationRequest) -> Generation:
-        """The upstream's reply, within the gateway's bound on every reply (budget.py)."""
-        return bound_generation(await self.upstream.generate(req), budget_chars(req))
+        """The upstream's reply, within the gateway's bound on every reply (budget.py), and
+        refused if it carries one of the gateway's secrets."""
+        generation = bound_generation(await self.upstream.generate(req), budget_chars(req))
+        if self._secrets is not None and self._secrets.found_in(generation.text):
+            raise _leaked()
+        return generation
 
     async def clear_cache(self) -> int:
         """Remove every entry; the number removed. Raises CacheUnavailable."""
@@ -250,6 +264,14 @@ class Gateway:
         await self.upstream.aclose()
         if self.cache is not None:
             await self.cache.aclose()
+
+
+def _leaked() -> UpstreamBadResponse:
+    logger.warning("an upstream reply carried one of the gateway's secrets: refused")
+    return UpstreamBadResponse(
+        "the upstream's reply carried a secret of the gateway's; it was not returned",
+        code="upstream_leaked_secret",
+    )
 
 
 async def _primed(chunks: AsyncGenerator[Chunk, None]) -> AsyncGenerator[Chunk, None]:

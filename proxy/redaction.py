@@ -2,16 +2,20 @@
 passes a ``Redactor`` before it reaches a response, ``/readyz`` or a log line.
 
 It removes the configured secrets (the HF token, the API keys, the admin and metrics tokens,
-the Redis password) and any ``Bearer <credential>``, since a Space may echo the headers it
+the Redis password), raw, percent-encoded, JSON-escaped or base64-encoded (at any
+alignment), and any ``Bearer <credential>``, since a Space may echo the headers it
 received and a library may put a URL with its password in an exception. As a logging filter
 (``logs.configure_logging`` installs it on the handler) it also covers exception tracebacks.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 _BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
 REDACTED = "[redacted]"
@@ -19,13 +23,41 @@ REDACTED = "[redacted]"
 MIN_SECRET = 8
 
 
+def _base64_cores(secret: bytes) -> set[str]:
+    """What ``secret`` looks like inside any base64 text, at each of the three alignments it
+    can have there (standard and URL-safe alphabets): the characters that depend on it alone."""
+    cores = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + secret).decode()
+        first = -(-offset * 8 // 6)  # the first character made of the secret's bits only
+        last = (offset + len(secret)) * 8 // 6  # past the last such character
+        core = encoded[first:last]
+        cores |= {core, core.replace("+", "-").replace("/", "_")}
+    return cores
+
+
+def encodings(secret: str) -> set[str]:
+    """``secret`` as it may appear in a text: raw, percent-encoded, JSON-escaped, base64."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    forms |= _base64_cores(secret.encode())
+    return {form for form in forms if len(form) >= MIN_SECRET}
+
+
 class Redactor:
-    """Replaces each secret and any Bearer credential with ``[redacted]``."""
+    """Replaces each secret (in its common encodings) and any Bearer credential with
+    ``[redacted]``."""
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        found = {s for s in secrets if s and len(s) >= MIN_SECRET}
+        found: set[str] = set()
+        for secret in secrets:
+            if secret and len(secret) >= MIN_SECRET:
+                found |= encodings(secret)
         # Longest first: a secret that contains another is removed whole.
         self.secrets = tuple(sorted(found, key=len, reverse=True))
+
+    def found_in(self, text: str) -> bool:
+        """Whether ``text`` holds one of the secrets, in any of its encodings."""
+        return any(secret in text for secret in self.secrets)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

@@ -3,13 +3,17 @@ through the handler that ``configure_logging`` installs."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from proxy.logs import configure_logging
-from proxy.redaction import Redactor
+from proxy.redaction import Redactor, encodings
 from proxy.settings import Settings
 from tests.support.audit import API_KEY, TOKEN
 
@@ -79,3 +83,26 @@ def test_no_log_line_carries_a_secret(
     assert "Traceback" in written and "ConnectionError" in written
     for secret in settings().secrets:
         assert secret not in written
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda s: s,
+        lambda s: f"Authorization: Bearer {s}",
+        lambda s: quote(f"token={s}&x=1", safe=""),
+        lambda s: json.dumps({"headers": {"x-hf-authorization": s}}),
+        lambda s: base64.b64encode(s.encode()).decode(),
+        lambda s: base64.b64encode(f"a{s}".encode()).decode(),
+        lambda s: base64.urlsafe_b64encode(f"ab{s}c".encode()).decode(),
+    ],
+    ids=["raw", "bearer", "percent", "json", "base64", "base64+1", "urlsafe+2"],
+)
+def test_a_secret_is_redacted_in_its_common_encodings(encode: Any) -> None:
+    secret = 'hf_Se/cr+et"Token_0123456789'
+    redact = Redactor([secret])
+    text = encode(secret)
+    assert redact.found_in(text)
+    assert "[redacted]" in redact(text)
+    for form in encodings(secret):
+        assert form not in redact(text)

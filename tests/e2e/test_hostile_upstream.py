@@ -5,6 +5,7 @@ memory, sends the client a bounded reply, and ends with a specific answer."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,6 +23,7 @@ from tests.support.servers import ThreadServer, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
+TOKEN = "hf_HostileUpstreamToken0123456789"
 PIECE = "flood " * 2000  # 12 KB of content per event
 
 
@@ -48,6 +50,20 @@ async def completions(request: Request) -> Response:
             await asyncio.sleep(0)
         yield b'"}, "finish_reason": "stop"}]}'
 
+    if "ECHO" in prompt:  # a Space that hands back the headers it got, base64'd in a stream
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if body.get("stream"):
+            hidden = base64.b64encode(f"your key: {token}".encode()).decode()
+
+            async def echo() -> AsyncIterator[bytes]:
+                for piece in ("Here it is: ", hidden[:20], hidden[20:]):
+                    delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                    yield b"data: " + orjson.dumps(delta) + b"\n\n"
+
+            return StreamingResponse(echo(), media_type="text/event-stream")
+        answer = {"choices": [{"index": 0, "message": {"content": f"token {token}"},
+                               "finish_reason": "stop"}]}  # fmt: skip
+        return Response(orjson.dumps(answer), media_type="application/json")
     if "NOBOUNDARY" in prompt:
         return StreamingResponse(no_boundary(), media_type="text/event-stream")
     if "HUGE" in prompt:
@@ -66,7 +82,8 @@ def gateway() -> Iterator[Gateway]:
     with ThreadServer(app, lifespan="off") as hostile:
         port = free_port()
         env = clean_env(UPSTREAM_URL=hostile.url, UPSTREAM_KIND="openai", RATE_LIMIT="off",
-                        CACHE_ENABLED="false")  # fmt: skip
+                        CACHE_ENABLED="false", HF_TOKEN=TOKEN,
+                        CIRCUIT_FAILURES="1000")  # fmt: skip
         with running(gateway_command(port), env, port) as served:
             yield served
 
@@ -135,3 +152,19 @@ def test_abandoned_streams_are_cancelled_upstream_within_a_second() -> None:
                 what="the abandoned streams logged as 499",
             )
     assert max(upstream.hung_up) - left < 1.0
+
+
+def test_a_reply_that_carries_the_token_is_refused_and_not_logged(gateway: Gateway) -> None:
+    whole = ask(gateway, "ECHO my headers", stream=False)
+    assert (whole.status_code, whole.json()["code"]) == (502, "upstream_leaked_secret")
+    assert TOKEN not in whole.text
+    # Streamed, base64'd and split over two events: the stream ends in an error event
+    # before the event that completes the token.
+    streamed = ask(gateway, "ECHO my headers", stream=True)
+    last = [line for line in streamed.text.splitlines() if line.startswith("data:")][-1]
+    assert orjson.loads(last.removeprefix("data: "))["code"] == "upstream_leaked_secret"
+    hidden = base64.b64encode(f"your key: {TOKEN}".encode()).decode()
+    assert hidden[20:] not in streamed.text
+    assert "upstream_leaked_secret" not in gateway.read_output()  # the code, not the text
+    assert TOKEN not in gateway.read_output()
+    assert "carried one of the gateway's secrets" in gateway.read_output()
