@@ -12,7 +12,10 @@ class ClientAddresses:
 
     The client is then the right-most address in the header that is not itself a trusted
     proxy: entries to its left were written by the client and can be anything. ``*`` trusts
-    whatever peer connects (a platform router whose address is unknown) for one hop only.
+    whatever peer connects (a platform router whose address is unknown) for one hop only. A
+    hop that does not parse as an address is no identity (the peer is used instead), and an
+    IPv6 client is its /64, the block one subscriber gets, so rotating addresses within it
+    gives no fresh budget.
     """
 
     def __init__(self, trusted: tuple[str, ...]) -> None:
@@ -30,11 +33,27 @@ class ClientAddresses:
         client = scope.get("client")
         peer = client[0] if client else "unknown"
         if forwarded_for is None or not (self.any_peer or self._trusted(peer)):
-            return peer
+            return keyed(peer)
         hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
         if self.any_peer:
-            return hops[-1] if hops else peer
+            return keyed(hops[-1], peer) if hops else keyed(peer)
         for hop in reversed(hops):
             if not self._trusted(hop):
-                return hop
-        return hops[0] if hops else peer
+                return keyed(hop, peer)
+        return keyed(hops[0], peer) if hops else keyed(peer)
+
+
+def keyed(address: str, fallback: str | None = None) -> str:
+    """The identity of ``address``: itself (IPv4, or an IPv4 mapped into IPv6), its /64
+    (IPv6), or, when it is no address at all, ``fallback`` (the peer) keyed the same way."""
+    try:
+        ip: IPv4Address | IPv6Address = ip_address(address)
+    except ValueError:
+        if fallback is None:
+            return address[:64]  # the server's own peer label ("unknown", a socket path)
+        return keyed(fallback)
+    if isinstance(ip, IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -83,15 +83,41 @@ def least_left(counts: list[tuple[Limit, int]]) -> int:
     return best
 
 
-class MovingWindows:
-    """Counts events per key against ``limits``, in this process."""
+# The most keys tracked at once: past it the least recently seen is forgotten (its windows
+# start afresh), so rotating identities cannot grow memory without bound.
+MAX_KEYS = 50_000
 
-    def __init__(self, limits: list[Limit], *, clock: Callable[[], float] = time.monotonic):
+
+class MovingWindows:
+    """Counts events per key against ``limits``, in this process, for at most ``max_keys``
+    keys at once (least recently seen dropped first)."""
+
+    def __init__(
+        self,
+        limits: list[Limit],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = MAX_KEYS,
+    ):
         self.limits = limits
         self._clock = clock
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._max_keys = max_keys
         self._events: list[dict[str, deque[float]]] = [{} for _ in limits]
         self._longest = max(limit.seconds for limit in limits)
         self._sweep_at = clock() + self._longest
+
+    def _touch(self, key: str) -> None:
+        """``key`` was just seen; the least recently seen is forgotten past ``max_keys``."""
+        seen = self._seen
+        if key in seen:
+            seen.move_to_end(key)
+            return
+        seen[key] = None
+        if len(seen) > self._max_keys:
+            oldest, _ = seen.popitem(last=False)
+            for keyed in self._events:
+                keyed.pop(oldest, None)
 
     def _window(self, index: int, key: str, now: float) -> deque[float]:
         """``key``'s events within limit ``index``'s window, oldest first."""
@@ -110,6 +136,9 @@ class MovingWindows:
             start = now - self.limits[index].seconds
             for key in [k for k, events in keyed.items() if not events or events[-1] <= start]:
                 del keyed[key]
+        self._seen = OrderedDict(
+            (key, None) for key in self._seen if any(key in keyed for keyed in self._events)
+        )
 
     def hit(self, key: str) -> Count:
         """Count one event of ``key`` against each limit in turn, up to the first it
@@ -117,6 +146,7 @@ class MovingWindows:
         now = self._clock()
         if now >= self._sweep_at:
             self._sweep(now)
+        self._touch(key)
         exceeded = None
         windows = []
         for index, limit in enumerate(self.limits):
@@ -149,6 +179,7 @@ class MovingWindows:
         now = self._clock()
         if now >= self._sweep_at:
             self._sweep(now)
+        self._touch(key)
         for index, limit in enumerate(self.limits):
             events = self._window(index, key, now)
             if len(events) < limit.amount:

@@ -162,3 +162,36 @@ async def test_limits_hold_per_instance_while_the_shared_store_is_down() -> None
     assert answers[2].json()["code"] == "rate_limited"
     assert answers[2].headers["retry-after"]
     assert answers[0].headers["x-cache"] == "BYPASS"  # the cache is down too: served uncached
+
+
+def test_a_forwarded_hop_counts_only_if_it_is_an_address() -> None:
+    from proxy.clients import ClientAddresses
+
+    scope = {"client": ("10.0.0.5", 1234)}
+    anyone = ClientAddresses(("*",))
+    assert anyone.of(scope, "x" * 8000) == "10.0.0.5"  # junk is no identity: the peer
+    assert anyone.of(scope, "1.2.3.4, not-an-ip") == "10.0.0.5"
+    assert ClientAddresses(("10.0.0.0/8",)).of(scope, "junk, 10.0.0.9") == "10.0.0.5"
+    assert anyone.of(scope, "::ffff:198.51.100.7") == "198.51.100.7"
+
+
+def test_an_ipv6_client_is_its_slash_64() -> None:
+    from proxy.clients import ClientAddresses
+
+    anyone = ClientAddresses(("*",))
+    scope = {"client": ("10.0.0.5", 1234)}
+    one = anyone.of(scope, "2001:db8:1:2::1")
+    assert one == anyone.of(scope, "2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert anyone.of(scope, "2001:db8:1:3::1") != one
+    assert ClientAddresses(()).of({"client": ("2001:db8::7", 1)}, None) == "2001:db8::/64"
+
+
+async def test_rotating_ipv6_addresses_in_one_block_share_one_budget() -> None:
+    async with gateway_client(rate_limit="2/minute", trusted_proxies="*") as client:
+        answers = [
+            await client.post(
+                "/api/chat", json=BODY, headers={"X-Forwarded-For": f"2001:db8:5:6::{i:x}"}
+            )
+            for i in range(1, 5)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 429, 429]

@@ -94,3 +94,18 @@ def test_idle_keys_are_forgotten() -> None:
     clock.now += 61
     windows.hit("late")
     assert list(windows._events[0]) == ["late"]
+
+
+def test_tracked_keys_are_bounded_least_recently_seen_first() -> None:
+    """Rotating identities within a window cannot grow memory: past ``max_keys`` the least
+    recently seen is forgotten, and one seen recently keeps its count."""
+    clock = Clock()
+    windows = MovingWindows(parse_limits("2/minute"), clock=clock, max_keys=100)
+    windows.hit("steady")
+    windows.hit("steady")
+    for index in range(1000):
+        windows.hit(f"rotating-{index}")
+        if index % 50 == 0:
+            windows.hit("steady")  # seen again: stays tracked, and refused
+    assert len(windows._events[0]) <= 100 and len(windows._seen) <= 100
+    assert windows.hit("steady").exceeded is not None
