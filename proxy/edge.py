@@ -23,6 +23,8 @@ reads its settings when its first connection arrives.
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,6 +32,45 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.settings import Settings
+
+logger = logging.getLogger("proxy.edge")
+
+# Descriptors the process needs beside client connections and the upstream pool: the
+# listening socket, logs, Redis, the JWKS, the interpreter's own files.
+SPARE_FILES = 64
+
+
+def fitted_connections(max_connections: int, upstream_pool: int) -> int:
+    """``max_connections``, once the open-file limit holds it, the upstream pool and a
+    margin: the soft limit is raised to that when the hard one allows, else the bound is
+    lowered to what fits, with a warning (beyond the limit a new client would get no
+    answer at all, not a 503)."""
+    needed = max_connections + upstream_pool + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return max_connections
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (ValueError, OSError):
+        pass
+    if soft >= needed:
+        logger.info("raised the open-file limit to %d for MAX_CONNECTIONS", soft)
+        return max_connections
+    room = soft - SPARE_FILES
+    fitted = max(1, room - min(upstream_pool, room // 2))
+    logger.warning(
+        "the open-file limit is %d: MAX_CONNECTIONS=%d with %d upstream connections does "
+        "not fit; serving at most %d client connections (raise the limit, ulimit -n, to "
+        "keep %d)",
+        soft,
+        max_connections,
+        upstream_pool,
+        fitted,
+        max_connections,
+    )
+    return fitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +92,9 @@ class EdgeLimits:
             max_headers=settings.max_headers,
             head_timeout=settings.head_timeout,
             body_timeout=settings.body_timeout,
-            max_connections=settings.max_connections,
+            max_connections=fitted_connections(
+                settings.max_connections, settings.upstream_max_connections
+            ),
             body_deadline=settings.body_deadline,
             max_connections_per_address=settings.max_connections_per_address,
         )

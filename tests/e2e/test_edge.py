@@ -5,11 +5,13 @@ README says, keep serving everyone else quickly, and not grow."""
 
 from __future__ import annotations
 
+import shlex
 import socket
 import statistics
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -324,3 +326,34 @@ def test_connections_per_address_can_be_capped() -> None:
         )
     assert status_of(refused) == 503 and b"too_many_connections" in refused
     assert served
+
+
+def _limited(port: int, limits: str) -> str:
+    return f"ulimit {limits}; exec {shlex.join(gateway_command(port))}"
+
+
+def test_a_low_soft_open_file_limit_is_raised_to_fit() -> None:
+    port = free_port()
+    with running(_limited(port, "-Sn 256"), clean_env(RATE_LIMIT="off"), port) as gateway:
+        limits = Path(f"/proc/{gateway.process.pid}/limits").read_text()
+    soft = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+    assert int(soft.split()[3]) >= 1000 + 512 + 64  # MAX_CONNECTIONS, the pool, a margin
+    assert "raised the open-file limit" in gateway.output
+
+
+def test_an_open_file_limit_that_cannot_be_raised_lowers_the_bound() -> None:
+    """Under ulimit -n 256 the default MAX_CONNECTIONS (1000) cannot be held: the bound is
+    lowered to fit, so the 300th idle connection makes room instead of a client getting no
+    answer at all."""
+    port = free_port()
+    env = clean_env(RATE_LIMIT="off")
+    with running(_limited(port, "-n 256"), env, port) as gateway:
+        idle = [connect(gateway) for _ in range(300)]
+        try:
+            served = httpx.get(f"{gateway.url}/healthz", headers={"Connection": "close"})
+        finally:
+            for sock in idle:
+                sock.close()
+    assert served.status_code == 200
+    assert "the open-file limit is 256" in gateway.output
+    assert "serving at most 96 client connections" in gateway.output
