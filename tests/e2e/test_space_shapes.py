@@ -96,6 +96,23 @@ async def test_without_a_system_message_the_app_gets_the_gateways_and_values_are
     }
 
 
+def _ask_twice(client: openai.OpenAI) -> tuple[Any, list[Any]]:
+    """One whole completion and one stream, each with max_tokens=6."""
+    whole = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=6
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi again"}],
+            max_tokens=6,
+            stream=True,
+            extra_body={"top_k": 5},
+        )
+    )
+    return whole, chunks
+
+
 async def test_a_bare_chat_interface_is_held_to_the_budget_and_stopped(
     space_shapes: GradioServer,
 ) -> None:
@@ -106,18 +123,8 @@ async def test_a_bare_chat_interface_is_held_to_the_budget_and_stopped(
         upstream_url=f"{space_shapes.url}/bare", cache_enabled=False, rate_limit="off"
     ) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        whole = client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=6
-        )
-        chunks = list(
-            client.chat.completions.create(
-                model=MODEL,
-                messages=[{"role": "user", "content": "Hi again"}],
-                max_tokens=6,
-                stream=True,
-                extra_body={"top_k": 5},
-            )
-        )
+        with client:
+            whole, chunks = _ask_twice(client)
     choice = whole.choices[0]
     assert choice.finish_reason == "length"
     assert whole.usage is not None and whole.usage.completion_tokens <= 6
