@@ -10,7 +10,8 @@ from typing import Any
 
 from proxy.errors import GatewayError
 from proxy.settings import Settings, space_url
-from proxy.upstreams.gradio_plan import AppAPI, choose_endpoint, plan_endpoint
+from proxy.upstreams.gradio_app import AppAPI
+from proxy.upstreams.gradio_plan import choose_endpoint, plan_endpoint
 
 
 def quiet_hub_environment() -> None:

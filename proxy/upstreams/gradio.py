@@ -32,10 +32,10 @@ from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.record import current_record
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
+from proxy.upstreams.gradio_app import AppAPI
 from proxy.upstreams.gradio_data import build_data, follow_data, prompt_value, result_text
 from proxy.upstreams.gradio_errors import app_error
 from proxy.upstreams.gradio_plan import (
-    AppAPI,
     EndpointPlan,
     choose_endpoint,
     choose_stream_endpoint,

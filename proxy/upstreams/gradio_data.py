@@ -12,7 +12,8 @@ from typing import Any
 from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse, UpstreamRejected
 from proxy.generation import GenerationRequest
 from proxy.prompts import Message, conversation, in_plain_words
-from proxy.upstreams.gradio_plan import EndpointPlan, FollowUp, HistoryFormat, ParamPlan
+from proxy.upstreams.gradio_app import FollowUp, HistoryFormat
+from proxy.upstreams.gradio_plan import EndpointPlan, ParamPlan
 
 
 def _model_value(param: ParamPlan, req: GenerationRequest) -> str:

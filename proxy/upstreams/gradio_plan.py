@@ -1,21 +1,35 @@
 """How the gateway maps its requests onto a Gradio app's API, from its ``/config`` and ``/info``.
 
 Pure functions over Gradio's JSON, shared by the gradio upstream and ``python -m proxy inspect``:
-choose the endpoint, tell its kind (a **chat** endpoint applies its own template and takes the
-message as plain text; a **prompt** endpoint takes the gateway's Llama 2 prompt), map our fields
-onto its parameters (by name, then label, then the app's defaults), find the output that holds
-the answer, and the follow-up event whose answer the page waits for (``user`` then
-``.then(bot)``). ``gradio_data`` builds the ``data`` lists from a plan and reads results back.
+choose the endpoint and map our fields onto its parameters (by name, then label, then the
+app's defaults) according to its kind (a **chat** endpoint applies its own template and takes
+the message as plain text; a **prompt** endpoint takes the gateway's Llama 2 prompt).
+``gradio_app`` reads what the app says of its events (kind, answer, follow-up);
+``gradio_data`` builds the ``data`` lists from a plan and reads results back.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from proxy.errors import UpstreamBadResponse
+from proxy.upstreams.gradio_app import (
+    TEXT_COMPONENTS,
+    AppAPI,
+    FollowUp,
+    HistoryFormat,
+    Kind,
+    answer_output,
+    follow_up,
+    history_format,
+    is_chat_interface,
+    kind_of,
+    mapping,
+    no_api,
+)
 
 Source = Literal[
     "prompt",
@@ -29,10 +43,6 @@ Source = Literal[
     "repetition_penalty",
     "do_sample",
 ]
-Kind = Literal["chat", "prompt"]
-# How a Chatbot takes the history: gradio 6 messages with content parts, gradio 5 messages
-# with string content, gradio 4's [[user, assistant], ...] pairs.
-HistoryFormat = Literal["parts", "messages", "tuples"]
 
 # Our field -> the names Spaces commonly give the matching parameter, most specific first.
 SYNONYMS: dict[Source, tuple[str, ...]] = {
@@ -78,7 +88,6 @@ GENERATION_FIELDS: tuple[Source, ...] = (
     "repetition_penalty",
     "do_sample",
 )
-TEXT_COMPONENTS = frozenset({"textbox", "multimodaltextbox"})
 _RANGE = re.compile(r"between\s+(-?[\d.]+)\s+and\s+(-?[\d.]+)")
 
 
@@ -112,18 +121,6 @@ class ParamPlan:
             origin = f"= app default {self.default!r}"
         extra = f" (clamped to {self.bounds[0]:g}..{self.bounds[1]:g})" if self.bounds else ""
         return f"{self.name}{f' [{self.label}]' if self.label else ''} {origin}{extra}"
-
-
-@dataclass(frozen=True, slots=True)
-class FollowUp:
-    """The event the page runs after the chosen one, in the same session, for the answer:
-    each of its API inputs is one of the first event's outputs (by index) or its default."""
-
-    api_name: str
-    sources: tuple[int | None, ...]
-    defaults: tuple[Any, ...]
-    output: int
-    fn_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,71 +184,14 @@ class EndpointPlan:
         return lines
 
 
-@dataclass(frozen=True, slots=True)
-class AppAPI:
-    """What an app's ``/info`` and ``/config`` say of its events: the public endpoints and
-    their parameters, and each event's components (for its kind, outputs and follow-ups)."""
-
-    endpoints: Mapping[str, Any]
-    dependencies: tuple[Mapping[str, Any], ...] = ()
-    components: Mapping[int, str] | None = None
-    values: Mapping[int, Any] | None = None
-    mode: str = ""
-    events: int = 0
-
-    @classmethod
-    def of(cls, info: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> AppAPI:
-        endpoints = info.get("named_endpoints")
-        if not isinstance(endpoints, dict):
-            raise UpstreamBadResponse(
-                "the upstream's /info has no named_endpoints: is it a Gradio app?"
-            )
-        config = config or {}
-        deps = config.get("dependencies")
-        deps = tuple(d for d in deps if isinstance(d, dict)) if isinstance(deps, list) else ()
-        components: dict[int, str] = {}
-        values: dict[int, Any] = {}
-        for component in config.get("components") or ():
-            if isinstance(component, dict) and isinstance(component.get("id"), int):
-                components[component["id"]] = str(component.get("type", "")).lower()
-                props = component.get("props")
-                values[component["id"]] = props.get("value") if isinstance(props, dict) else None
-        return cls(endpoints, deps, components, values, str(config.get("mode") or ""), len(deps))
-
-    def dependency(self, api_name: str) -> Mapping[str, Any] | None:
-        name = api_name.lstrip("/")
-        return next((d for d in self.dependencies if d.get("api_name") == name), None)
-
-    def component(self, ident: Any) -> str:
-        return (self.components or {}).get(ident, "") if isinstance(ident, int) else ""
-
-    def params(self, api_name: str) -> list[Mapping[str, Any]]:
-        raw = self.endpoints[api_name].get("parameters", [])
-        return [p for p in raw if isinstance(p, dict)] if isinstance(raw, list) else []
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
-def _no_api(app: AppAPI) -> UpstreamBadResponse:
-    events = f"all {app.events} of its events are" if app.events else "its events are"
-    return UpstreamBadResponse(
-        f"the upstream app has no public API: {events} registered with api_name=False "
-        "(api_visibility='private'), so no client can call them; its owner can give the chat "
-        "event an api_name (e.g. .click(fn, ..., api_name='chat'))",
-        code="upstream_no_api",
-    )
 
 
 def _existing(app: AppAPI, requested: str, variable: str) -> str:
     """``requested`` when the app has it; else an error naming the setting and the choices."""
     if not app.endpoints:
-        raise _no_api(app)
+        raise no_api(app)
     if requested not in app.endpoints:
         raise UpstreamBadResponse(
             f"{variable}={requested} is not an endpoint of the upstream; "
@@ -267,13 +207,13 @@ def choose_endpoint(app: AppAPI, requested: str | None) -> str:
     if requested is not None:
         return _existing(app, requested, "SPACE_API_NAME")
     if not app.endpoints:
-        raise _no_api(app)
+        raise no_api(app)
     usable = [name for name in sorted(app.endpoints) if _sources(app, name)[0] is not None]
     if "/predict" in usable:
         return "/predict"
     if len(usable) == 1:
         return usable[0]
-    chats = [name for name in usable if _kind(app, name)[0] == "chat"]
+    chats = [name for name in usable if kind_of(app, name)[0] == "chat"]
     if len(chats) == 1:
         return chats[0]
     if "/chat" in usable:
@@ -315,22 +255,6 @@ def _fits(source: Source, param: Mapping[str, Any]) -> bool:
     return kind in ("string", "")
 
 
-def _is_chat_interface(app: AppAPI, api_name: str) -> bool:
-    """A ChatInterface's API event: (message, history state, *additional inputs) in,
-    (response, history state) out, in gradio 4 to 6 alike."""
-    dep = app.dependency(api_name)
-    if dep is None:
-        return False
-    inputs, outputs = dep.get("inputs") or [], dep.get("outputs") or []
-    return (
-        len(inputs) >= 2
-        and app.component(inputs[0]) in TEXT_COMPONENTS
-        and app.component(inputs[1]) == "state"
-        and bool(outputs)
-        and app.component(outputs[-1]) == "state"
-    )
-
-
 def _by_name(key: tuple[str, str], synonym: str) -> bool:
     return key[0] == synonym
 
@@ -355,7 +279,7 @@ def _sources(app: AppAPI, api_name: str) -> list[Source | None]:
         for p in params
     ]
     sources: list[Source | None] = [None] * len(params)
-    if params and _is_chat_interface(app, api_name):
+    if params and is_chat_interface(app, api_name):
         sources[0] = "prompt"  # a ChatInterface's first API input is always the message
     for i, p in enumerate(params):
         if str(p.get("component", "")).lower() == "chatbot" and "history" not in sources:
@@ -392,90 +316,11 @@ def _sources(app: AppAPI, api_name: str) -> list[Source | None]:
     return sources
 
 
-def _answer_output(app: AppAPI, outputs: Sequence[Any], returns: Sequence[Any]) -> int:
-    """The index of the output holding the answer: a Chatbot when there is one (a Blocks
-    chat also clears its textbox), else the first output that is not a state."""
-    kinds = [app.component(o) for o in outputs]
-    if not kinds:  # no /config for this event: /info's returns (states not listed)
-        kinds = [str(r.get("component", "")).lower() for r in returns if isinstance(r, dict)]
-    if "chatbot" in kinds:
-        return kinds.index("chatbot")
-    return next((i for i, kind in enumerate(kinds) if kind != "state"), 0)
-
-
-def _follow_up(app: AppAPI, api_name: str) -> FollowUp | None:
-    """The event that follows ``api_name`` (``.then``/``.success``) taking one of its
-    outputs, as the page runs it for the answer; raises when that event has no API."""
-    dep = app.dependency(api_name)
-    if dep is None:
-        return None
-    outputs = list(dep.get("outputs") or [])
-    followers = [
-        d
-        for d in app.dependencies
-        if d.get("trigger_after") == dep.get("id")
-        and d.get("backend_fn", True)
-        and set(d.get("inputs") or []) & set(outputs)
-        and d.get("outputs")
-    ]
-    if not followers:
-        return None
-    followers.sort(key=lambda d: "chatbot" not in [app.component(o) for o in d["outputs"]])
-    follower = followers[0]
-    name = f"/{follower.get('api_name')}"
-    if follower.get("api_visibility") == "private" or follower.get("api_name") in (None, False):
-        raise UpstreamBadResponse(
-            f"the answer of {api_name} comes from the event that follows it ({name}, "
-            f"#{follower.get('id')}), which has no API (api_name=False): the Space's owner can "
-            "give it an api_name, or set SPACE_API_NAME to an endpoint that answers by itself",
-            code="upstream_no_api",
-        )
-    inputs = [i for i in follower.get("inputs") or [] if app.component(i) != "state"]
-    return FollowUp(
-        api_name=name,
-        sources=tuple(outputs.index(i) if i in outputs else None for i in inputs),
-        defaults=tuple((app.values or {}).get(i) for i in inputs),
-        output=_answer_output(app, follower["outputs"], ()),
-        fn_index=follower.get("id") if isinstance(follower.get("id"), int) else None,
-    )
-
-
-def _kind(app: AppAPI, api_name: str) -> tuple[Kind, str]:
-    if _is_chat_interface(app, api_name):
-        return "chat", "a ChatInterface: it applies its own template; its API takes no history"
-    params = app.params(api_name)
-    if any(str(p.get("component", "")).lower() == "chatbot" for p in params):
-        return "chat", "a chat event: it takes the history in a Chatbot"
-    dep = app.dependency(api_name)
-    if dep is not None and app.mode == "chat_interface" and dep.get("api_visibility") == "public":
-        return "chat", "the endpoint of a ChatInterface app"
-    return "prompt", "a raw prompt: the gateway applies the Llama 2 template"
-
-
 def _bounds(kind: Mapping[str, Any]) -> tuple[float, float] | None:
     if "minimum" in kind and "maximum" in kind:
         return float(kind["minimum"]), float(kind["maximum"])
     found = _RANGE.search(str(kind.get("description", "")))
     return (float(found.group(1)), float(found.group(2))) if found else None
-
-
-def _history_format(param: Mapping[str, Any]) -> HistoryFormat:
-    """How this Chatbot parameter takes the history, from its JSON schema."""
-    schema: Mapping[str, Any] = _mapping(param.get("type"))
-    defs: Mapping[str, Any] = _mapping(schema.get("$defs"))
-    for definition in defs.values():
-        props = definition.get("properties") if isinstance(definition, dict) else None
-        if isinstance(props, dict) and "role" in props and "content" in props:
-            content = props["content"]
-            return (
-                "parts"
-                if isinstance(content, dict) and content.get("type") == "array"
-                else ("messages")
-            )
-    items = _mapping(schema.get("items"))
-    if "role" in str(items) or "role" in str(param.get("python_type", "")):
-        return "messages"
-    return "tuples"
 
 
 def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
@@ -490,14 +335,14 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
             f"its parameters are: {names}"
         )
     params = []
-    history_format: HistoryFormat | None = None
+    form: HistoryFormat | None = None
     multimodal = False
     for raw, taken in zip(raw_params, sources, strict=True):
-        schema = _mapping(raw.get("type"))
+        schema = mapping(raw.get("type"))
         enum = schema.get("enum")
         component = str(raw.get("component", "")).lower()
         if taken == "history":
-            history_format = _history_format(raw)
+            form = history_format(raw)
         if taken == "prompt":
             multimodal = component == "multimodaltextbox"
         params.append(
@@ -511,13 +356,13 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
                 component=component,
             )
         )
-    follow = _follow_up(app, api_name)
-    kind, why = _kind(app, api_name)
+    follow = follow_up(app, api_name)
+    kind, why = kind_of(app, api_name)
     if follow is not None:
         kind, why = "chat", f"a Blocks chat: its answer comes from {follow.api_name} after it"
     dep = app.dependency(api_name)
     returns = app.endpoints[api_name].get("returns") or []
-    output = _answer_output(app, (dep or {}).get("outputs") or [], returns)
+    output = answer_output(app, (dep or {}).get("outputs") or [], returns)
     return EndpointPlan(
         prefix=prefix,
         api_name=api_name,
@@ -525,7 +370,7 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
         kind=kind,
         why=why,
         output=output,
-        history_format=history_format,
+        history_format=form,
         multimodal=multimodal,
         follow=follow,
         fn_index=dep.get("id") if dep is not None and isinstance(dep.get("id"), int) else None,
