@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from tests.e2e.space_shapes import ANSWER, LONG_ANSWER
 from tests.e2e.test_router import gradio, routed, sse, streamed_text
 from tests.support.fake_llm_servers import ANSWER as GRADIO_ANSWER
 from tests.support.fault_space import FaultSpace
+from tests.support.processes import ROOT, clean_env
 from tests.support.servers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -235,16 +238,27 @@ async def test_a_space_out_of_zerogpu_quota_is_skipped_until_its_wait_is_over(
     assert ready["upstreams"]["zero"] == "cooling"
 
 
-def test_inspect_names_the_kind_and_where_each_field_goes(space_shapes: GradioServer) -> None:
-    from proxy.inspect import describe_upstream
-    from proxy.settings import Settings
+def inspect(url: str) -> str:
+    """``python -m proxy inspect url``'s report (a process of its own, as a user runs it)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "inspect", url],
+        env=clean_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
-    report = describe_upstream(f"{space_shapes.url}/bare", Settings())
+
+def test_inspect_names_the_kind_and_where_each_field_goes(space_shapes: GradioServer) -> None:
+    report = inspect(f"{space_shapes.url}/bare")
     assert "kind: chat: a ChatInterface" in report
     assert "message <- the last user message, plain text" in report
     assert "the system prompt and earlier turns written before it in plain words" in report
     assert "max_new_tokens: not taken; the gateway stops the answer there itself" in report
-    blocks = describe_upstream(f"{space_shapes.url}/blocks", Settings())
+    blocks = inspect(f"{space_shapes.url}/blocks")
     assert "kind: chat: a Blocks chat: its answer comes from /bot" in blocks
     assert re.search(r"1\. history \[[^]]*\] <- the earlier turns", blocks)
 
