@@ -103,7 +103,7 @@ async def test_a_dripping_provider_is_cut_at_one_deadline(
         started = time.monotonic()
         response = await client.post("/api/chat", json=BODY, headers=bearer(token))
         took = time.monotonic() - started
-    assert response.status_code == 503 and took < 2.5
+    assert response.status_code == 503 and took < 3  # 1.5 times the deadline at most
 
 
 async def test_keys_without_a_key_id_are_kept_and_tried(provider: Any) -> None:
