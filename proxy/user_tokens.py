@@ -76,7 +76,12 @@ class JWKS:
         deadline = time.monotonic() + JWKS_TIMEOUT
         request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
         body = b""
-        with self._opener.open(request, timeout=JWKS_TIMEOUT / 2) as response:
+        try:
+            response = self._opener.open(request, timeout=JWKS_TIMEOUT / 2)
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the provider's answer, and its connection, open
+            raise OSError(f"the JWKS URL answered HTTP {exc.code}") from None
+        with response:
             while len(body) <= JWKS_MAX_BYTES:
                 left = deadline - time.monotonic()
                 if left <= 0:
