@@ -35,6 +35,25 @@ def is_templated(text: str) -> bool:
     return head.startswith((BOS, B_INST))
 
 
+def _turns(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
+    """The leading system message's text (None without one), and the other messages as
+    alternating turns: later system messages folded into a user turn, consecutive turns of
+    one role joined, as the Llama 2 template requires strict alternation."""
+    leading = None
+    turns: list[Message] = []
+    for index, message in enumerate(messages):
+        if message.role == "system":
+            if index == 0:
+                leading = message.content
+                continue
+            message = Message("user", message.content)
+        if turns and turns[-1].role == message.role:
+            turns[-1] = Message(message.role, f"{turns[-1].content}\n\n{message.content}")
+        else:
+            turns.append(message)
+    return leading, turns
+
+
 def render_chat(messages: Sequence[Message], *, default_system: str) -> str:
     """Render messages with the Llama 2 chat template.
 
@@ -42,18 +61,8 @@ def render_chat(messages: Sequence[Message], *, default_system: str) -> str:
     the next user turn. Consecutive user (or assistant) turns are joined, as the template requires
     strict alternation.
     """
-    system = default_system
-    turns: list[Message] = []
-    for index, message in enumerate(messages):
-        if message.role == "system":
-            if index == 0:
-                system = message.content
-                continue
-            message = Message("user", message.content)
-        if turns and turns[-1].role == message.role:
-            turns[-1] = Message(message.role, f"{turns[-1].content}\n\n{message.content}")
-        else:
-            turns.append(message)
+    leading, turns = _turns(messages)
+    system = default_system if leading is None else leading
     if turns and turns[0].role == "assistant":
         turns.insert(0, Message("user", ""))
 
@@ -97,16 +106,7 @@ def conversation(messages: Sequence[Message], *, system: str) -> Conversation:
     """``messages`` split for a chat app. A leading system message is ``system`` already
     (the caller's); later ones are folded into the next user turn, as the template does.
     Turns after the last user message (a trailing assistant turn) go into the message."""
-    turns: list[Message] = []
-    for index, message in enumerate(messages):
-        if message.role == "system":
-            if index == 0:
-                continue
-            message = Message("user", message.content)
-        if turns and turns[-1].role == message.role:
-            turns[-1] = Message(message.role, f"{turns[-1].content}\n\n{message.content}")
-        else:
-            turns.append(message)
+    _, turns = _turns(messages)
     last = max((i for i, m in enumerate(turns) if m.role == "user"), default=-1)
     if last < 0:
         return Conversation(system, (), "")
