@@ -253,13 +253,13 @@ class GradioUpstream(HTTPUpstream):
                     if event == "complete":
                         return payload
 
-    async def _cancel(self, plan: EndpointPlan, session: str, event_id: str) -> None:
-        """Ask the Space to stop the event running in ``session`` (the answer was cut at
-        its budget): Gradio's own ``POST {prefix}/cancel``, bounded, failures ignored."""
-        fn_index = plan.follow.fn_index if plan.follow is not None else plan.fn_index
-        if fn_index is None:
+    async def _stop(self, plan: EndpointPlan, call: CallState) -> None:
+        """After an answer cut at its budget, ask the Space to stop the generation still
+        running: Gradio's own ``POST {prefix}/cancel``, bounded, failures ignored."""
+        fn_index = plan.answer_fn_index
+        if call.completed or not call.session or fn_index is None:
             return
-        body = {"session_hash": session, "fn_index": fn_index, "event_id": event_id}
+        body = {"session_hash": call.session, "fn_index": fn_index, "event_id": call.event_id}
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT):
                 async with self.session.post(
@@ -293,7 +293,7 @@ class GradioUpstream(HTTPUpstream):
         first_deadline = (
             min(start + self._first_token_timeout, retry_deadline) if streaming else deadline
         )
-        path = plan.path_of(plan.follow.api_name) if plan.follow is not None else plan.call_path
+        path = plan.answer_path
         result_path = f"GET {path}/<id>"
 
         async def open_once() -> tuple[aiohttp.ClientResponse, SSEDecoder, list[tuple[str, str]]]:
@@ -372,9 +372,10 @@ class GradioUpstream(HTTPUpstream):
         """The endpoint for ``req``, its data, and the filter its reply goes through."""
         discovery = await self._ensure_discovery()
         plan = (discovery.stream or discovery.main) if streaming else discovery.main
-        data = build_data(plan, req)
+        prompt = prompt_value(plan, req)
+        data = build_data(plan, req, prompt)
         shown = ReplyFilter(
-            prompt_value(plan, req),
+            prompt,
             req,
             budget_taken=plan.takes("max_new_tokens"),
             templated=plan.kind == "prompt",
@@ -385,14 +386,9 @@ class GradioUpstream(HTTPUpstream):
             record.ignored = tuple(ignored)
         return plan, data, shown
 
-    async def _stop(self, plan: EndpointPlan, call: CallState) -> None:
-        """After an answer cut at its budget: stop the generation at the Space."""
-        if not call.completed and call.session:
-            await self._cancel(plan, call.session, call.event_id)
-
     async def generate(self, req: GenerationRequest) -> Generation:
         plan, data, shown = await self._prepare(req, streaming=False)
-        output = plan.follow.output if plan.follow is not None else plan.output
+        output = plan.answer_output
         # The text so far matters only when the gateway keeps the budget itself.
         watch = not plan.takes("max_new_tokens")
         call = CallState()
@@ -420,7 +416,7 @@ class GradioUpstream(HTTPUpstream):
         # Gradio's generating events carry the whole text so far, so each is diffed against
         # what was sent. A Space that rewrites earlier text gets a replace chunk.
         plan, data, shown = await self._prepare(req, streaming=True)
-        output = plan.follow.output if plan.follow is not None else plan.output
+        output = plan.answer_output
         deadline = asyncio.get_running_loop().time() + self._total_timeout
         sent = ""
         call = CallState()

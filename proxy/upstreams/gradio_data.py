@@ -65,13 +65,14 @@ def prompt_value(plan: EndpointPlan, req: GenerationRequest) -> str:
     return in_plain_words(conv, system=not plan.takes("system"), history=not plan.takes("history"))
 
 
-def build_data(plan: EndpointPlan, req: GenerationRequest) -> list[Any]:
-    """The positional ``data`` list for one call, in the endpoint's parameter order."""
+def build_data(plan: EndpointPlan, req: GenerationRequest, prompt: str | None = None) -> list[Any]:
+    """The positional ``data`` list for one call, in the endpoint's parameter order;
+    ``prompt`` is ``prompt_value(plan, req)`` when the caller has it already."""
     data: list[Any] = []
     for param in plan.params:
         match param.source:
             case "prompt":
-                text = prompt_value(plan, req)
+                text = prompt_value(plan, req) if prompt is None else prompt
                 data.append({"text": text, "files": []} if plan.multimodal else text)
             case "system":
                 data.append(req.system or param.default)

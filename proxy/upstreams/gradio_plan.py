@@ -147,6 +147,20 @@ class EndpointPlan:
     def path_of(self, api_name: str) -> str:
         return f"{self.prefix}/call{api_name}"
 
+    # The event whose output is the answer: the follow-up of a chain, else this one.
+
+    @property
+    def answer_path(self) -> str:
+        return self.path_of(self.follow.api_name) if self.follow is not None else self.call_path
+
+    @property
+    def answer_output(self) -> int:
+        return self.follow.output if self.follow is not None else self.output
+
+    @property
+    def answer_fn_index(self) -> int | None:
+        return self.follow.fn_index if self.follow is not None else self.fn_index
+
     def takes(self, source: Source) -> bool:
         return any(p.source == source for p in self.params)
 
