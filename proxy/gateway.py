@@ -74,6 +74,8 @@ class Gateway:
         # The gateway's own secrets: a reply that carries one is refused, never returned or
         # cached (a Space that echoes its headers would otherwise hand out the HF token).
         self._secrets = secrets if secrets is not None and secrets.secrets else None
+        # How far back in a stream a secret could start: its longest encoding.
+        self._secret_reach = max(map(len, self._secrets.secrets)) if self._secrets else 0
         self.fallback = fallback
         self.cache = cache
         self.metrics = metrics
@@ -222,13 +224,12 @@ class Gateway:
         text = ""
         finish: FinishReason = "stop"
         chunks = bound_stream(self.upstream.stream(req), budget_chars(req))
-        secrets = self._secrets
-        longest = max((len(s) for s in secrets.secrets), default=0) if secrets else 0
+        secrets, reach = self._secrets, self._secret_reach
         try:
             async for chunk in chunks:
                 text = chunk.text if chunk.replace else text + chunk.text
                 # The text a secret could end in: this chunk and what came just before it.
-                if secrets is not None and secrets.found_in(text[-(len(chunk.text) + longest) :]):
+                if secrets is not None and secrets.found_in(text[-(len(chunk.text) + reach) :]):
                     raise _leaked()
                 finish = chunk.finish_reason or finish
                 yield chunk

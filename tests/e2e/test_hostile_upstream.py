@@ -110,19 +110,18 @@ def test_an_endless_stream_stops_at_the_budget(gateway: Gateway) -> None:
     assert rss_mib(gateway.process.pid) - before < 50
 
 
-def test_an_event_without_end_is_a_502_not_a_flood(gateway: Gateway) -> None:
+@pytest.mark.parametrize(
+    ("prompt", "stream", "code"),
+    [("NOBOUNDARY", True, "upstream_event_too_large"), ("HUGE", False, "upstream_too_large")],
+    ids=["an event without end", "an answer of 150 MiB"],
+)
+def test_an_unbounded_answer_is_a_502_without_being_held(
+    gateway: Gateway, prompt: str, stream: bool, code: str
+) -> None:
     before = rss_mib(gateway.process.pid)
-    response = ask(gateway, "NOBOUNDARY", stream=True)
+    response = ask(gateway, prompt, stream=stream)
     assert response.status_code == 502
-    assert response.json()["code"] == "upstream_event_too_large"
-    assert rss_mib(gateway.process.pid) - before < 50
-
-
-def test_an_answer_of_150_mib_is_refused_without_holding_it(gateway: Gateway) -> None:
-    before = rss_mib(gateway.process.pid)
-    response = ask(gateway, "HUGE", stream=False)
-    assert response.status_code == 502
-    assert response.json()["code"] == "upstream_too_large"
+    assert response.json()["code"] == code
     assert rss_mib(gateway.process.pid) - before < 50
 
 
