@@ -49,7 +49,7 @@ lint: $(DEV) lock-check
 	$(BIN)/ruff check proxy space tests bench index.py
 	$(BIN)/ruff format --check proxy space tests bench index.py
 	$(BIN)/mypy
-	@# Only the settings module reads the environment: tests/test_settings.py holds that rule.
+	@# Only proxy/config/environment.py reads the environment: tests/config/test_settings.py holds that rule.
 
 system-deps:
 	scripts/system-deps.sh

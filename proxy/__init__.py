@@ -5,6 +5,6 @@ from proxy.startup import collector_paused
 
 with collector_paused():
     from proxy.app import create_app
-    from proxy.settings import Settings
+    from proxy.config.settings import Settings
 
 __all__ = ["Settings", "__version__", "create_app"]

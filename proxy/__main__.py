@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from proxy.config.environment import describe_error
+from proxy.config.settings import Settings
 from proxy.logs import configure_logging
-from proxy.settings import Settings, describe_error
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from proxy.breaker import CircuitBreaker
 from proxy.cache import CacheBackend, MemoryCache
 from proxy.catalog import Catalog
+from proxy.config.settings import Settings
 from proxy.context import AppContext
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
 from proxy.gateway import Gateway
@@ -34,7 +35,6 @@ from proxy.redaction import Redactor
 from proxy.resilience import ResilientUpstream
 from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
-from proxy.settings import Settings
 from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
 
 if TYPE_CHECKING:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
+from proxy.config.values import parse_limits
 from proxy.errors import RateLimited
-from proxy.moving_windows import MovingWindows, parse_limits
+from proxy.moving_windows import MovingWindows
 
 
 class AuthFailures:

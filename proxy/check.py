@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from proxy.app import build_guarded
+from proxy.config.settings import Settings
 from proxy.metrics import Metrics
-from proxy.settings import Settings
 from proxy.upstreams.base import Readiness
 
 
@@ -36,7 +36,7 @@ async def report(settings: Settings) -> tuple[str, bool]:
         where = settings.upstream_url or "the built-in mock (test mode)"
         lines = [f"one upstream: {kind} {where}", _line(kind, single)]
         return "\n".join(lines), single.ready
-    from proxy.upstreams_file import describe_order
+    from proxy.config.upstreams_file import describe_order
 
     found = await asyncio.gather(*(_discover(settings.for_upstream(e), metrics) for e in entries))
     readiness = {entry.name: r for entry, r in zip(entries, found, strict=True)}

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from proxy.catalog import Catalog
+from proxy.config.settings import Settings
 from proxy.gateway import Gateway
 from proxy.guard import Guard
 from proxy.metrics import Metrics
-from proxy.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from proxy.settings import Settings
+from proxy.config.settings import Settings
 
 logger = logging.getLogger("proxy.edge")
 

@@ -16,11 +16,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.auth_failures import AuthFailures
 from proxy.clients import ClientAddresses
+from proxy.config.settings import Settings
 from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
 from proxy.operations import operation_of
 from proxy.rate_limits import RateLimits
 from proxy.responses import render_error, with_headers
-from proxy.settings import Settings
 
 if TYPE_CHECKING:  # PyJWT is imported only when user tokens are configured
     from proxy.user_tokens import UserTokens

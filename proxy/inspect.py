@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from proxy.config.settings import Settings
+from proxy.config.values import space_url
 from proxy.errors import GatewayError
-from proxy.settings import Settings, space_url
 from proxy.upstreams.gradio_app import AppAPI
 from proxy.upstreams.gradio_plan import choose_endpoint, plan_endpoint
 

@@ -10,54 +10,12 @@ shared through Redis (``shared_windows.py``), with the same specs and the same m
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-UNITS = {
-    "second": 1,
-    "minute": 60,
-    "hour": 3600,
-    "day": 86400,
-    "month": 30 * 86400,
-    "year": 365 * 86400,
-}
-# The ``limits`` grammar: "10/minute", "10 per 2 hours", several joined by ; , or |.
-_ITEM = re.compile(
-    r"^\s*(\d+)\s*(?:/|per)\s*(\d+)?\s*(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE
-)
-_SEPARATORS = re.compile(r"[;,|]")
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """``amount`` events per ``multiples`` ``unit``s."""
-
-    amount: int
-    multiples: int
-    unit: str
-
-    @property
-    def seconds(self) -> int:
-        return self.multiples * UNITS[self.unit]
-
-    @property
-    def window(self) -> str:
-        """As a person says it: ``minute``, ``2 hours``."""
-        return f"{self.multiples} {self.unit}s" if self.multiples > 1 else self.unit
-
-
-def parse_limits(spec: str) -> list[Limit]:
-    """The limits of ``"60/minute;1000/day"``; a ValueError for anything else."""
-    found = []
-    for part in _SEPARATORS.split(spec):
-        match = _ITEM.match(part)
-        if match is None or int(match.group(1)) < 1 or match.group(2) == "0":
-            raise ValueError(f"{part.strip()!r} is not a limit such as 60/minute")
-        found.append(Limit(int(match.group(1)), int(match.group(2) or 1), match.group(3).lower()))
-    return found
+from proxy.config.values import Limit
 
 
 @dataclass(frozen=True, slots=True)

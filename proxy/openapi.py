@@ -19,10 +19,10 @@ from starlette.routing import BaseRoute, Route
 
 from proxy._version import __version__
 from proxy.catalog import Catalog
+from proxy.config.settings import Settings
 from proxy.operations import JSON, Operation, Reply, operation_of
 from proxy.replies import ErrorReply, OpenAIErrorReply
 from proxy.responses import OPENAI_PREFIX
-from proxy.settings import Settings
 
 SSE = "text/event-stream"
 REF = "#/components/schemas/{model}"

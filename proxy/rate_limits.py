@@ -9,9 +9,10 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from proxy.config.values import parse_limits
 from proxy.errors import RateLimited
 from proxy.metrics import Metrics
-from proxy.moving_windows import Count, MovingWindows, parse_limits
+from proxy.moving_windows import Count, MovingWindows
 
 if TYPE_CHECKING:
     from proxy.shared_windows import SharedWindows

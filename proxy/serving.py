@@ -17,8 +17,8 @@ import tempfile
 
 from starlette.applications import Starlette
 
+from proxy.config.settings import Settings
 from proxy.logs import configure_logging
-from proxy.settings import Settings
 from proxy.startup import collector_paused
 
 logger = logging.getLogger("proxy.serving")

@@ -144,7 +144,8 @@ def test_client_address_takes_the_rightmost_untrusted_hop() -> None:
 def test_bad_settings_say_what_to_fix(name: str, value: str, words: str) -> None:
     from pydantic import ValidationError
 
-    from proxy.settings import Settings, describe_error
+    from proxy.config.environment import describe_error
+    from proxy.config.settings import Settings
 
     with pytest.raises(ValidationError) as info:
         Settings(**{name.lower(): value})

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.moving_windows import Limit, MovingWindows, parse_limits
+from proxy.config.values import Limit, parse_limits
+from proxy.moving_windows import MovingWindows
 
 
 class Clock:

@@ -8,8 +8,8 @@ from starlette.routing import Mount, Route
 
 from proxy.app import create_app
 from proxy.catalog import Catalog
+from proxy.config.settings import Settings
 from proxy.openapi import UndocumentedRoute, build_openapi
-from proxy.settings import Settings
 
 
 def document_of(settings: Settings, routes: list[Route] | None = None) -> dict[str, object]:

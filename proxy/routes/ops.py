@@ -12,13 +12,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.catalog import Catalog
+from proxy.config.settings import Settings
 from proxy.context import context_of
 from proxy.errors import UpstreamNotReady
 from proxy.middleware import request_id_of
 from proxy.operations import Operation, Reply, documented
 from proxy.replies import Alive, Catalogue, NotReadyReply, Ready
 from proxy.responses import JSONResponse, error_body, with_headers
-from proxy.settings import Settings
 from proxy.tokens import require_bearer
 
 INDEX_HTML = files("proxy").joinpath("static/index.html").read_text(encoding="utf-8")

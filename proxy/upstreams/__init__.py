@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from proxy.settings import Settings, UpstreamKind
+from proxy.config.settings import Settings
+from proxy.config.values import UpstreamKind
 from proxy.upstreams.base import Readiness, Upstream
 
 if TYPE_CHECKING:

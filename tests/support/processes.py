@@ -16,7 +16,7 @@ from typing import IO
 
 import httpx
 
-from proxy.settings import Settings
+from proxy.config.settings import Settings
 from tests.support.audit import AUDIT
 from tests.support.servers import wait_until
 

@@ -198,7 +198,7 @@ async def test_the_hubs_runtime_stage_explains_a_cold_space(
 
 
 def test_a_space_id_in_upstream_url_is_the_hub_id() -> None:
-    from proxy.settings import Settings
+    from proxy.config.settings import Settings
 
     settings = Settings(upstream_url="health-org/llama-chat")
     assert settings.space_id == "health-org/llama-chat"

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 import proxy
+from proxy.config.environment import describe_error
+from proxy.config.settings import Settings
 from proxy.serving import worker_count
-from proxy.settings import Settings, describe_error
 
 
 def error_text(**values: object) -> str:
@@ -129,15 +130,16 @@ def environment_uses(tree: ast.Module) -> list[tuple[int, str]]:
     return uses
 
 
-def test_only_settings_reads_the_environment_and_settings_never_writes_it() -> None:
+def test_only_the_environment_module_reads_the_environment_and_never_writes_it() -> None:
     package = Path(proxy.__file__).parent
     found = {}
     for path in sorted(package.rglob("*.py")):
         uses = environment_uses(ast.parse(path.read_text(), str(path)))
         if uses:
-            found[str(path.relative_to(package))] = uses
+            found[path.relative_to(package).as_posix()] = uses
+    reader = "config/environment.py"
     reads = {name for name, uses in found.items() if any(u[1] == "read" for u in uses)}
-    assert reads == {"settings.py"}, "only settings.py reads the environment"
-    assert all(use == "read" for _, use in found["settings.py"]), "settings.py never writes it"
+    assert reads == {reader}, f"only {reader} reads the environment"
+    assert all(use == "read" for _, use in found[reader]), f"{reader} never writes it"
     # The two writers: the metrics directory the workers inherit, and the Hub's quiet flags.
-    assert set(found) - {"settings.py"} == {"serving.py", "inspect.py"}
+    assert set(found) - {reader} == {"serving.py", "inspect.py"}

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from proxy.catalog import MODELS
-from proxy.settings import (
+from proxy.config.values import (
     SPACE_ID,
     UpstreamKind,
     check_api_name,

@@ -1,0 +1,1 @@
+"""Configuration: the environment read once into a frozen ``Settings``, checked at start-up."""

@@ -1,0 +1,251 @@
+"""Every setting of the gateway, as one frozen object built once at start-up.
+
+The variables are read by ``environment.py`` and checked by ``values.py``; the rest of the
+code receives a ``Settings``. Invalid values stop start-up with a message that names the
+variable and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import PrivateAttr, field_validator, model_validator
+
+from proxy.catalog import MODELS
+from proxy.config import environment, values
+from proxy.config.values import SPACE_ID, UpstreamKind
+from proxy.config.variables import Caller, Variables
+
+if TYPE_CHECKING:
+    from proxy.config.upstreams_file import UpstreamEntry
+
+
+class Settings(Variables):
+    """The gateway's configuration; see the README's table for each variable.
+
+    ``Settings()`` reads every variable that names a field (in any case: ``PORT`` or
+    ``port``); keyword arguments take precedence (the command line's flags, tests). A
+    variable is the string it was set to: pydantic converts it, and the list and pair
+    variables are split by their validators below.
+    """
+
+    def __init__(self, **given: Any) -> None:
+        super().__init__(**{**environment.variables(Settings.model_fields), **given})
+
+    _upstreams: tuple[UpstreamEntry, ...] = PrivateAttr(())
+
+    @field_validator(
+        "upstream_url",
+        "upstreams_file",
+        "space_api_name",
+        "space_stream_api_name",
+        "system_prompt",
+        "redis_url",
+        "admin_token",
+        "metrics_token",
+        "space_id",
+        "web_concurrency",
+        "prometheus_multiproc_dir",
+        "jwt_secret",
+        "jwt_jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        "jwt_max_lifetime",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remember_space_id(cls, data: object) -> object:
+        """A Space id in UPSTREAM_URL is also the id whose runtime stage the Hub reports."""
+        if isinstance(data, dict):
+            url = data.get("upstream_url") or data.get("UPSTREAM_URL")
+            if isinstance(url, str) and SPACE_ID.match(url.strip()):
+                if not (data.get("space_id") or data.get("SPACE_ID")):
+                    data = {**data, "space_id": url.strip()}
+        return data
+
+    @field_validator(
+        "trusted_proxies", "api_keys", "allowed_origins", "callers", "jwt_algorithms", mode="before"
+    )
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        return values.split_list(value)
+
+    @field_validator("auth_failures")
+    @classmethod
+    def _check_auth_failures(cls, value: str) -> str:
+        return values.check_limits(value, "10/minute or 10/minute;100/day")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        if value.strip().lower() in ("", "off", "none", "0"):
+            return "off"
+        return values.check_limits(value, "30/minute or 30/minute;500/day (or off)")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return values.check_networks(value)
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _check_upstream_url(cls, value: str | None) -> str | None:
+        return values.check_upstream_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        return values.check_redis_url(value)
+
+    @field_validator("upstream_model_map", mode="before")
+    @classmethod
+    def _parse_model_map(cls, value: object) -> object:
+        return values.parse_model_map(value)
+
+    @field_validator("space_api_name", "space_stream_api_name")
+    @classmethod
+    def _check_api_name(cls, value: str | None) -> str | None:
+        return values.check_api_name(value)
+
+    @field_validator("default_model")
+    @classmethod
+    def _check_default_model(cls, value: str) -> str:
+        names = [spec.name for spec in MODELS]
+        if value not in names:
+            raise ValueError(f"must be one of: {', '.join(names)}")
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return values.check_origins(value)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if "*" in self.allowed_origins and self.cors_allow_credentials:
+            raise ValueError(
+                "ALLOWED_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=1 "
+                "(browsers reject it); list the origins explicitly"
+            )
+        kind = self.upstream_kind
+        if kind not in (None, "mock") and self.upstream_url is None and not self.test_mode:
+            raise ValueError(f"UPSTREAM_KIND={kind} needs UPSTREAM_URL (the server's URL)")
+        if self.upstream_read_timeout > self.upstream_timeout:
+            raise ValueError("UPSTREAM_READ_TIMEOUT must not exceed UPSTREAM_TIMEOUT")
+        if self.jwt_secret and self.jwt_jwks_url:
+            raise ValueError("set JWT_SECRET or JWT_JWKS_URL, not both")
+        if self.jwt_jwks_url and not self.jwt_issuer:
+            raise ValueError(
+                "JWT_JWKS_URL needs JWT_ISSUER: a provider's keys may sign tokens of other "
+                "applications, and the issuer tells yours apart"
+            )
+        if "key" in self.callers and not self.api_keys:
+            raise ValueError("CALLERS names key but API_KEYS is empty")
+        if "token" in self.callers and not self.jwt_configured:
+            raise ValueError("CALLERS names token but neither JWT_SECRET nor JWT_JWKS_URL is set")
+        if self.upstreams_file is not None:
+            if self.upstream_url is not None:
+                raise ValueError(
+                    "set UPSTREAMS_FILE or UPSTREAM_URL, not both: the file lists every upstream"
+                )
+            from proxy.config.upstreams_file import load  # only when a file is named
+
+            self._upstreams = load(self.upstreams_file, environment.environment())
+        return self
+
+    @property
+    def jwt_configured(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_jwks_url)
+
+    @property
+    def accepted_callers(self) -> frozenset[Caller]:
+        """CALLERS, or its default: anyone while no credential is configured, else only the
+        configured credentials (a forgeable Origin is accepted only when named)."""
+        if self.callers:
+            return frozenset(self.callers)
+        found: set[Caller] = set()
+        if self.api_keys:
+            found.add("key")
+        if self.jwt_configured:
+            found.add("token")
+        return frozenset(found or {"anyone"})
+
+    @property
+    def accepted_jwt_algorithms(self) -> tuple[str, ...]:
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        return ("HS256",) if self.jwt_secret else ("RS256", "ES256")
+
+    @property
+    def effective_upstream(self) -> UpstreamKind:
+        """The adapter in use: mock in test mode or with no upstream, else the configured kind."""
+        if self.test_mode or self.upstream_url is None:
+            return "mock"
+        return self.upstream_kind or "gradio"
+
+    @property
+    def upstream_entries(self) -> tuple[UpstreamEntry, ...]:
+        """The upstreams of UPSTREAMS_FILE (none in test mode): the gateway routes between them."""
+        return () if self.test_mode else self._upstreams
+
+    def for_upstream(self, entry: UpstreamEntry) -> Settings:
+        """These settings as one upstream of UPSTREAMS_FILE sees them: its own URL, kind,
+        token and options, the global values where its table sets none."""
+        values: dict[str, Any] = {
+            "upstream_url": entry.url,
+            "upstream_kind": entry.kind,
+            "test_mode": entry.kind == "mock",
+            "hf_token": entry.token,
+            "space_api_name": entry.space_api_name,
+            "space_stream_api_name": entry.space_stream_api_name,
+            "upstream_model_map": entry.model_map,
+            "space_id": entry.space_id,
+            "upstreams_file": None,
+            # The router moves on to the next upstream instead of retrying this one, unless
+            # its table asks for retries in place.
+            "upstream_retries": 0,
+            **entry.overrides(),
+        }
+        return self.model_copy(update=values)
+
+    @property
+    def rate_limits(self) -> str | None:
+        return None if self.rate_limit == "off" else self.rate_limit
+
+    @property
+    def state_per_process(self) -> str | None:
+        """What would be counted per process with several workers, or None when nothing
+        is: rate limits and the cache live in each process unless REDIS_URL shares them."""
+        if self.redis_url:
+            return None
+        parts = []
+        if self.rate_limits:
+            parts.append("rate limits")
+        if self.cache_enabled:
+            parts.append("the cache")
+        return " and ".join(parts) or None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value of the configuration, for redaction: tokens, keys and the
+        Redis password."""
+        values = [self.hf_token, self.admin_token, self.metrics_token, self.jwt_secret,
+                  *self.api_keys]  # fmt: skip
+        values += [entry.token for entry in self._upstreams]
+        found = [v.get_secret_value() for v in values if v is not None]
+        if self.redis_url:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.redis_url).password
+            if password:
+                found.append(password)
+        return tuple(found)
+
+    @property
+    def hf_token_value(self) -> str | None:
+        return self.hf_token.get_secret_value() if self.hf_token else None
