@@ -40,9 +40,9 @@ from bench.coldstart import _free_port
 # these matches decides a sample's layer. Order matters only between rules for one file.
 RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("access log", "/logging/", None),
-    ("access log", "/proxy/logs.py", None),
+    ("access log", "/proxy/observe/logs.py", None),
     ("metrics", "/prometheus_client/", None),
-    ("metrics", "/proxy/metrics.py", None),
+    ("metrics", "/proxy/observe/metrics.py", None),
     ("guard and rate limit", "/proxy/guard.py", None),
     ("guard and rate limit", "/proxy/rate_limits.py", None),
     ("guard and rate limit", "/proxy/moving_windows.py", None),

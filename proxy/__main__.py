@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from proxy.config.environment import describe_error
 from proxy.config.settings import Settings
-from proxy.logs import configure_logging
+from proxy.observe.logs import configure_logging
 
 
 def _settings(**overrides: Any) -> Settings:

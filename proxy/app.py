@@ -23,15 +23,15 @@ from proxy.context import AppContext
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
 from proxy.gateway import Gateway
 from proxy.guard import Guard, Guarded, origin_matcher
-from proxy.metrics import Metrics
 from proxy.middleware import (
     ErrorGuardMiddleware,
     ObserveMiddleware,
     OriginOnlyCORS,
     request_id_of,
 )
+from proxy.observe.metrics import Metrics
+from proxy.observe.redaction import Redactor
 from proxy.rate_limits import RateLimits
-from proxy.redaction import Redactor
 from proxy.resilience import ResilientUpstream
 from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops

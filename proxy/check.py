@@ -8,7 +8,7 @@ import asyncio
 
 from proxy.app import build_guarded
 from proxy.config.settings import Settings
-from proxy.metrics import Metrics
+from proxy.observe.metrics import Metrics
 from proxy.upstreams.base import Readiness
 
 

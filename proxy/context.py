@@ -11,7 +11,7 @@ from proxy.catalog import Catalog
 from proxy.config.settings import Settings
 from proxy.gateway import Gateway
 from proxy.guard import Guard
-from proxy.metrics import Metrics
+from proxy.observe.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,9 @@ from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavai
 from proxy.errors import GatewayError, UpstreamBadResponse
 from proxy.flights import Flights
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
-from proxy.metrics import Metrics
-from proxy.record import current_record, served_by
-from proxy.redaction import Redactor
+from proxy.observe.metrics import Metrics
+from proxy.observe.record import current_record, served_by
+from proxy.observe.redaction import Redactor
 from proxy.stops import stop_generation, stop_stream
 from proxy.upstreams.base import Readiness, Upstream
 

@@ -18,8 +18,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import GatewayError
-from proxy.metrics import Metrics
-from proxy.record import RequestRecord, begin
+from proxy.observe.metrics import Metrics
+from proxy.observe.record import RequestRecord, begin
 from proxy.responses import render_error
 
 logger = logging.getLogger("proxy.app")

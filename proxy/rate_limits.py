@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from proxy.config.values import parse_limits
 from proxy.errors import RateLimited
-from proxy.metrics import Metrics
 from proxy.moving_windows import Count, MovingWindows
+from proxy.observe.metrics import Metrics
 
 if TYPE_CHECKING:
     from proxy.shared_windows import SharedWindows

@@ -18,8 +18,8 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.generation import Chunk, Generation, GenerationRequest
-from proxy.metrics import Metrics
-from proxy.record import current_record
+from proxy.observe.metrics import Metrics
+from proxy.observe.record import current_record
 from proxy.upstreams.base import Readiness, Upstream
 
 if TYPE_CHECKING:

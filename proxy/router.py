@@ -28,8 +28,8 @@ from proxy.errors import (
     UpstreamStarting,
 )
 from proxy.generation import Chunk, Generation, GenerationRequest
-from proxy.metrics import RoutingMetrics
-from proxy.record import current_record
+from proxy.observe.metrics import RoutingMetrics
+from proxy.observe.record import current_record
 from proxy.routing import Member, plan, recovered, settle, unavailable
 from proxy.upstreams.base import Readiness
 

@@ -18,7 +18,7 @@ import tempfile
 from starlette.applications import Starlette
 
 from proxy.config.settings import Settings
-from proxy.logs import configure_logging
+from proxy.observe.logs import configure_logging
 from proxy.startup import collector_paused
 
 logger = logging.getLogger("proxy.serving")

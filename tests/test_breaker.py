@@ -25,7 +25,7 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.generation import Chunk, Generation, GenerationRequest
-from proxy.metrics import Metrics
+from proxy.observe.metrics import Metrics
 from proxy.resilience import ResilientUpstream
 from proxy.schemas import ChatRequest, to_generation_request
 from proxy.upstreams.mock import MockUpstream

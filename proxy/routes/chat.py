@@ -16,8 +16,8 @@ from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
 from proxy.generation import Chunk, FinishReason, GenerationRequest, Usage, usage_of
 from proxy.guard import Caller
 from proxy.middleware import request_id_of
+from proxy.observe.record import current_record, served_by
 from proxy.operations import GENERATION_ERRORS, Operation, Reply
-from proxy.record import current_record, served_by
 from proxy.replies import ChatReply, DoneEvent
 from proxy.responses import JSONResponse, error_body
 from proxy.schemas import ChatRequest, parse_chat_request, to_generation_request

@@ -29,7 +29,7 @@ from proxy.errors import (
     UpstreamStarting,
 )
 from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
-from proxy.record import current_record
+from proxy.observe.record import current_record
 from proxy.sse import SSEDecoder
 from proxy.upstreams.base import Readiness
 from proxy.upstreams.gradio_app import AppAPI

@@ -31,7 +31,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.redaction import Redactor
+from proxy.observe.redaction import Redactor
 from proxy.upstreams.base import Readiness
 
 DEFAULT_RETRY_AFTER = {429: 30, 503: 10}

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from proxy.logs import JSONFormatter
+from proxy.observe.logs import JSONFormatter
 from tests.conftest import gateway_client
 from tests.support.fault_space import FaultSpace
 
@@ -122,7 +122,7 @@ async def test_access_log_can_be_turned_off(caplog: pytest.LogCaptureFixture) ->
 def test_log_times_formatted_once_a_second_read_as_logging_writes_them() -> None:
     """The cached date and time of our formatters is the text logging's own would write,
     across second boundaries, with and without a date format."""
-    from proxy.logs import TEXT_FORMAT, Formatter
+    from proxy.observe.logs import TEXT_FORMAT, Formatter
 
     ours, stock = Formatter(TEXT_FORMAT), logging.Formatter(TEXT_FORMAT)
     ours_json, stock_json = JSONFormatter(), logging.Formatter()

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import pytest
 
 from proxy.config.settings import Settings
-from proxy.logs import configure_logging
-from proxy.redaction import Redactor, encodings
+from proxy.observe.logs import configure_logging
+from proxy.observe.redaction import Redactor, encodings
 from tests.support.audit import API_KEY, TOKEN
 
 ADMIN = "admin-token-3b9f1c"

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from proxy.redaction import Redactor
+from proxy.observe.redaction import Redactor
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -1,0 +1,1 @@
+"""What one request did: its record, the metrics, the log lines, and the redaction of secrets."""
