@@ -16,12 +16,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from proxy.breaker import CircuitBreaker
-from proxy.cache import CacheBackend, MemoryCache
-from proxy.catalog import Catalog
 from proxy.config.settings import Settings
 from proxy.context import AppContext
+from proxy.core.cache import CacheBackend, MemoryCache
+from proxy.core.catalog import Catalog
+from proxy.core.gateway import Gateway
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
-from proxy.gateway import Gateway
 from proxy.guard import Guard, Guarded, origin_matcher
 from proxy.middleware import (
     ErrorGuardMiddleware,
@@ -54,7 +54,7 @@ def build_cache(settings: Settings) -> CacheBackend | None:
     if not settings.cache_enabled:
         return None
     if settings.redis_url:
-        from proxy.redis_cache import RedisCache  # redis only when configured
+        from proxy.core.redis_cache import RedisCache  # redis only when configured
 
         return RedisCache(
             settings.redis_url,

@@ -8,8 +8,8 @@ import asyncio
 
 from proxy.app import build_guarded
 from proxy.config.settings import Settings
+from proxy.core.upstream import Readiness
 from proxy.observe.metrics import Metrics
-from proxy.upstreams.base import Readiness
 
 
 async def _discover(settings: Settings, metrics: Metrics) -> Readiness:

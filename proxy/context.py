@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from proxy.catalog import Catalog
 from proxy.config.settings import Settings
-from proxy.gateway import Gateway
+from proxy.core.catalog import Catalog
+from proxy.core.gateway import Gateway
 from proxy.guard import Guard
 from proxy.observe.metrics import Metrics
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from proxy.generation import Chunk, estimate_tokens
+from proxy.core.generation import Chunk, estimate_tokens
 
 # A text that ends with one of these ends between words.
 _WORD_END = frozenset(".,;:!?)]}\"'")

@@ -18,8 +18,8 @@ from pydantic import TypeAdapter
 from starlette.routing import BaseRoute, Route
 
 from proxy._version import __version__
-from proxy.catalog import Catalog
 from proxy.config.settings import Settings
+from proxy.core.catalog import Catalog
 from proxy.operations import JSON, Operation, Reply, operation_of
 from proxy.replies import ErrorReply, OpenAIErrorReply
 from proxy.responses import OPENAI_PREFIX

@@ -12,7 +12,7 @@ from typing import Literal, NotRequired
 # typing_extensions, not typing: pydantic reads only these TypedDicts on Python < 3.12.
 from typing_extensions import TypedDict
 
-FinishReason = Literal["stop", "length"]
+from proxy.core.generation import FinishReason
 
 
 class ErrorReply(TypedDict):

@@ -12,15 +12,15 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from proxy.breaker import CircuitBreaker
+from proxy.core.generation import Chunk, Generation, GenerationRequest
+from proxy.core.upstream import Readiness, Upstream
 from proxy.errors import (
     GatewayBusy,
     GatewayError,
     UpstreamUnavailable,
 )
-from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import current_record
-from proxy.upstreams.base import Readiness, Upstream
 
 if TYPE_CHECKING:
     from proxy.hub import SpaceStage

@@ -17,8 +17,10 @@ from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
-from proxy.catalog import MODELS
 from proxy.continuation import budget_left, split_at_word, without_tail
+from proxy.core.catalog import MODELS
+from proxy.core.generation import Chunk, Generation, GenerationRequest
+from proxy.core.upstream import Readiness
 from proxy.errors import (
     GatewayBusy,
     GatewayError,
@@ -27,11 +29,9 @@ from proxy.errors import (
     UpstreamRateLimited,
     UpstreamStarting,
 )
-from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.observe.metrics import RoutingMetrics
 from proxy.observe.record import current_record
 from proxy.routing import Member, plan, recovered, settle, unavailable
-from proxy.upstreams.base import Readiness
 
 logger = logging.getLogger("proxy.router")
 T = TypeVar("T")

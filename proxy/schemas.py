@@ -11,10 +11,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from proxy.catalog import Catalog
+from proxy.core.catalog import Catalog
+from proxy.core.generation import GenerationRequest
+from proxy.core.prompts import (
+    HEALTH_SYSTEM_PROMPT,
+    Message,
+    is_templated,
+    render_chat,
+    render_plain,
+)
 from proxy.errors import ClientError, InvalidParameter, InvalidRequest
-from proxy.generation import GenerationRequest
-from proxy.prompts import HEALTH_SYSTEM_PROMPT, Message, is_templated, render_chat, render_plain
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 

@@ -10,7 +10,8 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from proxy.breaker import CircuitBreaker
-from proxy.catalog import Catalog
+from proxy.core.catalog import Catalog
+from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.errors import (
     GatewayError,
     InvalidParameter,
@@ -24,7 +25,6 @@ from proxy.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
-from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.observe.metrics import Metrics
 from proxy.resilience import ResilientUpstream
 from proxy.schemas import ChatRequest, to_generation_request

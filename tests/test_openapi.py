@@ -7,8 +7,8 @@ import pytest
 from starlette.routing import Mount, Route
 
 from proxy.app import create_app
-from proxy.catalog import Catalog
 from proxy.config.settings import Settings
+from proxy.core.catalog import Catalog
 from proxy.openapi import UndocumentedRoute, build_openapi
 
 

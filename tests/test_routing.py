@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from proxy.config.environment import describe_error
 from proxy.config.settings import Settings
 from proxy.continuation import budget_left, split_at_word, without_tail
+from proxy.core.generation import Chunk
 from proxy.errors import UpstreamBusy, UpstreamRateLimited, UpstreamStarting, UpstreamUnreachable
-from proxy.generation import Chunk
 from proxy.routing import Member, plan, settle, unavailable
 
 

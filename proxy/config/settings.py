@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import PrivateAttr, field_validator, model_validator
 
-from proxy.catalog import MODELS
 from proxy.config import environment, values
 from proxy.config.values import SPACE_ID, UpstreamKind
 from proxy.config.variables import Caller, Variables
+from proxy.core.catalog import MODELS
 
 if TYPE_CHECKING:
     from proxy.config.upstreams_file import UpstreamEntry

@@ -15,13 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from proxy.catalog import MODELS
 from proxy.config.values import (
     SPACE_ID,
     UpstreamKind,
     check_api_name,
     check_upstream_url,
 )
+from proxy.core.catalog import MODELS
 
 # The settings an upstream's table may override, by their lower-cased names.
 OVERRIDABLE = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.cache import CacheUnavailable
 from proxy.context import context_of
+from proxy.core.cache import CacheUnavailable
 from proxy.errors import CacheBackendDown, NotFound
 from proxy.operations import Operation, Reply, documented
 from proxy.replies import CacheCleared

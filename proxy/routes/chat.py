@@ -10,16 +10,17 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from proxy.cache import parse_cache_control
 from proxy.context import AppContext
+from proxy.core.cache import parse_cache_control
+from proxy.core.generation import Chunk, FinishReason, GenerationRequest, Usage
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
-from proxy.generation import Chunk, FinishReason, GenerationRequest, Usage, usage_of
 from proxy.guard import Caller
 from proxy.middleware import request_id_of
 from proxy.observe.record import current_record, served_by
 from proxy.operations import GENERATION_ERRORS, Operation, Reply
 from proxy.replies import ChatReply, DoneEvent
 from proxy.responses import JSONResponse, error_body
+from proxy.routes.common import usage_of
 from proxy.schemas import ChatRequest, parse_chat_request, to_generation_request
 from proxy.sse import frame
 

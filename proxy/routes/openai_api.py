@@ -20,11 +20,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from proxy.cache import parse_cache_control
-from proxy.catalog import ModelSpec
 from proxy.context import AppContext, context_of
+from proxy.core.cache import parse_cache_control
+from proxy.core.catalog import ModelSpec
+from proxy.core.generation import Chunk, GenerationRequest, Usage
 from proxy.errors import GatewayError, InvalidRequest, NotFound
-from proxy.generation import Chunk, GenerationRequest, Usage, usage_of
 from proxy.middleware import request_id_of
 from proxy.operations import GENERATION_ERRORS, Operation, Reply, documented
 from proxy.replies import ChatCompletion, OpenAIModel, OpenAIModelList
@@ -37,6 +37,7 @@ from proxy.routes.chat import (
     generation_request,
     read_json_body,
 )
+from proxy.routes.common import usage_of
 from proxy.schemas import (
     ChatMessage,
     ChatRequest,

@@ -11,13 +11,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.catalog import Catalog
 from proxy.config.settings import Settings
 from proxy.context import context_of
+from proxy.core.catalog import Catalog, ModelSpec
 from proxy.errors import UpstreamNotReady
 from proxy.middleware import request_id_of
 from proxy.operations import Operation, Reply, documented
-from proxy.replies import Alive, Catalogue, NotReadyReply, Ready
+from proxy.replies import Alive, Catalogue, ModelCard, NotReadyReply, Ready
 from proxy.responses import JSONResponse, error_body, with_headers
 from proxy.tokens import require_bearer
 
@@ -101,7 +101,7 @@ async def models(request: Request) -> Response:
     ctx = context_of(request)
     catalog = ctx.catalog
     catalogue: Catalogue = {
-        "models": [spec.public() for spec in catalog.models],
+        "models": [model_card(spec) for spec in catalog.models],
         "default": catalog.default.name,
         "upstream": ctx.gateway.upstream_name,
         "test_mode": ctx.gateway.upstream_name == "mock",
@@ -164,3 +164,19 @@ def openapi_endpoint(
         return Response(rendered[0], media_type="application/json")
 
     return openapi
+
+
+def model_card(spec: ModelSpec) -> ModelCard:
+    """One model as ``GET /api/models`` shows it."""
+    return {
+        "id": spec.name,
+        "hub_id": spec.hub_id,
+        "type": "chat" if spec.chat else "base",
+        "context_length": spec.context_length,
+        "defaults": {
+            "max_new_tokens": spec.max_new_tokens,
+            "temperature": spec.temperature,
+            "top_p": spec.top_p,
+            "do_sample": spec.do_sample,
+        },
+    }

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from proxy.config.settings import Settings
 from proxy.config.values import UpstreamKind
-from proxy.upstreams.base import Readiness, Upstream
+from proxy.core.upstream import Readiness, Upstream
 
 if TYPE_CHECKING:
     from proxy.upstreams.http import HTTPOptions

@@ -22,16 +22,16 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest
+from proxy.core.upstream import Readiness
 from proxy.errors import (
     GatewayError,
     UpstreamBadResponse,
     UpstreamDisconnected,
     UpstreamStarting,
 )
-from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.observe.record import current_record
 from proxy.sse import SSEDecoder
-from proxy.upstreams.base import Readiness
 from proxy.upstreams.gradio_app import AppAPI
 from proxy.upstreams.gradio_data import build_data, follow_data, prompt_value, result_text
 from proxy.upstreams.gradio_errors import app_error

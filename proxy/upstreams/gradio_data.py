@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.core.generation import GenerationRequest
+from proxy.core.prompts import Message, conversation, in_plain_words
 from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse, UpstreamRejected
-from proxy.generation import GenerationRequest
-from proxy.prompts import Message, conversation, in_plain_words
 from proxy.upstreams.gradio_app import FollowUp, HistoryFormat
 from proxy.upstreams.gradio_plan import EndpointPlan, ParamPlan
 

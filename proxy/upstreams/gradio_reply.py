@@ -5,15 +5,15 @@ apps repeat the prompt before the answer (text generation returns the full text 
 not to): that prompt, the gateway's system prompt and template in it, is removed. An app that
 takes no token budget is cut at ``max_new_tokens`` by the gateway's own estimate, the one its
 usage reports, and the upstream call is stopped there; one that takes it and ignores it meets
-the gateway's bound for every upstream (``proxy/budget.py``).
+the gateway's bound for every upstream (``proxy/core/budget.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.budget import budget_chars, cut_at_budget
-from proxy.generation import GenerationRequest
+from proxy.core.budget import budget_chars, cut_at_budget
+from proxy.core.generation import GenerationRequest
 
 # A chat message shorter than this may begin a reply by chance ("Hello" -> "Hello! ..."):
 # only longer ones, and every templated prompt, count as an echo.

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import stamina
 
+from proxy.core.upstream import Readiness
 from proxy.errors import (
     GatewayError,
     UpstreamAppError,
@@ -32,7 +33,6 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.observe.redaction import Redactor
-from proxy.upstreams.base import Readiness
 
 DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
 # The largest JSON answer read from an upstream (a generation, a Space's /config or /info).

@@ -11,12 +11,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from proxy.core.upstream import Readiness
 from proxy.errors import (
     GatewayError,
     UpstreamBadResponse,
 )
 from proxy.sse import SSEDecoder
-from proxy.upstreams.base import Readiness
 from proxy.upstreams.http import (
     HTTPUpstream,
     before_output,

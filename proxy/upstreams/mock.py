@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator
 
-from proxy.generation import CHARS_PER_TOKEN, Chunk, Generation, GenerationRequest
-from proxy.upstreams.base import Readiness
+from proxy.core.generation import CHARS_PER_TOKEN, Chunk, Generation, GenerationRequest
+from proxy.core.upstream import Readiness
 from proxy.upstreams.mock_replies import DISCLAIMER, emergency_guidance, match_topic
 
 # Below this room for topical text, the disclaimer and emergency lines give way to it.

@@ -12,9 +12,9 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 
+from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest, Usage
+from proxy.core.prompts import HEALTH_SYSTEM_PROMPT
 from proxy.errors import UpstreamAppError, UpstreamBadResponse
-from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest, Usage
-from proxy.prompts import HEALTH_SYSTEM_PROMPT
 from proxy.upstreams.http import HTTPOptions
 from proxy.upstreams.json_base import JSONUpstream
 

@@ -13,8 +13,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from proxy.errors import UpstreamAppError, UpstreamBadResponse
-from proxy.generation import (
+from proxy.core.generation import (
     Chunk,
     FinishReason,
     Generation,
@@ -22,6 +21,7 @@ from proxy.generation import (
     Usage,
     estimate_tokens,
 )
+from proxy.errors import UpstreamAppError, UpstreamBadResponse
 from proxy.upstreams.json_base import JSONUpstream
 
 

@@ -24,7 +24,7 @@ from schemathesis.generation.case import Case
 
 from proxy import Settings
 from proxy.app import create_app
-from proxy.catalog import Catalog
+from proxy.core.catalog import Catalog
 from proxy.openapi import build_openapi
 from tests.e2e.conftest import gateway_server
 

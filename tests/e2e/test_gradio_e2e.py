@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from proxy.prompts import HEALTH_SYSTEM_PROMPT
+from proxy.core.prompts import HEALTH_SYSTEM_PROMPT
 from tests.e2e.conftest import GradioServer, audited_client, gateway_server
 from tests.support.audit import AUDIT, CLIENT_AUTH, TOKEN
 from tests.support.servers import TcpRelay, free_port, wait_until

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from proxy.cache import cache_key
-from proxy.catalog import Catalog
+from proxy.core.cache import cache_key
+from proxy.core.catalog import Catalog
 from proxy.schemas import ChatRequest, to_generation_request
 from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer, audited_client

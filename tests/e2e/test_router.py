@@ -23,7 +23,7 @@ import httpx
 import orjson
 import pytest
 
-from proxy.generation import estimate_tokens
+from proxy.core.generation import estimate_tokens
 from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer
 from tests.support.fake_llm_servers import ANSWER, FakeOpenAI, FakeTGI

@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
-from proxy.generation import CHARS_PER_TOKEN
-from proxy.prompts import HEALTH_SYSTEM_PROMPT
+from proxy.core.generation import CHARS_PER_TOKEN
+from proxy.core.prompts import HEALTH_SYSTEM_PROMPT
 from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer, gateway_server
 from tests.e2e.space_shapes import ANSWER, LONG_ANSWER

@@ -18,7 +18,7 @@ import pytest
 import torch
 import transformers
 
-from proxy.prompts import Message, render_chat
+from proxy.core.prompts import Message, render_chat
 from tests.space.conftest import TinyModels
 from tests.support.servers import wait_until
 

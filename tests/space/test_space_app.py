@@ -14,7 +14,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from openai import OpenAI
 
-from proxy.prompts import Message, render_chat
+from proxy.core.prompts import Message, render_chat
 from tests.e2e.conftest import audited_client, gateway_server
 from tests.space.conftest import SPACE_ENV, SpaceProcess, TinyModels
 from tests.support.audit import AUDIT

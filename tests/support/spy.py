@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.errors import GatewayError
-from proxy.generation import Chunk, Generation, GenerationRequest
 from proxy.upstreams.mock import MockUpstream
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from proxy import Settings
-from proxy.catalog import Catalog
+from proxy.core.catalog import Catalog
+from proxy.core.generation import GenerationRequest
 from proxy.errors import (
     GatewayError,
     UpstreamPromptTooLong,
@@ -22,7 +23,6 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamUnreachable,
 )
-from proxy.generation import GenerationRequest
 from proxy.schemas import ChatRequest, to_generation_request
 from proxy.upstreams import Upstream, build_upstream
 from tests.support.audit import TOKEN

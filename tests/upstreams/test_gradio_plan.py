@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from proxy.catalog import Catalog
+from proxy.core.catalog import Catalog
 from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse
 from proxy.schemas import ChatRequest, to_generation_request
 from proxy.upstreams.gradio_app import AppAPI

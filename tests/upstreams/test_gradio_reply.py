@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proxy.catalog import Catalog
-from proxy.generation import estimate_tokens
+from proxy.core.catalog import Catalog
+from proxy.core.generation import estimate_tokens
 from proxy.schemas import ChatRequest, to_generation_request
 from proxy.upstreams.gradio_reply import ReplyFilter
 

@@ -6,8 +6,8 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.errors import GatewayError
-from proxy.generation import Chunk, Generation, GenerationRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proxy.errors import UnknownModel
-from proxy.replies import ModelCard
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,20 +19,6 @@ class ModelSpec:
     temperature: float = 0.7
     top_p: float = 0.95
     do_sample: bool = True
-
-    def public(self) -> ModelCard:
-        return {
-            "id": self.name,
-            "hub_id": self.hub_id,
-            "type": "chat" if self.chat else "base",
-            "context_length": self.context_length,
-            "defaults": {
-                "max_new_tokens": self.max_new_tokens,
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "do_sample": self.do_sample,
-            },
-        }
 
 
 MODELS: tuple[ModelSpec, ...] = (

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from proxy.catalog import ModelSpec
-from proxy.prompts import Message
-from proxy.replies import (
-    CompletionUsage,
-    FinishReason as FinishReason,  # re-exported: a Generation's own type
-)
+from proxy.core.catalog import ModelSpec
+from proxy.core.prompts import Message
+
+FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +84,6 @@ class Chunk:
     replace: bool = False
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
-
-
-def usage_of(req: GenerationRequest, text: str, usage: Usage | None) -> CompletionUsage:
-    """The usage to report for ``text``: the upstream's counts, or an estimate that says so."""
-    usage = usage or Usage(estimate_tokens(req.prompt), estimate_tokens(text), estimated=True)
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "estimated": usage.estimated,
-    }
 
 
 # A rough Llama 2 token: about four characters of English.

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy import cache as cache_module
+from proxy.core import cache as cache_module
+from proxy.core.flights import Flights
 from proxy.errors import UpstreamBusy
-from proxy.flights import Flights
 from tests.conftest import gateway_client
 from tests.support.spy import SpyUpstream
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.prompts import (
+from proxy.core.prompts import (
     Message,
     conversation,
     in_plain_words,

@@ -2,7 +2,7 @@
 
 The key is a SHA-256 of canonical JSON, so no prompt text ever appears in a key, a log line or
 a Redis key name. ``MemoryCache`` (cachetools, bounded by entries and bytes, with a TTL) serves
-one process; ``RedisCache`` (proxy/redis_cache.py, imported only with REDIS_URL) lets several
+one process; ``RedisCache`` (proxy/core/redis_cache.py, imported only with REDIS_URL) lets several
 instances share entries and a single-flight lock.
 Backend failures raise ``CacheUnavailable``; the gateway then serves uncached.
 """
@@ -19,7 +19,7 @@ from typing import Protocol
 import cachetools
 import orjson
 
-from proxy.generation import FinishReason, Generation, GenerationRequest
+from proxy.core.generation import FinishReason, Generation, GenerationRequest
 
 KEY_VERSION = "v1"
 # What an entry costs beyond its text in the memory backend: key, object and bookkeeping.

@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from proxy.cache import KEY_VERSION, CachedGeneration, CacheUnavailable
+from proxy.core.cache import KEY_VERSION, CachedGeneration, CacheUnavailable
 
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end

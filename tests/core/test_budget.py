@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from proxy.budget import bound_generation, bound_stream, cut_at_budget
-from proxy.generation import Chunk, Generation
+from proxy.core.budget import bound_generation, bound_stream, cut_at_budget
+from proxy.core.generation import Chunk, Generation
 
 
 def test_a_cut_keeps_whole_words_when_it_can() -> None:

@@ -1,4 +1,4 @@
-"""proxy/cache.py: the key's normalisation, Cache-Control, and the memory backend's bounds."""
+"""proxy/core/cache.py: the key's normalisation, Cache-Control, and the memory backend's bounds."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ from typing import Any
 
 import pytest
 
-from proxy.cache import CachedGeneration, CachePolicy, MemoryCache, cache_key, parse_cache_control
-from proxy.catalog import Catalog
-from proxy.generation import Generation
+from proxy.core.cache import (
+    CachedGeneration,
+    CachePolicy,
+    MemoryCache,
+    cache_key,
+    parse_cache_control,
+)
+from proxy.core.catalog import Catalog
+from proxy.core.generation import Generation
 from proxy.schemas import ChatRequest, to_generation_request
 
 CATALOG = Catalog(default="llama-2-7b-chat")

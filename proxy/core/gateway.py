@@ -16,18 +16,24 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from proxy.budget import bound_generation, bound_stream, budget_chars
-from proxy.cache import CacheBackend, CachedGeneration, CachePolicy, CacheUnavailable, cache_key
+from proxy.core.budget import bound_generation, bound_stream, budget_chars
+from proxy.core.cache import (
+    CacheBackend,
+    CachedGeneration,
+    CachePolicy,
+    CacheUnavailable,
+    cache_key,
+)
+from proxy.core.flights import Flights
+from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest
+from proxy.core.stops import stop_generation, stop_stream
+from proxy.core.upstream import Readiness, Upstream
 from proxy.errors import GatewayError, UpstreamBadResponse
-from proxy.flights import Flights
-from proxy.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import current_record, served_by
 from proxy.observe.redaction import Redactor
-from proxy.stops import stop_generation, stop_stream
-from proxy.upstreams.base import Readiness, Upstream
 
-logger = logging.getLogger("proxy.gateway")
+logger = logging.getLogger("proxy.core.gateway")
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 # Cache trouble is logged at most this often, however many requests it affects.

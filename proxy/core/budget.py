@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from proxy.generation import CHARS_PER_TOKEN, Chunk, Generation, GenerationRequest
+from proxy.core.generation import CHARS_PER_TOKEN, Chunk, Generation, GenerationRequest
 
 BUDGET_MARGIN = 2
 
