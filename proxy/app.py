@@ -15,7 +15,6 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from proxy.breaker import CircuitBreaker
 from proxy.config.settings import Settings
 from proxy.context import AppContext
 from proxy.core.cache import CacheBackend, MemoryCache
@@ -32,9 +31,10 @@ from proxy.middleware import (
 from proxy.observe.metrics import Metrics
 from proxy.observe.redaction import Redactor
 from proxy.rate_limits import RateLimits
-from proxy.resilience import ResilientUpstream
 from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
+from proxy.routing.breaker import CircuitBreaker
+from proxy.routing.resilient import ResilientUpstream
 from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
 
 if TYPE_CHECKING:
@@ -126,8 +126,8 @@ def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
 
 def build_router(settings: Settings, metrics: Metrics) -> Upstream:
     """Every upstream of UPSTREAMS_FILE, each behind its own breaker and bound, routed."""
-    from proxy.router import Router
-    from proxy.routing import Member
+    from proxy.routing.members import Member
+    from proxy.routing.router import Router
 
     members = []
     for entry in settings.upstream_entries:

@@ -22,7 +22,7 @@ from proxy.errors import (
     UpstreamStarting,
     UpstreamUnavailable,
 )
-from proxy.resilience import ResilientUpstream
+from proxy.routing.resilient import ResilientUpstream
 
 State = Literal["ready", "cold", "cooling", "open"]
 

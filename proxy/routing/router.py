@@ -17,7 +17,6 @@ from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
-from proxy.continuation import budget_left, split_at_word, without_tail
 from proxy.core.catalog import MODELS
 from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.core.upstream import Readiness
@@ -31,9 +30,10 @@ from proxy.errors import (
 )
 from proxy.observe.metrics import RoutingMetrics
 from proxy.observe.record import current_record
-from proxy.routing import Member, plan, recovered, settle, unavailable
+from proxy.routing.continuation import budget_left, split_at_word, without_tail
+from proxy.routing.members import Member, plan, recovered, settle, unavailable
 
-logger = logging.getLogger("proxy.router")
+logger = logging.getLogger("proxy.routing.router")
 T = TypeVar("T")
 
 BACKOFF = 0.1

@@ -1,4 +1,4 @@
-"""The circuit breaker (proxy/breaker.py) and how ResilientUpstream feeds it: a half-open
+"""The circuit breaker (proxy/routing/breaker.py) and how ResilientUpstream feeds it: a half-open
 circuit lets exactly one probe through, and only failures that say the upstream cannot serve
 count toward opening it; a refused request is an answer, not an outage."""
 
@@ -9,7 +9,6 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from proxy.breaker import CircuitBreaker
 from proxy.core.catalog import Catalog
 from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.errors import (
@@ -26,7 +25,8 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.observe.metrics import Metrics
-from proxy.resilience import ResilientUpstream
+from proxy.routing.breaker import CircuitBreaker
+from proxy.routing.resilient import ResilientUpstream
 from proxy.schemas import ChatRequest, to_generation_request
 from proxy.upstreams.mock import MockUpstream
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from proxy.breaker import CircuitBreaker
 from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.core.upstream import Readiness, Upstream
 from proxy.errors import (
@@ -21,6 +20,7 @@ from proxy.errors import (
 )
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import current_record
+from proxy.routing.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from proxy.hub import SpaceStage

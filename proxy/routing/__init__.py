@@ -1,0 +1,1 @@
+"""Choose an upstream and survive its failures: order and health, failover, continuation."""
