@@ -15,13 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from proxy.access.guard import Guard, Guarded, origin_matcher
+from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.context import AppContext
 from proxy.core.cache import CacheBackend, MemoryCache
 from proxy.core.catalog import Catalog
 from proxy.core.gateway import Gateway
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
-from proxy.guard import Guard, Guarded, origin_matcher
 from proxy.middleware import (
     ErrorGuardMiddleware,
     ObserveMiddleware,
@@ -30,7 +31,6 @@ from proxy.middleware import (
 )
 from proxy.observe.metrics import Metrics
 from proxy.observe.redaction import Redactor
-from proxy.rate_limits import RateLimits
 from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
 from proxy.routing.breaker import CircuitBreaker
@@ -38,7 +38,7 @@ from proxy.routing.resilient import ResilientUpstream
 from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
 
 if TYPE_CHECKING:
-    from proxy.user_tokens import UserTokens
+    from proxy.access.user_tokens import UserTokens
 
 logger = logging.getLogger("proxy.app")
 
@@ -81,7 +81,7 @@ def build_rate_limits(
     import redis.asyncio as redis  # redis and limits only when configured
     from limits.aio.storage import RedisStorage
 
-    from proxy.shared_windows import SharedWindows
+    from proxy.access.shared_windows import SharedWindows
 
     pool = redis.ConnectionPool.from_url(
         settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
@@ -103,7 +103,7 @@ def build_user_tokens(settings: Settings) -> UserTokens | None:
     """The verifier of signed user tokens, when JWT_SECRET or JWT_JWKS_URL is set."""
     if not settings.jwt_configured:
         return None
-    from proxy.user_tokens import UserTokens  # PyJWT only when configured
+    from proxy.access.user_tokens import UserTokens  # PyJWT only when configured
 
     return UserTokens(
         secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from proxy.access.guard import Guard
 from proxy.config.settings import Settings
 from proxy.core.catalog import Catalog
 from proxy.core.gateway import Gateway
-from proxy.guard import Guard
 from proxy.observe.metrics import Metrics
 
 

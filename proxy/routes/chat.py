@@ -10,11 +10,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from proxy.access.guard import Caller
 from proxy.context import AppContext
 from proxy.core.cache import parse_cache_control
 from proxy.core.generation import Chunk, FinishReason, GenerationRequest, Usage
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
-from proxy.guard import Caller
 from proxy.middleware import request_id_of
 from proxy.observe.record import current_record, served_by
 from proxy.operations import GENERATION_ERRORS, Operation, Reply

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-import proxy.user_tokens
+import proxy.access.user_tokens
 from tests.conftest import gateway_client
 from tests.support.servers import ThreadServer
-from tests.test_auth import AUDIENCE, BODY, ISSUER, bearer, claims
+from tests.access.test_auth import AUDIENCE, BODY, ISSUER, bearer, claims
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -97,7 +97,7 @@ async def test_a_dripping_provider_is_cut_at_one_deadline(
 ) -> None:
     found, url = provider
     found.mode = "drip"  # a byte every 0.4 s: every read is quick, the whole takes 4.8 s
-    monkeypatch.setattr(proxy.user_tokens, "JWKS_TIMEOUT", 1.0)
+    monkeypatch.setattr(proxy.access.user_tokens, "JWKS_TIMEOUT", 1.0)
     token = jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
     async with gateway_client(**settings(url)) as client:
         started = time.monotonic()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
+from proxy.access.moving_windows import MovingWindows
 from proxy.config.values import parse_limits
 from proxy.errors import RateLimited
-from proxy.moving_windows import MovingWindows
 
 
 class AuthFailures:

@@ -9,8 +9,8 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from proxy.access.moving_windows import Count, least_left
 from proxy.config.values import Limit
-from proxy.moving_windows import Count, least_left
 
 
 def _limit(item: RateLimitItem) -> Limit:

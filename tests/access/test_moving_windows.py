@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.access.moving_windows import MovingWindows
 from proxy.config.values import Limit, parse_limits
-from proxy.moving_windows import MovingWindows
 
 
 class Clock:

@@ -124,7 +124,7 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
 
 
 def test_client_address_takes_the_rightmost_untrusted_hop() -> None:
-    from proxy.clients import ClientAddresses
+    from proxy.access.clients import ClientAddresses
 
     scope = {"client": ("10.0.0.5", 1234)}
     chain = "1.2.3.4, 198.51.100.7, 10.0.0.9"
@@ -166,7 +166,7 @@ async def test_limits_hold_per_instance_while_the_shared_store_is_down() -> None
 
 
 def test_a_forwarded_hop_counts_only_if_it_is_an_address() -> None:
-    from proxy.clients import ClientAddresses
+    from proxy.access.clients import ClientAddresses
 
     scope = {"client": ("10.0.0.5", 1234)}
     anyone = ClientAddresses(("*",))
@@ -177,7 +177,7 @@ def test_a_forwarded_hop_counts_only_if_it_is_an_address() -> None:
 
 
 def test_an_ipv6_client_is_its_slash_64() -> None:
-    from proxy.clients import ClientAddresses
+    from proxy.access.clients import ClientAddresses
 
     anyone = ClientAddresses(("*",))
     scope = {"client": ("10.0.0.5", 1234)}

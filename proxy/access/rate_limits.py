@@ -9,15 +9,15 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from proxy.access.moving_windows import Count, MovingWindows
 from proxy.config.values import parse_limits
 from proxy.errors import RateLimited
-from proxy.moving_windows import Count, MovingWindows
 from proxy.observe.metrics import Metrics
 
 if TYPE_CHECKING:
-    from proxy.shared_windows import SharedWindows
+    from proxy.access.shared_windows import SharedWindows
 
-logger = logging.getLogger("proxy.guard")
+logger = logging.getLogger("proxy.access.guard")
 
 # Rate-limit trouble (Redis down) is logged at most this often.
 WARN_INTERVAL = 30.0

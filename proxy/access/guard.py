@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.auth_failures import AuthFailures
-from proxy.clients import ClientAddresses
+from proxy.access.auth_failures import AuthFailures
+from proxy.access.clients import ClientAddresses
+from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
 from proxy.operations import operation_of
-from proxy.rate_limits import RateLimits
 from proxy.responses import render_error, with_headers
 
 if TYPE_CHECKING:  # PyJWT is imported only when user tokens are configured
-    from proxy.user_tokens import UserTokens
+    from proxy.access.user_tokens import UserTokens
 
 _WANTED = (b"origin", b"authorization", b"x-forwarded-for")
 

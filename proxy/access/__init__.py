@@ -1,0 +1,1 @@
+"""Who may generate: origins, API keys, user tokens, client addresses and rate limits."""
