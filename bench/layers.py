@@ -77,7 +77,7 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("upstream exchange", "/yarl/", None),
     ("upstream exchange", "/multidict/", None),
     ("upstream exchange", "/stamina/", None),
-    ("JSON reply", "/proxy/responses.py", None),
+    ("JSON reply", "/proxy/web/responses.py", None),
     ("JSON reply", "/proxy/replies.py", None),
     ("edge protocol (head and body limits, deadlines)", "/proxy/edge.py", None),
     ("middleware, routing and handler", "/proxy/", None),

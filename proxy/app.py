@@ -1,4 +1,5 @@
-"""create_app: the whole request path of DESIGN.md, declared in one place."""
+"""The composition root: ``create_app`` builds every part from the settings and declares the
+request path (middleware, routes, lifespan) in one place."""
 
 from __future__ import annotations
 
@@ -8,45 +9,31 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from proxy.access.guard import Guard, Guarded, origin_matcher
+from proxy.access.guard import Guard, Guarded
 from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.context import AppContext
 from proxy.core.cache import CacheBackend, MemoryCache
 from proxy.core.catalog import Catalog
 from proxy.core.gateway import Gateway
-from proxy.errors import GatewayError, MethodNotAllowed, NotFound
-from proxy.middleware import (
-    ErrorGuardMiddleware,
-    ObserveMiddleware,
-    OriginOnlyCORS,
-    request_id_of,
-)
 from proxy.observe.metrics import Metrics
 from proxy.observe.redaction import Redactor
-from proxy.responses import render_error
 from proxy.routes import admin, chat, openai_api, ops
 from proxy.routing.breaker import CircuitBreaker
 from proxy.routing.resilient import ResilientUpstream
 from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
+from proxy.web.cors import OriginOnlyCORS, cors_options
+from proxy.web.instrument import ObserveMiddleware
+from proxy.web.last_error import EXCEPTION_HANDLERS, LastErrorMiddleware
 
 if TYPE_CHECKING:
     from proxy.access.user_tokens import UserTokens
 
 logger = logging.getLogger("proxy.app")
-
-CORS_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "Cache-Control", "Accept"]
-EXPOSED_HEADERS = [
-    "X-Request-ID", "X-Cache", "X-Upstream", "Retry-After", "Age", "Server-Timing",
-    "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy",
-]  # fmt: skip
 
 
 def build_cache(settings: Settings) -> CacheBackend | None:
@@ -121,7 +108,7 @@ def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
     UPSTREAMS_FILE, the router between several of them."""
     if settings.upstream_entries:
         return build_router(settings, metrics)
-    return build_guarded(settings, metrics)
+    return build_upstream_stack(settings, metrics)
 
 
 def build_router(settings: Settings, metrics: Metrics) -> Upstream:
@@ -135,7 +122,7 @@ def build_router(settings: Settings, metrics: Metrics) -> Upstream:
         members.append(
             Member(
                 entry.name,
-                build_guarded(own, metrics),
+                build_upstream_stack(own, metrics),
                 frozenset(entry.models),
                 priority=entry.priority,
                 weight=entry.weight,
@@ -154,7 +141,7 @@ def build_router(settings: Settings, metrics: Metrics) -> Upstream:
     )
 
 
-def build_guarded(settings: Settings, metrics: Metrics) -> ResilientUpstream:
+def build_upstream_stack(settings: Settings, metrics: Metrics) -> ResilientUpstream:
     """One adapter behind its circuit breaker and concurrency bound."""
     upstream = build_upstream(settings)
     stage = None
@@ -183,43 +170,6 @@ def build_fallback(settings: Settings) -> Upstream | None:
     ):
         return None
     return UPSTREAMS["mock"](settings)
-
-
-def cors_options(settings: Settings) -> dict[str, Any]:
-    """CORSMiddleware arguments from ALLOWED_ORIGINS; ``host:*`` means any port of that host."""
-    pattern = origin_matcher(settings.allowed_origins)
-    return {
-        "allow_origins": ["*"] if pattern is None else [],
-        "allow_origin_regex": pattern.pattern if pattern is not None else None,
-        "allow_methods": ["GET", "POST", "DELETE", "OPTIONS"],
-        "allow_headers": CORS_HEADERS,
-        "expose_headers": EXPOSED_HEADERS,
-        "allow_credentials": settings.cors_allow_credentials,
-        "max_age": 600,
-    }
-
-
-async def _gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    return render_error(exc, request.scope, request_id_of(request.scope))
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    where = f"{request.method} {request.url.path[:100]}"
-    error: GatewayError
-    if exc.status_code == 404:
-        error = NotFound(f"no route {where}; see the README for the API")
-    elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        error = MethodNotAllowed(
-            f"{where} is not allowed; use {allowed or 'another method'}",
-            headers={"Allow": allowed} if allowed else None,
-        )
-    else:
-        error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
-        error.status = exc.status_code
-    return render_error(error, request.scope, request_id_of(request.scope))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -299,12 +249,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             access_log=settings.access_log,
         ),
         Middleware(OriginOnlyCORS, **cors_options(settings)),
-        Middleware(ErrorGuardMiddleware),
+        Middleware(LastErrorMiddleware),
     ]
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     # No redirect from /api/chat/ to /api/chat: its Location would be built from the

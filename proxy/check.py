@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.app import build_guarded
+from proxy.app import build_upstream_stack
 from proxy.config.settings import Settings
 from proxy.core.upstream import Readiness
 from proxy.observe.metrics import Metrics
 
 
 async def _discover(settings: Settings, metrics: Metrics) -> Readiness:
-    upstream = build_guarded(settings, metrics)
+    upstream = build_upstream_stack(settings, metrics)
     try:
         await upstream.start()
         return await upstream.ready()

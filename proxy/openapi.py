@@ -20,9 +20,8 @@ from starlette.routing import BaseRoute, Route
 from proxy._version import __version__
 from proxy.config.settings import Settings
 from proxy.core.catalog import Catalog
-from proxy.operations import JSON, Operation, Reply, operation_of
-from proxy.replies import ErrorReply, OpenAIErrorReply
-from proxy.responses import OPENAI_PREFIX
+from proxy.web.operations import JSON, Operation, Reply, operation_of
+from proxy.web.responses import OPENAI_PREFIX, ErrorReply, OpenAIErrorReply
 
 SSE = "text/event-stream"
 REF = "#/components/schemas/{model}"
@@ -50,7 +49,7 @@ def documented_routes(routes: Sequence[BaseRoute]) -> list[tuple[Route, Operatio
             continue
         operation = operation_of(route.endpoint)
         if operation is None:
-            raise UndocumentedRoute(f"{route.path} has no Operation; see proxy/operations.py")
+            raise UndocumentedRoute(f"{route.path} has no Operation; see proxy/web/operations.py")
         found.append((route, operation))
     return found
 

@@ -7,20 +7,13 @@ drift. Nothing but typing is imported here: the hot path pays nothing for it.
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired
+from typing import Literal
 
 # typing_extensions, not typing: pydantic reads only these TypedDicts on Python < 3.12.
 from typing_extensions import TypedDict
 
 from proxy.core.generation import FinishReason
-
-
-class ErrorReply(TypedDict):
-    """Every error of the gateway's own routes: what is wrong and how to fix it."""
-
-    error: str
-    code: str
-    request_id: NotRequired[str]
+from proxy.web.responses import ErrorReply
 
 
 class NotReadyReply(ErrorReply):
@@ -30,19 +23,6 @@ class NotReadyReply(ErrorReply):
     upstream: str
     # Each upstream's state: ready, cold, cooling or open (unavailable for a single one).
     upstreams: dict[str, str]
-
-
-class OpenAIErrorDetail(TypedDict):
-    message: str
-    type: str
-    param: str | None
-    code: str
-
-
-class OpenAIErrorReply(TypedDict):
-    """Every error under ``/v1/``, in OpenAI's shape."""
-
-    error: OpenAIErrorDetail
 
 
 class CompletionUsage(TypedDict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.layers import LAYERS, layer_of, shares
 
 LOOP = "run (/usr/lib/python3.11/asyncio/runners.py:118)"
-MIDDLEWARE = "__call__ (/srv/app/proxy/middleware.py:90)"
+MIDDLEWARE = "__call__ (/srv/app/proxy/web/instrument.py:90)"
 LOG = "emit (/usr/lib/python3.11/logging/__init__.py:1113)"
 KEY = "cache_key (/srv/app/proxy/core/cache.py:70)"
 LOOKUP = "get (/srv/app/proxy/core/cache.py:190)"

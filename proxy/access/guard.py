@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,26 +18,14 @@ from proxy.access.clients import ClientAddresses
 from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
-from proxy.operations import operation_of
-from proxy.responses import render_error, with_headers
+from proxy.web.cors import origin_matcher
+from proxy.web.operations import operation_of
+from proxy.web.responses import render_error, with_headers
 
 if TYPE_CHECKING:  # PyJWT is imported only when user tokens are configured
     from proxy.access.user_tokens import UserTokens
 
 _WANTED = (b"origin", b"authorization", b"x-forwarded-for")
-
-
-def origin_matcher(origins: tuple[str, ...]) -> re.Pattern[str] | None:
-    """A pattern for the allowed origins (``host:*`` is any port), or None for ``*``."""
-    if "*" in origins:
-        return None
-    parts = []
-    for origin in origins:
-        if origin.endswith(":*"):
-            parts.append(re.escape(origin.removesuffix(":*")) + r"(?::\d{1,5})?")
-        else:
-            parts.append(re.escape(origin))
-    return re.compile("|".join(parts))
 
 
 def looks_like_jwt(credential: str) -> bool:

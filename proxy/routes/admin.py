@@ -8,10 +8,10 @@ from starlette.responses import Response
 from proxy.context import context_of
 from proxy.core.cache import CacheUnavailable
 from proxy.errors import CacheBackendDown, NotFound
-from proxy.operations import Operation, Reply, documented
 from proxy.replies import CacheCleared
-from proxy.responses import JSONResponse
 from proxy.tokens import require_bearer
+from proxy.web.operations import Operation, Reply, documented
+from proxy.web.responses import JSONResponse
 
 
 async def require_admin(request: Request) -> None:

@@ -15,14 +15,14 @@ from proxy.context import AppContext
 from proxy.core.cache import parse_cache_control
 from proxy.core.generation import Chunk, FinishReason, GenerationRequest, Usage
 from proxy.errors import GatewayError, PayloadTooLarge, UnsupportedMediaType
-from proxy.middleware import request_id_of
 from proxy.observe.record import current_record, served_by
-from proxy.operations import GENERATION_ERRORS, Operation, Reply
 from proxy.replies import ChatReply, DoneEvent
-from proxy.responses import JSONResponse, error_body
 from proxy.routes.common import usage_of
 from proxy.schemas import ChatRequest, parse_chat_request, to_generation_request
-from proxy.sse import frame
+from proxy.web.instrument import request_id_of
+from proxy.web.operations import GENERATION_ERRORS, Operation, Reply
+from proxy.web.responses import JSONResponse, error_body
+from proxy.web.sse import frame
 
 logger = logging.getLogger("proxy.app")
 

@@ -25,10 +25,7 @@ from proxy.core.cache import parse_cache_control
 from proxy.core.catalog import ModelSpec
 from proxy.core.generation import Chunk, GenerationRequest, Usage
 from proxy.errors import GatewayError, InvalidRequest, NotFound
-from proxy.middleware import request_id_of
-from proxy.operations import GENERATION_ERRORS, Operation, Reply, documented
 from proxy.replies import ChatCompletion, OpenAIModel, OpenAIModelList
-from proxy.responses import JSONResponse, openai_error_body, openai_error_response
 from proxy.routes.chat import (
     SSE_HEADERS,
     _wanted_headers,
@@ -45,6 +42,9 @@ from proxy.schemas import (
     echo,
     translate_validation_error,
 )
+from proxy.web.instrument import request_id_of
+from proxy.web.operations import GENERATION_ERRORS, Operation, Reply, documented
+from proxy.web.responses import JSONResponse, openai_error_body, openai_error_response
 
 logger = logging.getLogger("proxy.app")
 

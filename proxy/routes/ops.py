@@ -15,11 +15,11 @@ from proxy.config.settings import Settings
 from proxy.context import context_of
 from proxy.core.catalog import Catalog, ModelSpec
 from proxy.errors import UpstreamNotReady
-from proxy.middleware import request_id_of
-from proxy.operations import Operation, Reply, documented
 from proxy.replies import Alive, Catalogue, ModelCard, NotReadyReply, Ready
-from proxy.responses import JSONResponse, error_body, with_headers
 from proxy.tokens import require_bearer
+from proxy.web.instrument import request_id_of
+from proxy.web.operations import Operation, Reply, documented
+from proxy.web.responses import JSONResponse, error_body, with_headers
 
 INDEX_HTML = files("proxy").joinpath("static/index.html").read_text(encoding="utf-8")
 

@@ -31,7 +31,6 @@ from proxy.errors import (
     UpstreamStarting,
 )
 from proxy.observe.record import current_record
-from proxy.sse import SSEDecoder
 from proxy.upstreams.gradio_app import AppAPI
 from proxy.upstreams.gradio_data import build_data, follow_data, prompt_value, result_text
 from proxy.upstreams.gradio_errors import app_error
@@ -49,6 +48,7 @@ from proxy.upstreams.http import (
     status_error,
     with_retries,
 )
+from proxy.upstreams.sse import SSEDecoder
 
 logger = logging.getLogger("proxy.upstream.gradio")
 

@@ -16,13 +16,13 @@ from proxy.errors import (
     GatewayError,
     UpstreamBadResponse,
 )
-from proxy.sse import SSEDecoder
 from proxy.upstreams.http import (
     HTTPUpstream,
     before_output,
     status_error,
     with_retries,
 )
+from proxy.upstreams.sse import SSEDecoder
 
 
 class JSONUpstream(HTTPUpstream):

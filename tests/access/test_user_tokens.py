@@ -18,9 +18,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 import proxy.access.user_tokens
+from tests.access.test_auth import AUDIENCE, BODY, ISSUER, bearer, claims
 from tests.conftest import gateway_client
 from tests.support.servers import ThreadServer
-from tests.access.test_auth import AUDIENCE, BODY, ISSUER, bearer, claims
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())

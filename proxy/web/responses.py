@@ -8,14 +8,37 @@ gateway's own shape, which the seed's front ends read.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
 from starlette.responses import JSONResponse as _JSONResponse
 from starlette.types import Message, Scope, Send
 
+# typing_extensions, not typing: pydantic reads only these TypedDicts on Python < 3.12.
+from typing_extensions import TypedDict
+
 from proxy.errors import GatewayError
-from proxy.replies import ErrorReply, OpenAIErrorReply
+
+
+class ErrorReply(TypedDict):
+    """Every error of the gateway's own routes: what is wrong and how to fix it."""
+
+    error: str
+    code: str
+    request_id: NotRequired[str]
+
+
+class OpenAIErrorDetail(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIErrorReply(TypedDict):
+    """Every error under ``/v1/``, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
 
 
 class JSONResponse(_JSONResponse):

@@ -1,7 +1,7 @@
-"""Plain ASGI middleware: observing every request (id, timing, metrics, access log), and the
-last line of error handling.
+"""Observing every request: its id, ``Vary: Origin``, ``Server-Timing``, metrics and the
+access-log line.
 
-Both are pure ASGI (no BaseHTTPMiddleware) so that streamed responses pass through untouched.
+Pure ASGI (no BaseHTTPMiddleware) so that streamed responses pass through untouched.
 """
 
 from __future__ import annotations
@@ -11,16 +11,12 @@ import logging
 import os
 import re
 import time
-from typing import Any
 
 from prometheus_client import Counter, Histogram
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import GatewayError
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import RequestRecord, begin
-from proxy.responses import render_error
 
 logger = logging.getLogger("proxy.app")
 access_logger = logging.getLogger("proxy.access")
@@ -192,63 +188,3 @@ def _add_vary_origin(headers: list[tuple[bytes, bytes]]) -> None:
                 headers[index] = (key, value + b", Origin")
             return
     headers.append((b"vary", b"Origin"))
-
-
-class OriginOnlyCORS:
-    """Starlette's CORSMiddleware for requests that carry an ``Origin``; the rest skip it.
-
-    Without ``Origin`` there is nothing for CORS to answer, but the middleware would still
-    parse every header and wrap ``send``: a few percent of a cache hit. ``Vary: Origin``,
-    which it would add, comes from ObserveMiddleware on every response.
-    """
-
-    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
-        self.app = app
-        self.cors = CORSMiddleware(app, **options)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for key, _ in scope["headers"]:
-                if key == b"origin":
-                    break
-            else:
-                await self.app(scope, receive, send)
-                return
-        await self.cors(scope, receive, send)
-
-
-class ErrorGuardMiddleware:
-    """Renders any error that escaped the routes as our JSON error, inside the CORS layer.
-
-    Starlette sends handlers for ``Exception`` to its outermost layer, outside CORS, so a browser
-    would see a CORS failure instead of the message (starlette #1116, #1175). Unexpected errors
-    are logged with the request id and answered with a generic 500 that reveals nothing.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            request_id = request_id_of(scope)
-            if isinstance(exc, GatewayError):
-                error = exc
-            else:
-                logger.exception("unhandled error in request %s", request_id)
-                error = GatewayError("internal error; the request id is in the logs")
-            if started:
-                return  # too late for a status; the connection simply ends
-            await render_error(error, scope, request_id)(scope, receive, send)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.errors import UpstreamBadResponse
-from proxy.sse import SSEDecoder
+from proxy.upstreams.sse import SSEDecoder
 
 STREAM = (
     b'event: generating\r\ndata: ["a"]\r\n\r\n: a comment\n\nevent: complete\ndata: one\n'

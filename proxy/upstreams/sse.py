@@ -1,8 +1,6 @@
-"""Server-Sent Events, both ways: decode an upstream's event stream, and build frames to send."""
+"""Decoding an upstream's Server-Sent Events stream, incrementally and with a bound."""
 
 from __future__ import annotations
-
-import orjson
 
 from proxy.errors import UpstreamBadResponse
 
@@ -88,9 +86,3 @@ class SSEDecoder:
             if event or data:
                 events.append((event or "message", "\n".join(data)))
         return events
-
-
-def frame(event: str | None, payload: object) -> bytes:
-    """One SSE frame carrying ``payload`` as JSON."""
-    head = f"event: {event}\n".encode() if event else b""
-    return head + b"data: " + orjson.dumps(payload) + b"\n\n"
