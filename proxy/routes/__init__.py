@@ -1,2 +1,1 @@
-"""The gateway's endpoints, one module per front: chat (the seed's API), openai_api, ops
-(health, models, metrics, the page) and admin."""
+"""The fronts: the seed's API, the OpenAI-compatible API, the operational and admin routes."""

@@ -8,8 +8,8 @@ from starlette.responses import Response
 from proxy.context import context_of
 from proxy.core.cache import CacheUnavailable
 from proxy.errors import CacheBackendDown, NotFound
-from proxy.replies import CacheCleared
-from proxy.tokens import require_bearer
+from proxy.routes.operator_tokens import require_bearer
+from proxy.routes.replies import CacheCleared
 from proxy.web.operations import Operation, Reply, documented
 from proxy.web.responses import JSONResponse
 

@@ -23,25 +23,26 @@ from starlette.types import Receive, Scope, Send
 from proxy.context import AppContext, context_of
 from proxy.core.cache import parse_cache_control
 from proxy.core.catalog import ModelSpec
-from proxy.core.generation import Chunk, GenerationRequest, Usage
+from proxy.core.generation import Chunk, GenerationRequest
 from proxy.errors import GatewayError, InvalidRequest, NotFound
-from proxy.replies import ChatCompletion, OpenAIModel, OpenAIModelList
-from proxy.routes.chat import (
-    SSE_HEADERS,
-    _wanted_headers,
-    cache_headers_of,
-    cache_view,
-    generation_request,
-    read_json_body,
-)
-from proxy.routes.common import usage_of
-from proxy.schemas import (
+from proxy.routes.bodies import (
     ChatMessage,
     ChatRequest,
     Parameters,
     echo,
     translate_validation_error,
 )
+from proxy.routes.common import (
+    SSE_HEADERS,
+    StreamSoFar,
+    cache_headers_of,
+    cache_view,
+    generation_request,
+    read_json_body,
+    usage_of,
+    wanted_headers,
+)
+from proxy.routes.replies import ChatCompletion, OpenAIModel, OpenAIModelList
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply, documented
 from proxy.web.responses import JSONResponse, openai_error_body, openai_error_response
@@ -213,7 +214,7 @@ class CompletionsEndpoint:
 
     async def handle(self, scope: Scope, receive: Receive) -> Response:
         ctx: AppContext = scope["state"]["ctx"]
-        headers = _wanted_headers(scope)
+        headers = wanted_headers(scope)
         raw = await read_json_body(headers, receive, ctx.settings.max_body_bytes)
         try:
             body = CompletionRequest.model_validate_json(raw)
@@ -290,21 +291,17 @@ async def _stream_frames(
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return _data({**head, "choices": [choice]})
 
-    text = ""
-    finish = "stop"
-    usage: Usage | None = None
+    so_far = StreamSoFar()
     yield chunk_frame({"role": "assistant", "content": ""}, None)
     try:
         async with aclosing(chunks):
             async for chunk in chunks:
-                finish = chunk.finish_reason or finish
-                usage = chunk.usage or usage
-                if chunk.replace:
-                    delta = chunk.text[len(text) :] if chunk.text.startswith(text) else ""
-                    text = chunk.text
+                before = so_far.text
+                so_far.add(chunk)
+                if chunk.replace:  # only what extends the text already sent can be a delta
+                    delta = chunk.text[len(before) :] if chunk.text.startswith(before) else ""
                 else:
                     delta = chunk.text
-                    text += delta
                 if delta:
                     yield chunk_frame({"content": delta}, None)
     except GatewayError as exc:
@@ -314,9 +311,9 @@ async def _stream_frames(
         logger.exception("stream failed in completion %s", completion_id)
         yield _data(openai_error_body(GatewayError("internal error")))
         return
-    yield chunk_frame({}, finish)
+    yield chunk_frame({}, so_far.finish)
     if include_usage:
-        yield _data({**head, "choices": [], "usage": usage_of(req, text, usage)})
+        yield _data({**head, "choices": [], "usage": usage_of(req, so_far.text, so_far.usage)})
     yield b"data: [DONE]\n\n"
 
 

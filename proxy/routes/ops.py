@@ -15,8 +15,8 @@ from proxy.config.settings import Settings
 from proxy.context import context_of
 from proxy.core.catalog import Catalog, ModelSpec
 from proxy.errors import UpstreamNotReady
-from proxy.replies import Alive, Catalogue, ModelCard, NotReadyReply, Ready
-from proxy.tokens import require_bearer
+from proxy.routes.operator_tokens import require_bearer
+from proxy.routes.replies import Alive, Catalogue, ModelCard, NotReadyReply, Ready
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import Operation, Reply, documented
 from proxy.web.responses import JSONResponse, error_body, with_headers
@@ -158,7 +158,7 @@ def openapi_endpoint(
     @documented(Operation("openapi", "This document", replies={200: Reply("OpenAPI 3.1", dict)}))
     async def openapi(request: Request) -> Response:
         if not rendered:
-            from proxy.openapi import build_openapi
+            from proxy.routes.openapi import build_openapi
 
             rendered.append(orjson.dumps(build_openapi(request.app.routes, settings, catalog)))
         return Response(rendered[0], media_type="application/json")

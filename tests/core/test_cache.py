@@ -15,7 +15,7 @@ from proxy.core.cache import (
 )
 from proxy.core.catalog import Catalog
 from proxy.core.generation import Generation
-from proxy.schemas import ChatRequest, to_generation_request
+from proxy.routes.bodies import ChatRequest, to_generation_request
 
 CATALOG = Catalog(default="llama-2-7b-chat")
 

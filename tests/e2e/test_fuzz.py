@@ -25,7 +25,7 @@ from schemathesis.generation.case import Case
 from proxy import Settings
 from proxy.app import create_app
 from proxy.core.catalog import Catalog
-from proxy.openapi import build_openapi
+from proxy.routes.openapi import build_openapi
 from tests.e2e.conftest import gateway_server
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.core.cache import cache_key
 from proxy.core.catalog import Catalog
-from proxy.schemas import ChatRequest, to_generation_request
+from proxy.routes.bodies import ChatRequest, to_generation_request
 from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer, audited_client
 from tests.support.processes import Gateway, clean_env, gateway_command, running

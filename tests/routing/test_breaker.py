@@ -25,9 +25,9 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.observe.metrics import Metrics
+from proxy.routes.bodies import ChatRequest, to_generation_request
 from proxy.routing.breaker import CircuitBreaker
 from proxy.routing.resilient import ResilientUpstream
-from proxy.schemas import ChatRequest, to_generation_request
 from proxy.upstreams.mock import MockUpstream
 
 REQUEST = to_generation_request(

@@ -23,7 +23,7 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamUnreachable,
 )
-from proxy.schemas import ChatRequest, to_generation_request
+from proxy.routes.bodies import ChatRequest, to_generation_request
 from proxy.upstreams import Upstream, build_upstream
 from tests.support.audit import TOKEN
 from tests.support.fake_llm_servers import FakeOpenAI, FakeTGI

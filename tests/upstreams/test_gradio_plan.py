@@ -8,7 +8,7 @@ import pytest
 
 from proxy.core.catalog import Catalog
 from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse
-from proxy.schemas import ChatRequest, to_generation_request
+from proxy.routes.bodies import ChatRequest, to_generation_request
 from proxy.upstreams.gradio_app import AppAPI
 from proxy.upstreams.gradio_data import build_data, result_text
 from proxy.upstreams.gradio_plan import choose_endpoint, plan_endpoint

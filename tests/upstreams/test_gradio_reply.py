@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proxy.core.catalog import Catalog
 from proxy.core.generation import estimate_tokens
-from proxy.schemas import ChatRequest, to_generation_request
+from proxy.routes.bodies import ChatRequest, to_generation_request
 from proxy.upstreams.gradio_reply import ReplyFilter
 
 PROMPT = "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nWhy sleep? [/INST]"

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from proxy.core.catalog import Catalog
-from proxy.schemas import ChatRequest, to_generation_request
+from proxy.routes.bodies import ChatRequest, to_generation_request
 from proxy.upstreams.mock import MockUpstream
 from proxy.upstreams.mock_replies import CRISIS_GUIDANCE, DISCLAIMER, EMERGENCY_GUIDANCE
 

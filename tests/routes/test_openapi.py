@@ -9,7 +9,7 @@ from starlette.routing import Mount, Route
 from proxy.app import create_app
 from proxy.config.settings import Settings
 from proxy.core.catalog import Catalog
-from proxy.openapi import UndocumentedRoute, build_openapi
+from proxy.routes.openapi import UndocumentedRoute, build_openapi
 
 
 def document_of(settings: Settings, routes: list[Route] | None = None) -> dict[str, object]:
