@@ -73,7 +73,7 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("upstream exchange", "/stamina/", None),
     ("JSON reply", "/proxy/web/responses.py", None),
     ("JSON reply", "/proxy/routes/replies.py", None),
-    ("edge protocol (head and body limits, deadlines)", "/proxy/edge.py", None),
+    ("edge protocol (head and body limits, deadlines)", "/proxy/serving/edge.py", None),
     ("middleware, routing and handler", "/proxy/", None),
     ("middleware, routing and handler", "/starlette/", None),
     ("server and event loop (the bare app's too)", "/uvicorn/", None),

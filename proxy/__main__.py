@@ -22,7 +22,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from proxy.serving import serve as run
+    from proxy.serving.server import serve as run
 
     run(_settings(host=args.host, port=args.port, web_concurrency=args.workers))
 

@@ -146,7 +146,7 @@ def build_upstream_stack(settings: Settings, metrics: Metrics) -> ResilientUpstr
     upstream = build_upstream(settings)
     stage = None
     if settings.space_id and settings.effective_upstream == "gradio":
-        from proxy.hub import SpaceStage  # the Hub client only for a Space
+        from proxy.upstreams.hub import SpaceStage  # the Hub client only for a Space
 
         stage = SpaceStage(settings.hub_url, settings.space_id, token=settings.hf_token_value)
     return ResilientUpstream(

@@ -17,7 +17,7 @@ from proxy.observe.metrics import Metrics
 if TYPE_CHECKING:
     from proxy.access.shared_windows import SharedWindows
 
-logger = logging.getLogger("proxy.access.guard")
+logger = logging.getLogger("proxy.guard")
 
 # Rate-limit trouble (Redis down) is logged at most this often.
 WARN_INTERVAL = 30.0

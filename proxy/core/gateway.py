@@ -33,7 +33,7 @@ from proxy.observe.metrics import Metrics
 from proxy.observe.record import current_record, served_by
 from proxy.observe.redaction import Redactor
 
-logger = logging.getLogger("proxy.core.gateway")
+logger = logging.getLogger("proxy.gateway")
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 # Cache trouble is logged at most this often, however many requests it affects.

@@ -23,7 +23,7 @@ from proxy.observe.record import current_record
 from proxy.routing.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
-    from proxy.hub import SpaceStage
+    from proxy.upstreams.hub import SpaceStage
 
 
 class ResilientUpstream:

@@ -33,7 +33,7 @@ from proxy.observe.record import current_record
 from proxy.routing.continuation import budget_left, split_at_word, without_tail
 from proxy.routing.members import Member, plan, recovered, settle, unavailable
 
-logger = logging.getLogger("proxy.routing.router")
+logger = logging.getLogger("proxy.router")
 T = TypeVar("T")
 
 BACKOFF = 0.1

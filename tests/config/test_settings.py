@@ -11,7 +11,7 @@ from pydantic import ValidationError
 import proxy
 from proxy.config.environment import describe_error
 from proxy.config.settings import Settings
-from proxy.serving import worker_count
+from proxy.serving.server import worker_count
 
 
 def error_text(**values: object) -> str:
@@ -142,4 +142,4 @@ def test_only_the_environment_module_reads_the_environment_and_never_writes_it()
     assert reads == {reader}, f"only {reader} reads the environment"
     assert all(use == "read" for _, use in found[reader]), f"{reader} never writes it"
     # The two writers: the metrics directory the workers inherit, and the Hub's quiet flags.
-    assert set(found) - {reader} == {"serving.py", "inspect.py"}
+    assert set(found) - {reader} == {"serving/server.py", "inspect.py"}

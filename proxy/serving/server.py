@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from proxy.config.settings import Settings
 from proxy.observe.logs import configure_logging
-from proxy.startup import collector_paused
+from proxy.serving.startup import collector_paused
 
 logger = logging.getLogger("proxy.serving")
 
@@ -76,7 +76,7 @@ def serve(settings: Settings) -> None:
     with collector_paused():
         import uvicorn
 
-        from proxy import edge  # uvicorn's protocol classes: a server's, not a function's
+        from proxy.serving import edge  # uvicorn's protocol classes: a server's, not a function's
 
     # uvicorn drains, restores the handler it found, then raises the signal again: with this
     # one, a drained shutdown exits 0, as a platform expects of a clean stop.
@@ -96,7 +96,7 @@ def serve(settings: Settings) -> None:
         "access_log": False,  # the gateway writes its own, without query strings or addresses
         "timeout_graceful_shutdown": settings.graceful_timeout,
         # httptools with bounded heads, head and body deadlines and a connection bound.
-        "http": "proxy.edge:EdgeProtocol",
+        "http": "proxy.serving.edge:EdgeProtocol",
     }
     if workers == 1:
         uvicorn.run(_built(settings), **options)  # type: ignore[arg-type]
