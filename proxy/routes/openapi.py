@@ -1,7 +1,7 @@
 """The gateway's OpenAPI 3.1 description, served at ``GET /openapi.json``.
 
 Built from the app itself: its route list gives the paths and methods, each endpoint's
-``Operation`` (``operations.py``) what it answers, and the schemas come from the types the
+``Operation`` (``web/operations.py``) what it answers, and the schemas come from the types the
 code uses: request bodies from the pydantic models the routes validate with, replies from the
 TypedDicts the routes build (``replies.py``). The settings narrow the request schemas to the
 limits this instance enforces (models, ``max_new_tokens``, prompt length). The fuzzing tests

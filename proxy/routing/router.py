@@ -49,7 +49,7 @@ def fails_over(error: GatewayError) -> bool:
 
 
 class Router:
-    """Routes each request among ``members`` (see routing.py for the order)."""
+    """Routes each request among ``members`` (see members.py for the order)."""
 
     name = "routed"
     identity = "routed"

@@ -16,7 +16,7 @@ body, forever. ``EdgeProtocol`` (passed to uvicorn as its ``http`` class) adds, 
   new connection gets ``503``;
 - optionally at most ``MAX_CONNECTIONS_PER_ADDRESS`` from one client address (``503``).
 
-``serving.py`` calls ``configure`` with the settings before uvicorn starts; a worker process
+``server.py`` calls ``configure`` with the settings before uvicorn starts; a worker process
 reads its settings when its first connection arrives.
 """
 
@@ -75,7 +75,7 @@ def fitted_connections(max_connections: int, upstream_pool: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
-    """The settings' bounds (their defaults live in settings.py)."""
+    """The settings' bounds (their defaults live in config/variables.py)."""
 
     max_head_bytes: int
     max_headers: int

@@ -1,8 +1,8 @@
 """What each endpoint documents about itself: its OpenAPI operation, declared beside the code.
 
 An endpoint carries its ``Operation`` (``@documented`` on a function, an ``operation``
-attribute on an ASGI class); ``openapi.py`` walks the app's own route list and renders each
-one, with the reply types of ``replies.py``. A route without an operation is a test failure.
+attribute on an ASGI class); ``routes/openapi.py`` walks the app's own route list and renders each
+one, with the reply types of ``routes/replies.py``. A route without an operation is a test failure.
 """
 
 from __future__ import annotations
