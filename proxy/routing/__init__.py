@@ -1,1 +1,1 @@
-"""Choose an upstream and survive its failures: order and health, failover, continuation."""
+"""Choose an upstream and survive its failures: order and health, breakers, failover."""

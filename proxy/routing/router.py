@@ -18,6 +18,7 @@ from functools import partial
 from typing import TypeVar
 
 from proxy.core.catalog import MODELS
+from proxy.core.continuation import budget_left, split_at_word, without_tail
 from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.core.upstream import Readiness
 from proxy.errors import (
@@ -30,7 +31,6 @@ from proxy.errors import (
 )
 from proxy.observe.metrics import RoutingMetrics
 from proxy.observe.record import current_record
-from proxy.routing.continuation import budget_left, split_at_word, without_tail
 from proxy.routing.members import Member, plan, recovered, settle, unavailable
 
 logger = logging.getLogger("proxy.router")

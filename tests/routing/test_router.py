@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from proxy.config.environment import describe_error
 from proxy.config.settings import Settings
+from proxy.core.continuation import budget_left, split_at_word, without_tail
 from proxy.core.generation import Chunk
 from proxy.errors import UpstreamBusy, UpstreamRateLimited, UpstreamStarting, UpstreamUnreachable
-from proxy.routing.continuation import budget_left, split_at_word, without_tail
 from proxy.routing.members import Member, plan, settle, unavailable
 
 
