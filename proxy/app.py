@@ -187,6 +187,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 cache=build_cache(settings),
                 metrics=metrics,
                 lock_timeout=settings.cache_lock_timeout,
+                flight_timeout=settings.upstream_timeout,
                 fallback=build_fallback(settings),
                 secrets=Redactor(settings.secrets),
             )

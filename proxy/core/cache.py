@@ -148,6 +148,25 @@ class CacheBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+class SharedCache(CacheBackend, Protocol):
+    """A cache that several instances share, and through which they share their streams in
+    flight (Redis Streams): the leader publishes each chunk, the followers read them; the
+    followers say they are there, so that the leader keeps generating while any listens.
+    Every call raises CacheUnavailable."""
+
+    async def publish(self, key: str, fields: dict[bytes, bytes]) -> None: ...
+
+    async def read(
+        self, key: str, after: bytes, block: float
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]: ...
+
+    async def refresh(self, key: str, token: str) -> None: ...
+
+    async def follow(self, key: str, joined: int) -> None: ...
+
+    async def followed(self, key: str) -> bool: ...
+
+
 def _entry_size(entry: CachedGeneration) -> int:
     return len(entry.text.encode()) + ENTRY_OVERHEAD_BYTES
 

@@ -26,16 +26,31 @@ class Flights(Generic[T]):
     def __len__(self) -> int:
         return len(self._running)
 
-    async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
-        """``work()``'s result, shared with every concurrent call for ``key``."""
+    def running(self, key: str) -> bool:
+        return key in self._running
+
+    async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """``work()``'s result, shared with every concurrent call for ``key``, and whether
+        this call joined another's instead of running it."""
         while True:
             future = self._running.get(key)
             if future is None:
-                return await self._lead(key, work)
+                return await self._lead(key, work), False
             try:
-                return await asyncio.shield(future)
+                return await asyncio.shield(future), True
             except _LeaderGone:
                 continue
+
+    async def join(self, key: str) -> T | None:
+        """The result of the call for ``key`` in flight, or None when none is (or its
+        leader was cancelled)."""
+        future = self._running.get(key)
+        if future is None:
+            return None
+        try:
+            return await asyncio.shield(future)
+        except _LeaderGone:
+            return None
 
     async def _lead(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()

@@ -1,8 +1,9 @@
 """The gateway core: turns a GenerationRequest into a reply, from the cache or the upstream.
 
 It knows nothing of HTTP; routes call it with validated values and a cache policy and render
-what it returns. Identical concurrent misses share one upstream call (in process through
-``Flights``, across instances through the cache backend's lock).
+what it returns. Identical concurrent misses share one upstream call, JSON or streamed,
+whichever came first: in process through ``Flights`` and ``StreamFlights``, across instances
+through the cache backend's lock and, for streams, its channel (``shared_flights.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, cast
 
 from proxy.core.budget import bound_generation, bound_stream, budget_chars
 from proxy.core.cache import (
@@ -22,11 +23,14 @@ from proxy.core.cache import (
     CachedGeneration,
     CachePolicy,
     CacheUnavailable,
+    SharedCache,
     cache_key,
 )
 from proxy.core.flights import Flights
 from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest
+from proxy.core.shared_flights import shared_source
 from proxy.core.stops import stop_generation, stop_stream
+from proxy.core.stream_flights import StreamFlight, StreamFlights, rebuilt
 from proxy.core.upstream import Readiness, Upstream
 from proxy.errors import GatewayError, UpstreamBadResponse
 from proxy.observe.metrics import Metrics
@@ -35,7 +39,8 @@ from proxy.observe.redaction import Redactor
 
 logger = logging.getLogger("proxy.gateway")
 
-CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+# JOINED: served by an identical generation already in flight (here or on another instance).
+CacheStatus = Literal["HIT", "MISS", "BYPASS", "JOINED"]
 # Cache trouble is logged at most this often, however many requests it affects.
 WARN_INTERVAL = 30.0
 # How often an instance waiting for another one's identical generation looks for it.
@@ -73,6 +78,7 @@ class Gateway:
         cache: CacheBackend | None,
         metrics: Metrics,
         lock_timeout: float = 15.0,
+        flight_timeout: float = 120.0,
         fallback: Upstream | None = None,
         secrets: Redactor | None = None,
     ) -> None:
@@ -86,7 +92,9 @@ class Gateway:
         self.cache = cache
         self.metrics = metrics
         self._lock_timeout = lock_timeout
+        self._flight_timeout = flight_timeout
         self._flights: Flights[Served] = Flights()
+        self._streams = StreamFlights()
         self._warned_at = -WARN_INTERVAL
 
     @property
@@ -103,6 +111,9 @@ class Gateway:
 
     def _count(self, status: CacheStatus) -> None:
         self.metrics.cache_result[status.lower()].inc()
+        record = current_record()
+        if record is not None:
+            record.cache = status
 
     async def _lookup(self, key: str, policy: CachePolicy) -> CachedGeneration | None:
         """A usable entry for ``key``; raises CacheUnavailable."""
@@ -147,7 +158,25 @@ class Gateway:
             return Served(entry.generation(), "HIT", entry.age())
         if key is None:
             return Served(await self._generate(req), "BYPASS")
-        return await self._flights.run(key, lambda: self._fill(key, req))
+        flight = self._streams.get(key)
+        if flight is not None:  # an identical stream is being generated: its whole text
+            self.metrics.flight_joins.labels("process").inc()
+            outcome = await flight.outcome()
+            if outcome.error is not None:
+                raise rebuilt(outcome.error)
+            generation = Generation(
+                outcome.text,
+                req.model.name,
+                served_by(self.upstream.name),
+                outcome.finish,
+                outcome.usage,
+            )
+            return Served(generation, "JOINED")
+        served, joined = await self._flights.run(key, lambda: self._fill(key, req))
+        if joined:
+            self.metrics.flight_joins.labels("process").inc()
+            return Served(served.generation, "JOINED")
+        return served
 
     async def _fill(self, key: str, req: GenerationRequest) -> Served:
         """Generate ``req`` once across instances and store it; the single-flight leader."""
@@ -197,7 +226,7 @@ class Gateway:
 
         Close the iterator to cancel the upstream call.
         """
-        served = await self._open_stream(req, policy)
+        served, flight = await self._open_stream(req, policy)
         if req.stop:
             served.chunks = stop_stream(served.chunks, req.stop)
         try:
@@ -205,6 +234,9 @@ class Gateway:
             record = current_record()
             if served.cache != "HIT" and record is not None and record.upstreams:
                 served.upstream = record.upstreams[0]  # a router's: the one that answered
+            if flight is not None and flight.remote:  # another instance generates it
+                served.cache = "JOINED"
+                self.metrics.flight_joins.labels("redis").inc()
         except GatewayError as exc:
             if self.fallback is None or not exc.unavailable:
                 raise
@@ -213,16 +245,62 @@ class Gateway:
             if req.stop:
                 chunks = stop_stream(chunks, req.stop)
             return ServedStream(await _primed(chunks), "BYPASS", upstream=FALLBACK_LABEL)
+        finally:
+            if flight is not None:
+                self._count(served.cache)
         return served
 
-    async def _open_stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
+    async def _open_stream(
+        self, req: GenerationRequest, policy: CachePolicy
+    ) -> tuple[ServedStream, StreamFlight | None]:
+        """The stream for ``req``, and the flight this request started (counted once it is
+        known whether it generates or follows another instance)."""
         key, entry = await self._consult(req, policy)
         if entry is not None:
             self._count("HIT")
-            return ServedStream(_replay(entry), "HIT", entry.age(), entry.upstream)
-        status: CacheStatus = "MISS" if key is not None else "BYPASS"
-        self._count(status)
-        return ServedStream(self._stream_and_store(req, key), status, upstream=self.upstream.name)
+            return ServedStream(_replay(entry), "HIT", entry.age(), entry.upstream), None
+        name = self.upstream.name
+        if key is None:
+            self._count("BYPASS")
+            return ServedStream(self._stream_and_store(req, None), "BYPASS", upstream=name), None
+        flight = self._streams.get(key)
+        if flight is not None:
+            self._count("JOINED")
+            self.metrics.flight_joins.labels("process").inc()
+            return ServedStream(flight.listen(), "JOINED", upstream=name), None
+        if self._flights.running(key):  # an identical JSON request is being answered
+            self._count("JOINED")
+            self.metrics.flight_joins.labels("process").inc()
+            return ServedStream(self._after_json(req, key), "JOINED", upstream=name), None
+        flight = self._streams.begin(key, self._flight_source(req, key))
+        return ServedStream(flight.listen(), "MISS", upstream=name), flight
+
+    async def _after_json(self, req: GenerationRequest, key: str) -> AsyncGenerator[Chunk, None]:
+        """The reply of the identical JSON request in flight, as a stream; if its leader
+        left, this stream generates it."""
+        served = await self._flights.join(key)
+        if served is None:
+            async for chunk in self._stream_and_store(req, key):
+                yield chunk
+            return
+        generation = served.generation
+        async for chunk in _replay(CachedGeneration.of(generation)):
+            yield chunk
+
+    def _flight_source(self, req: GenerationRequest, key: str) -> AsyncGenerator[Chunk, None]:
+        """What a new flight runs: the upstream's stream, stored when complete; with a shared
+        cache, published to the other instances, or followed when another one generates."""
+        cache = self.cache
+        if cache is None or not cache.shared:
+            return self._stream_and_store(req, key)
+        return shared_source(
+            cast(SharedCache, cache),
+            key,
+            self._streams,
+            generate=lambda: self._stream_and_store(req, key),
+            timeout=self._flight_timeout,
+            on_failure=self._cache_failed,
+        )
 
     async def _stream_and_store(
         self, req: GenerationRequest, key: str | None
@@ -268,6 +346,7 @@ class Gateway:
         await self.upstream.start()
 
     async def aclose(self) -> None:
+        await self._streams.aclose()
         await self.upstream.aclose()
         if self.cache is not None:
             await self.cache.aclose()

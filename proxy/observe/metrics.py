@@ -73,8 +73,16 @@ class Metrics:
         )
         # Label children resolved once: .labels() costs more than the increment itself.
         self.cache_result = {
-            result: self.cache_requests.labels(result) for result in ("hit", "miss", "bypass")
+            result: self.cache_requests.labels(result)
+            for result in ("hit", "miss", "bypass", "joined")
         }
+        self.flight_joins = Counter(
+            "proxy_flight_joins",
+            "Requests served by an identical generation already in flight, by where it ran "
+            "(process: this one; redis: another instance's, followed through Redis).",
+            ["via"],
+            registry=registry,
+        )
         self.cache_backend_errors = Counter(
             "proxy_cache_backend_errors",
             "Cache backend calls that failed (requests were served uncached).",

@@ -19,6 +19,9 @@ class RequestRecord:
     # The request's generation fields the upstream's endpoint has no parameter for (its own
     # values applied), as X-Upstream-Ignored names them.
     ignored: tuple[str, ...] | None = None
+    # How the cache answered (HIT, MISS, BYPASS, JOINED), for the access log even where the
+    # caller is not shown X-Cache.
+    cache: str | None = None
 
 
 def served_by(default: str) -> str:

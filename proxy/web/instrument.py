@@ -148,7 +148,7 @@ class ObserveMiddleware:
                             "method": scope["method"],
                             "route": record.route,
                             "status": status,
-                            "cache": cache.decode(),
+                            "cache": record.cache or cache.decode(),
                             "upstream": (
                                 ", ".join(record.upstreams)
                                 if record.upstreams
