@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import coldstart, ttft
+from bench import coldstart, herd, ttft
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -603,7 +603,9 @@ def main() -> None:
 
     print("cold start ...", flush=True)
     cold = coldstart.measure()
-    lines = report(results) + ["", *coldstart.report(cold)]
+    print("identical concurrent streams ...", flush=True)
+    herds = herd.measure()
+    lines = report(results) + ["", *coldstart.report(cold), "", *herd.report(herds)]
     print()
     print("\n".join(lines))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -615,6 +617,7 @@ def main() -> None:
                 "paired": [{"generation": s.generation, "ttft": s.ttft} for s in SETUPS if s.ttft],
                 "rss_mb": [s.rss_mb for s in SETUPS],
                 "cold_start": [asdict(c) for c in cold],
+                "identical_streams": [asdict(h) for h in herds],
                 "report": lines,
             },
             indent=2,

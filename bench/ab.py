@@ -40,12 +40,14 @@ request = function()
 end
 """
 SAME = UNIQUE.replace("' .. run .. '-' ..\n    counter .. '", "")
+STREAMED = UNIQUE.replace('"parameters"', '"stream": true, "parameters"')
 # name -> (connections, body script, needs the fake Space)
 SCENARIOS = {
     "test mode": (32, UNIQUE, False),
     "cache hit": (32, SAME, True),
     "cache miss": (32, UNIQUE, True),
     "cache miss, 1 connection": (1, UNIQUE, True),
+    "streamed miss": (32, STREAMED, True),
 }
 
 
@@ -140,8 +142,12 @@ def checkout(revision: str | None, where: Path) -> Iterator[Path]:
 
 
 def write_scripts(directory: Path) -> dict[str, Path]:
-    """The wrk scripts, written into ``directory``, by their text (UNIQUE and SAME)."""
-    scripts = {UNIQUE: directory / "unique.lua", SAME: directory / "same.lua"}
+    """The wrk scripts, written into ``directory``, by their text."""
+    scripts = {
+        UNIQUE: directory / "unique.lua",
+        SAME: directory / "same.lua",
+        STREAMED: directory / "streamed.lua",
+    }
     for lua, path in scripts.items():
         path.write_text(lua)
     return scripts

@@ -2,7 +2,8 @@
 two-step ``/gradio_api/call/predict`` queue API, with an optional delay before the result.
 
 Raw asyncio on uvloop with keep-alive, so that it is never the bottleneck.
-Run: ``python -m bench.fake_space PORT DELAY_MS``.
+Run: ``python -m bench.fake_space PORT DELAY_MS [GAP_MS]``: the delay holds a whole result and
+a stream's first event; the gap is between streamed words (5 ms unless given).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def _response(body: bytes, content_type: bytes = b"application/json") -> bytes:
 
 
 class SpaceProtocol(asyncio.Protocol):
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, gap: float = STREAM_GAP) -> None:
         self.delay = delay
+        self.gap = gap
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
 
@@ -116,10 +118,11 @@ class SpaceProtocol(asyncio.Protocol):
             else:
                 event = b"event: complete\ndata: " + json.dumps([text]).encode() + b"\n\n"
                 payload = chunk(event) + b"0\r\n\r\n"
-            if index == 0:
+            at = self.delay + self.gap * index
+            if at == 0:
                 self.write(payload)
             else:
-                loop.call_later(STREAM_GAP * index, self.write, payload)
+                loop.call_later(at, self.write, payload)
 
     def handle(self, method: bytes, path: bytes) -> None:
         if path == b"/config":
@@ -143,12 +146,15 @@ class SpaceProtocol(asyncio.Protocol):
             self.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 
 
-async def serve(port: int, delay: float) -> None:
+async def serve(port: int, delay: float, gap: float = STREAM_GAP) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SpaceProtocol(delay), "127.0.0.1", port, backlog=4096)
+    server = await loop.create_server(
+        lambda: SpaceProtocol(delay, gap), "127.0.0.1", port, backlog=4096
+    )
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1]), float(sys.argv[2]) / 1000))
+    gap = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else STREAM_GAP
+    uvloop.run(serve(int(sys.argv[1]), float(sys.argv[2]) / 1000, gap))

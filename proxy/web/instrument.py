@@ -135,20 +135,22 @@ class ObserveMiddleware:
             if upstream_seconds is not None:
                 metrics.overhead_seconds.observe(max(0.0, elapsed - upstream_seconds))
             if self.access_log:
+                cache_status = record.cache or cache.decode()
                 access_logger.info(
-                    "%s %s %s %d %.1fms",
+                    "%s %s %s %d %.1fms %s",
                     request_id.decode(),
                     scope["method"],
                     record.route,
                     status,
                     elapsed * 1000,
+                    cache_status,
                     extra={
                         "access": {
                             "request_id": request_id.decode(),
                             "method": scope["method"],
                             "route": record.route,
                             "status": status,
-                            "cache": record.cache or cache.decode(),
+                            "cache": cache_status,
                             "upstream": (
                                 ", ".join(record.upstreams)
                                 if record.upstreams
