@@ -45,6 +45,8 @@ class Fault:
 
 
 FAULTS = [
+    Fault("429 once, Retry-After: 2, then serving", "brief429"),
+    Fault("HTTP 500 once, then serving", "once500"),
     Fault("connection refused", "refused"),
     Fault("connection reset", "reset"),
     Fault("HTTP 500", "error500"),
@@ -56,7 +58,7 @@ FAULTS = [
     Fault("silence before the first token", "stall", stream=True),
     Fault("stream cut after 3 tokens", "cutmid", stream=True),
     Fault("stream silent after 3 tokens", "stallmid", stream=True),
-    Fault("stream cut, nowhere to continue", "cutmid", stream=True, continuer="openai"),
+    Fault("stream cut, a fallback that cannot continue", "cutmid", stream=True, continuer="openai"),
 ]
 
 
@@ -68,7 +70,7 @@ def upstreams(first_url: str, second: str, second_url: str) -> str:
     )
     return (
         f'[[upstreams]]\nname = "space"\nkind = "gradio"\nurl = "{first_url}"\n'
-        "upstream_first_token_timeout = 1\nupstream_read_timeout = 1\n\n"
+        "upstream_read_timeout = 1\n\n"
         f"[[upstreams]]\n{second_table}\npriority = 1\n"
     )
 
@@ -84,6 +86,8 @@ async def gateway(file_text: str) -> AsyncIterator[httpx.AsyncClient]:
             rate_limit="off",
             access_log=False,
             upstream_retries=0,
+            # A stream's first token, while the second upstream is ready (the default is 10 s).
+            failover_first_token_timeout=1,
             log_level="error",
         )
         async with LifespanManager(create_app(settings)) as manager:
@@ -146,6 +150,28 @@ async def measure(fault: Fault, space: FaultSpace, second_url: str, rounds: int)
     return {"first": statistics.median(firsts), "next": statistics.median(nexts), "saw": seen}
 
 
+async def flapping(space: FaultSpace, second_url: str, outage: float = 6.0) -> dict[str, Any]:
+    """The first upstream fails every call (HTTP 500) for ``outage`` seconds under steady
+    traffic, then serves: how long after its recovery it serves again, and how often it was
+    asked meanwhile."""
+    posts = "error500 POST /gradio_api/call/predict"
+    space.switch = "ok"
+    async with gateway(upstreams(f"{space.url}/switch", "tgi", second_url)) as client:
+        space.switch = "error500"
+        before = space.hits[posts]
+        started = time.monotonic()
+        while time.monotonic() - started < outage:
+            await timed(client, False)
+            await asyncio.sleep(0.2)
+        asked = space.hits[posts] - before
+        space.switch = "ok"
+        recovered = time.monotonic()
+        while (await timed(client, False))[1].headers.get("x-upstream") != "space":
+            await asyncio.sleep(0.05)
+        back = time.monotonic() - recovered
+    return {"back": back, "asked": asked, "outage": outage}
+
+
 async def baseline(kind: str, url: str, rounds: int, stream: bool) -> float:
     """The latency of the same request served by the second upstream alone."""
     times = []
@@ -161,6 +187,7 @@ async def main_async(rounds: int) -> list[str]:
     tgi = FakeTGI()
     tgi.answer = True
     openai = FakeOpenAI()
+    openai.answer = True  # a restarted answer repeats what was sent, as greedy decoding does
     with (
         FaultSpace() as space,
         ThreadServer(tgi.app(), lifespan="off") as tgi_server,
@@ -191,6 +218,13 @@ async def main_async(rounds: int) -> list[str]:
                 f"{(found['next'] - b) * 1000:+.0f} ms |"
             )
             print(lines[-1], flush=True)
+        flap = await flapping(space, urls["tgi"])
+        lines.append(
+            f"| HTTP 500 for {flap['outage']:g} s under traffic (5 requests a second), then "
+            f"serving | 200 from tgi, then from space again {flap['back']:.1f} s after its "
+            f"recovery | asked {flap['asked']} times while down | |"
+        )
+        print(lines[-1], flush=True)
     return lines
 
 

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("proxy.app")
 
+# Consecutive failures that would open a breaker that must not open.
+NEVER = 2**62
+
 
 def build_cache(settings: Settings) -> CacheBackend | None:
     """The cache the settings select: none, Redis when REDIS_URL is set, else memory."""
@@ -122,7 +125,11 @@ def build_router(settings: Settings, metrics: Metrics) -> Upstream:
         members.append(
             Member(
                 entry.name,
-                build_upstream_stack(own, metrics),
+                # The router's wait decides when a failed upstream is tried again; its
+                # breaker opens only when its table asks for one (circuit_failures).
+                build_upstream_stack(
+                    own, metrics, breaker_opens="circuit_failures" in entry.overrides()
+                ),
                 frozenset(entry.models),
                 priority=entry.priority,
                 weight=entry.weight,
@@ -138,10 +145,13 @@ def build_router(settings: Settings, metrics: Metrics) -> Upstream:
         total_timeout=settings.upstream_timeout,
         cooldown=settings.upstream_cooldown,
         wake_interval=settings.upstream_wake_interval,
+        failover_first_token_timeout=settings.failover_first_token_timeout,
     )
 
 
-def build_upstream_stack(settings: Settings, metrics: Metrics) -> ResilientUpstream:
+def build_upstream_stack(
+    settings: Settings, metrics: Metrics, *, breaker_opens: bool = True
+) -> ResilientUpstream:
     """One adapter behind its circuit breaker and concurrency bound."""
     upstream = build_upstream(settings)
     stage = None
@@ -152,7 +162,7 @@ def build_upstream_stack(settings: Settings, metrics: Metrics) -> ResilientUpstr
     return ResilientUpstream(
         upstream,
         breaker=CircuitBreaker(
-            failures=settings.circuit_failures,
+            failures=settings.circuit_failures if breaker_opens else NEVER,
             cooldown=settings.circuit_cooldown,
             probe_interval=settings.circuit_probe_interval,
         ),

@@ -33,6 +33,7 @@ class Settings(Variables):
         super().__init__(**{**environment.variables(Settings.model_fields), **given})
 
     _upstreams: tuple[UpstreamEntry, ...] = PrivateAttr(())
+    _routed: bool = PrivateAttr(False)
 
     @field_validator(
         "upstream_url",
@@ -206,12 +207,20 @@ class Settings(Variables):
             "upstream_model_map": entry.model_map,
             "space_id": entry.space_id,
             "upstreams_file": None,
-            # The router moves on to the next upstream instead of retrying this one, unless
-            # its table asks for retries in place.
-            "upstream_retries": 0,
+            # Retried in place a little (a 5xx, a reset, a short Retry-After) before the router
+            # moves on, unless its table says otherwise.
+            "upstream_retries": self.failover_retries,
+            "upstream_retry_after_max": self.failover_retry_after_max,
             **entry.overrides(),
         }
-        return self.model_copy(update=values)
+        settings = self.model_copy(update=values)
+        settings._routed = True
+        return settings
+
+    @property
+    def routed(self) -> bool:
+        """Whether these are one upstream's settings among several (``for_upstream``)."""
+        return self._routed
 
     @property
     def rate_limits(self) -> str | None:

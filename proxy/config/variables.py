@@ -200,6 +200,25 @@ class Variables(BaseModel):
     upstream_cooldown: float = Field(
         5.0, gt=0, description="Seconds a failed upstream is skipped while others can serve."
     )
+    failover_retries: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="With several upstreams: retries in place (a 5xx, a reset, "
+        "a short Retry-After) before moving on; a table's upstream_retries overrides.",
+    )
+    failover_retry_after_max: float = Field(
+        3.0,
+        ge=0,
+        description="With several upstreams: the longest Retry-After waited out in "
+        "place; a longer one moves on at once.",
+    )
+    failover_first_token_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="With several upstreams: seconds to a stream's first token "
+        "while another upstream could take it (else UPSTREAM_FIRST_TOKEN_TIMEOUT).",
+    )
     upstream_wake_interval: float = Field(
         10.0, gt=0, description="Least seconds between wake-up calls to a skipped cold Space."
     )

@@ -34,7 +34,7 @@ from proxy.core.stream_flights import StreamFlight, StreamFlights, rebuilt
 from proxy.core.upstream import Readiness, Upstream
 from proxy.errors import GatewayError, UpstreamBadResponse
 from proxy.observe.metrics import Metrics
-from proxy.observe.record import current_record, served_by
+from proxy.observe.record import current_record, note_served_model, served_by, served_model
 from proxy.observe.redaction import Redactor
 
 logger = logging.getLogger("proxy.gateway")
@@ -166,7 +166,7 @@ class Gateway:
                 raise rebuilt(outcome.error)
             generation = Generation(
                 outcome.text,
-                req.model.name,
+                served_model(req.model.name),
                 served_by(self.upstream.name),
                 outcome.finish,
                 outcome.usage,
@@ -258,12 +258,16 @@ class Gateway:
         key, entry = await self._consult(req, policy)
         if entry is not None:
             self._count("HIT")
+            note_served_model(entry.model)
             return ServedStream(_replay(entry), "HIT", entry.age(), entry.upstream), None
         name = self.upstream.name
         if key is None:
             self._count("BYPASS")
             return ServedStream(self._stream_and_store(req, None), "BYPASS", upstream=name), None
-        flight = self._streams.get(key)
+        # A stream that cannot take text back (a restarted answer's replace) shares only the
+        # flights of its kind; the cache entry they fill is the same.
+        flight_key = key if req.rewritable else f"{key}:forward-only"
+        flight = self._streams.get(flight_key)
         if flight is not None:
             self._count("JOINED")
             self.metrics.flight_joins.labels("process").inc()
@@ -272,7 +276,7 @@ class Gateway:
             self._count("JOINED")
             self.metrics.flight_joins.labels("process").inc()
             return ServedStream(self._after_json(req, key), "JOINED", upstream=name), None
-        flight = self._streams.begin(key, self._flight_source(req, key))
+        flight = self._streams.begin(flight_key, self._flight_source(req, key, flight_key))
         return ServedStream(flight.listen(), "MISS", upstream=name), flight
 
     async def _after_json(self, req: GenerationRequest, key: str) -> AsyncGenerator[Chunk, None]:
@@ -287,7 +291,9 @@ class Gateway:
         async for chunk in _replay(CachedGeneration.of(generation)):
             yield chunk
 
-    def _flight_source(self, req: GenerationRequest, key: str) -> AsyncGenerator[Chunk, None]:
+    def _flight_source(
+        self, req: GenerationRequest, key: str, flight_key: str
+    ) -> AsyncGenerator[Chunk, None]:
         """What a new flight runs: the upstream's stream, stored when complete; with a shared
         cache, published to the other instances, or followed when another one generates."""
         cache = self.cache
@@ -295,7 +301,7 @@ class Gateway:
             return self._stream_and_store(req, key)
         return shared_source(
             cast(SharedCache, cache),
-            key,
+            flight_key,
             self._streams,
             generate=lambda: self._stream_and_store(req, key),
             timeout=self._flight_timeout,
@@ -321,7 +327,8 @@ class Gateway:
             await chunks.aclose()
         # Only a stream that completed gets here: errors and disconnects raise above.
         if key is not None and self.cache is not None:
-            generation = Generation(text, req.model.name, served_by(self.upstream.name), finish)
+            model = served_model(req.model.name)
+            generation = Generation(text, model, served_by(self.upstream.name), finish)
             try:
                 await self.cache.set(key, CachedGeneration.of(generation))
             except CacheUnavailable as exc:

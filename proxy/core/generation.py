@@ -36,6 +36,9 @@ class GenerationRequest:
     # The start of the answer, already sent to the client by an upstream whose stream broke:
     # the upstream asked now continues it (see continued_prompt).
     prefill: str = ""
+    # Whether the client can take text back (a ``replace`` chunk): the seed API's stream can,
+    # OpenAI's cannot. A broken stream is restarted from the prompt only for one that can.
+    rewritable: bool = True
 
     @property
     def continued_prompt(self) -> str:

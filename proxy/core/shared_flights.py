@@ -42,6 +42,8 @@ def _chunk_fields(chunk: Chunk) -> dict[bytes, bytes]:
     record = current_record()
     if record is not None and record.upstreams:
         fields[b"u"] = orjson.dumps(record.upstreams)
+    if record is not None and record.model:
+        fields[b"m"] = record.model.encode()
     return fields
 
 
@@ -189,6 +191,8 @@ async def followed(
                 if CHUNK in fields:
                     if b"u" in fields and record is not None:
                         record.upstreams = list(orjson.loads(fields[b"u"]))
+                    if b"m" in fields and record is not None:
+                        record.model = fields[b"m"].decode(errors="replace")
                     chunk = _chunk_of(fields[CHUNK])
                     sent = chunk.text if chunk.replace else sent + chunk.text
                     yield chunk

@@ -135,6 +135,8 @@ class StreamFlight:
             record.upstreams = list(origin.upstreams)
         if origin.ignored:
             record.ignored = origin.ignored
+        if origin.model:
+            record.model = origin.model
 
     async def listen(self) -> AsyncGenerator[Chunk, None]:
         """The flight's chunks as a lone client would have got them: first the text so far

@@ -116,7 +116,8 @@ UPSTREAM_STATES = ("ready", "cold", "cooling", "open")
 
 class RoutingMetrics:
     """Per upstream of UPSTREAMS_FILE: calls, failures by code, failovers away from it,
-    continuations it took over, and its state (1 for the current one)."""
+    continuations it took over, restarts it answered, and its state (1 for the current
+    one)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calls = Counter(
@@ -134,6 +135,12 @@ class RoutingMetrics:
         self.continuations = Counter(
             "proxy_upstream_continuations",
             "Broken streams this upstream continued after another one's output.",
+            ["upstream"], registry=registry,
+        )  # fmt: skip
+        self.restarts = Counter(
+            "proxy_upstream_restarts",
+            "Broken streams this upstream answered again from the prompt (nothing could "
+            "continue them).",
             ["upstream"], registry=registry,
         )  # fmt: skip
         self.state = Gauge(

@@ -22,12 +22,27 @@ class RequestRecord:
     # How the cache answered (HIT, MISS, BYPASS, JOINED), for the access log even where the
     # caller is not shown X-Cache.
     cache: str | None = None
+    # The model the upstream says it served (its own name for it), when it said.
+    model: str | None = None
 
 
 def served_by(default: str) -> str:
     """The upstreams this request's reply came from, as X-Upstream names them."""
     record = _CURRENT.get()
     return ", ".join(record.upstreams) if record is not None and record.upstreams else default
+
+
+def served_model(default: str) -> str:
+    """The model this request's reply came from, as the upstream named it, else ``default``
+    (the catalogue's name)."""
+    record = _CURRENT.get()
+    return record.model if record is not None and record.model else default
+
+
+def note_served_model(model: str) -> None:
+    record = _CURRENT.get()
+    if record is not None:
+        record.model = model
 
 
 _CURRENT: ContextVar[RequestRecord | None] = ContextVar("proxy_request_record", default=None)

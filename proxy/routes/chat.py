@@ -14,7 +14,7 @@ from proxy.context import AppContext
 from proxy.core.cache import parse_cache_control
 from proxy.core.generation import Chunk, GenerationRequest
 from proxy.errors import GatewayError
-from proxy.observe.record import served_by
+from proxy.observe.record import served_by, served_model
 from proxy.routes.bodies import ChatRequest, parse_chat_request
 from proxy.routes.common import (
     SSE_HEADERS,
@@ -62,7 +62,7 @@ async def _events(
         return
     done: DoneEvent = {
         "generated_text": so_far.text,
-        "model": req.model.name,
+        "model": served_model(req.model.name),
         "usage": usage_of(req, so_far.text, so_far.usage),
         "finish_reason": so_far.finish,
         "upstream": served_by(upstream),

@@ -25,6 +25,7 @@ from proxy.core.cache import parse_cache_control
 from proxy.core.catalog import ModelSpec
 from proxy.core.generation import Chunk, GenerationRequest
 from proxy.errors import GatewayError, InvalidRequest, NotFound
+from proxy.observe.record import served_model
 from proxy.routes.bodies import (
     ChatMessage,
     ChatRequest,
@@ -181,7 +182,7 @@ def _to_generation_request(
     )
     req = generation_request(chat, ctx, stream=body.stream, cache_scope=cache_scope)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    return dataclasses.replace(req, stop=tuple(s for s in stop if s))
+    return dataclasses.replace(req, stop=tuple(s for s in stop if s), rewritable=False)
 
 
 class CompletionsEndpoint:
@@ -284,7 +285,7 @@ async def _stream_frames(
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
-        "model": req.model.name,
+        "model": served_model(req.model.name),
     }
 
     def chunk_frame(delta: dict[str, str], finish: str | None) -> bytes:

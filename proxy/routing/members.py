@@ -6,7 +6,9 @@ weight, ties shared by smooth weighted round robin (nginx's), so sequential traf
 exactly by weight. Upstreams that cannot serve now are skipped without spending the
 request's time: an open circuit, a cold Space (asleep or building), one cooling down after a
 429, a GPU-quota error, a full queue or another failure, and, while another can take the
-call, one at its concurrency bound.
+call, one at its concurrency bound. The wait is the one mechanism that decides when a failed
+upstream is tried again (its own circuit breaker does not open behind the router): once it is
+over, one call at a time probes it, and the router also probes it in the background then.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Member:
     current: float = 0.0  # its smooth-weighted-round-robin credit
     cold: bool = False  # asleep, building or down: skipped until a wake-up call finds it up
     cool_until: float = 0.0  # skipped until then (loop time) after a failure
+    # Once a failed upstream's wait is over, one call at a time is let through (the probe)
+    # until one succeeds; the others keep to the other upstreams meanwhile.
+    probing: bool = False
     # Why it is skipped: the failure that made it cold or cooling.
     skip_error: GatewayError | None = None
     woken_at: float = -math.inf
@@ -52,7 +57,7 @@ class Member:
     def state(self, now: float, model: str | None = None) -> State:
         if self.cold:
             return "cold"
-        if now < self.cool_until:
+        if now < self.cool_until or self.probing:
             return "cooling"
         if model is not None:
             return "open" if self.upstream.blocked(model) else "ready"
@@ -66,6 +71,12 @@ class Member:
         if now < self.cool_until:
             return max(1, math.ceil(self.cool_until - now))
         return max(1, self.upstream.retry_after(model))
+
+    @property
+    def on_probation(self) -> bool:
+        """Whether its last call failed and none has succeeded since: its next call is the
+        probe that says whether it is back."""
+        return self.skip_error is not None and not self.cold
 
     @property
     def worth_a_try(self) -> bool:
@@ -162,7 +173,10 @@ def settle(member: Member, error: GatewayError, now: float, cooldown: float) -> 
         member.cold = True
         member.skip_error = error
     elif isinstance(error, UpstreamRateLimited | UpstreamBusy):
-        member.cool_until = now + (error.retry_after or cooldown)
+        # The wait the upstream named (its Retry-After, a ZeroGPU message), else the
+        # cool-down: never a default of ours on top of it.
+        wait = error.upstream_wait
+        member.cool_until = now + (wait if wait is not None else cooldown)
         member.skip_error = error
     elif not error.request_fault:
         member.cool_until = now + cooldown
@@ -173,3 +187,4 @@ def recovered(member: Member) -> None:
     member.cold = False
     member.cool_until = 0.0
     member.skip_error = None
+    member.probing = False

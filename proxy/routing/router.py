@@ -28,6 +28,7 @@ from proxy.errors import (
     UpstreamBusy,
     UpstreamRateLimited,
     UpstreamStarting,
+    UpstreamTimeout,
 )
 from proxy.observe.metrics import RoutingMetrics
 from proxy.observe.record import current_record
@@ -63,14 +64,19 @@ class Router:
         total_timeout: float,
         cooldown: float,
         wake_interval: float,
+        failover_first_token_timeout: float | None = None,
     ) -> None:
         self.members = sorted(members, key=lambda m: m.priority)
+        # A stream's first token is waited for this long while another upstream could take
+        # the request (the adapters' own UPSTREAM_FIRST_TOKEN_TIMEOUT bounds the last one).
+        self._failover_first_token = failover_first_token_timeout
         self._metrics = metrics
         self._rounds = rounds
         self._total_timeout = total_timeout
         self._cooldown = cooldown
         self._wake_interval = wake_interval
         self._wakes: set[asyncio.Task[None]] = set()
+        self._probers: dict[str, asyncio.Task[None]] = {}
         self._served = sorted({model for m in members for model in m.models})
         every = [spec.name for spec in MODELS]
         # The models some upstream serves: each must have one that can serve it now.
@@ -91,6 +97,43 @@ class Router:
         now = time.monotonic()
         settle(member, error, now, self._cooldown)
         self._publish(member, now)
+        if member.on_probation:
+            self._probe_when_due(member)
+
+    def _probe_when_due(self, member: Member) -> None:
+        """Probe a failed upstream in the background as soon as its wait is over, and again
+        every UPSTREAM_COOLDOWN while it stays down: it comes back within that of its recovery,
+        whether or not a request is routed to it."""
+        running = self._probers.get(member.name)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._probe_later(member))
+        self._probers[member.name] = task
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def _probe_later(self, member: Member) -> None:
+        while member.on_probation:
+            await asyncio.sleep(max(0.0, member.cool_until - time.monotonic()))
+            if not member.on_probation:
+                return  # a request found it back first
+            if member.probing or time.monotonic() < member.cool_until:
+                await asyncio.sleep(min(self._cooldown, 1.0))
+                continue  # a request is probing it now, or it failed again meanwhile
+            member.probing = True
+            try:
+                readiness = await member.upstream.probe()
+            except Exception:  # a probe must never take the router down
+                logger.exception("probing upstream %s failed", member.name)
+                readiness = None
+            finally:
+                member.probing = False
+            if readiness is not None and readiness.ready:
+                logger.info("upstream %s answers again", member.name)
+                self._succeeded(member)
+                return
+            member.cool_until = time.monotonic() + self._cooldown
+            self._publish(member, time.monotonic())
 
     def _succeeded(self, member: Member) -> None:
         if member.cold or member.skip_error is not None:
@@ -193,25 +236,36 @@ class Router:
         attempt: Callable[[Member], Awaitable[T]],
         *,
         continuing: bool = False,
+        first_token: bool = False,
     ) -> tuple[Member, T]:
         """The first member (not in ``exclude``; one that can continue an answer when
         ``continuing``) whose ``attempt`` succeeds, and what it gave. Failures before output
-        go to the next member, within ``deadline`` and the rounds. The member's call stays
-        counted in flight for the caller to release."""
+        go to the next member, within ``deadline`` and the rounds; with ``first_token`` (the
+        attempt ends at a stream's first token), a member is given only
+        FAILOVER_FIRST_TOKEN_TIMEOUT while another could take the request. The member's call
+        stays counted in flight for the caller to release."""
         failures: list[GatewayError] = []
         for round_ in range(self._rounds):
             members = self._plan(req, frozenset(exclude))
             if continuing:
                 members = [m for m in members if m.can_continue]
-            for member in members:
+            for index, member in enumerate(members):
                 if time.monotonic() >= deadline:
                     break
                 started = time.perf_counter()
                 self._metrics.calls.labels(member.name).inc()
                 member.in_flight += 1
+                probe = member.on_probation  # its wait is over: this call is its probe
+                if probe:
+                    member.probing = True
+                bound = None
+                if first_token and self._failover_first_token is not None:
+                    if any(not m.upstream.in_use for m in members[index + 1 :]):
+                        bound = self._failover_first_token
                 try:
-                    result = await attempt(member)
+                    result = await _within(attempt(member), bound, member.name)
                 except GatewayError as exc:
+                    member.probing = False
                     member.in_flight -= 1
                     self._note(member, exc.code, started)
                     if not fails_over(exc):
@@ -221,8 +275,10 @@ class Router:
                     failures.append(exc)
                     continue
                 except BaseException:
+                    member.probing = False
                     member.in_flight -= 1
                     raise
+                member.probing = False
                 self._note(member, "ok", started)
                 self._succeeded(member)
                 return member, result
@@ -252,7 +308,7 @@ class Router:
         deadline = time.monotonic() + self._total_timeout
         tried: set[Member] = set()
         member, (chunks, first) = await self._first_served(
-            req, tried, deadline, partial(_opened, req=req)
+            req, tried, deadline, partial(_opened, req=req), first_token=True
         )
         text = ""  # what the client has
         prefix = tail = ""
@@ -283,16 +339,26 @@ class Router:
             rest = replace(req, prefill=prefix, max_new_tokens=budget)
             try:
                 member, (chunks, first) = await self._first_served(
-                    rest, tried, deadline, partial(_opened, req=rest), continuing=True
-                )
+                    rest, tried, deadline, partial(_opened, req=rest),
+                    continuing=True, first_token=True,
+                )  # fmt: skip
             except GatewayError:
-                raise type(broke)(
-                    f"{broke.message}; the answer broke off after {len(text)} characters and "
-                    "no other upstream could continue it",
-                    code=broke.code,
-                ) from None
-            self._metrics.continuations.labels(member.name).inc()
-            logger.info("stream continued by %s after %d characters", member.name, len(text))
+                if not req.rewritable:
+                    raise _unfinished(broke, text) from None
+                # Nowhere to continue it: start it again on another upstream; the text the
+                # client has is skipped when the new answer repeats it, else replaced.
+                try:
+                    member, (chunks, first) = await self._first_served(
+                        req, tried, deadline, partial(_opened, req=req), first_token=True
+                    )
+                except GatewayError:
+                    raise _unfinished(broke, text) from None
+                self._metrics.restarts.labels(member.name).inc()
+                logger.info("stream restarted on %s after %d characters", member.name, len(text))
+                prefix, tail = "", text
+            else:
+                self._metrics.continuations.labels(member.name).inc()
+                logger.info("stream continued by %s after %d characters", member.name, len(text))
             continued = True
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -343,6 +409,28 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._wakes, return_exceptions=True)
         await asyncio.gather(*(m.upstream.aclose() for m in self.members))
+
+
+def _unfinished(broke: GatewayError, text: str) -> GatewayError:
+    return type(broke)(
+        f"{broke.message}; the answer broke off after {len(text)} characters and "
+        "no other upstream could continue it",
+        code=broke.code,
+    )
+
+
+async def _within(work: Awaitable[T], seconds: float | None, name: str) -> T:
+    """``work``'s result, or UpstreamTimeout when it takes more than ``seconds``."""
+    if seconds is None:
+        return await work
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"no first token from {name} within {seconds:g} s while another upstream could "
+            "answer (FAILOVER_FIRST_TOKEN_TIMEOUT)"
+        ) from None
 
 
 async def _opened(

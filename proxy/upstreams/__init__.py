@@ -37,6 +37,7 @@ def http_options(settings: Settings) -> HTTPOptions:
         first_token_timeout=settings.upstream_first_token_timeout,
         retries=settings.upstream_retries,
         retry_after_max=settings.upstream_retry_after_max,
+        retry_refused=not settings.routed,
         secrets=settings.secrets,
     )
 

@@ -217,6 +217,7 @@ class GradioQueue(HTTPUpstream):
                     retries=self._retries,
                     deadline=retry_deadline,
                     retry_after_max=self._retry_after_max,
+                    give_up_on=self._give_up_on,
                 )
             try:
                 pending = first

@@ -78,6 +78,7 @@ async def with_retries(
     retries: int,
     deadline: float,
     retry_after_max: float = RETRY_AFTER_MAX,
+    give_up_on: tuple[type[GatewayError], ...] = (),
 ) -> T:
     """``attempt()``, retried while it fails before any output (it raises BeforeOutput) and
     time is left before ``deadline`` (loop time): after the upstream's own Retry-After when it
@@ -93,7 +94,7 @@ async def with_retries(
 
     def wait_for(exc: Exception) -> bool | float:
         """stamina's hook: False (give up), True (its backoff) or the seconds to wait."""
-        if not isinstance(exc, BeforeOutput):
+        if not isinstance(exc, BeforeOutput) or isinstance(exc.error, give_up_on):
             return False
         wait = exc.error.upstream_wait
         if wait is None:
@@ -260,6 +261,9 @@ class HTTPOptions:
     retries: int = 0
     # The longest Retry-After the gateway waits out itself before a retry.
     retry_after_max: float = RETRY_AFTER_MAX
+    # Whether a refused connection is retried in place: not where another upstream is ready
+    # (the server is down, not slow to say yes).
+    retry_refused: bool = True
     # The gateway's other secrets (API keys, admin and metrics tokens...), redacted from
     # upstream text as the token is.
     secrets: tuple[str, ...] = ()
@@ -282,6 +286,9 @@ class HTTPUpstream:
         self._first_token_timeout = options.first_token_timeout or options.total_timeout
         self._retries = options.retries
         self._retry_after_max = options.retry_after_max
+        self._give_up_on: tuple[type[GatewayError], ...] = (
+            () if options.retry_refused else (UpstreamUnreachable,)
+        )
         self.redact = Redactor((options.token, *options.secrets))
         self._session: aiohttp.ClientSession | None = None
 

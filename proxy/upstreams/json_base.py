@@ -61,6 +61,7 @@ class JSONUpstream(HTTPUpstream):
             retries=self._retries,
             deadline=deadline,
             retry_after_max=self._retry_after_max,
+            give_up_on=self._give_up_on,
         )
 
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:

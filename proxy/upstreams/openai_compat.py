@@ -15,6 +15,7 @@ from typing import Any
 from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest, Usage
 from proxy.core.prompts import HEALTH_SYSTEM_PROMPT
 from proxy.errors import UpstreamAppError, UpstreamBadResponse
+from proxy.observe.record import note_served_model
 from proxy.upstreams.http import HTTPOptions
 from proxy.upstreams.json_base import JSONUpstream
 
@@ -99,8 +100,10 @@ class OpenAICompatUpstream(JSONUpstream):
         text = message.get("content") if isinstance(message, dict) else choice.get("text")
         if not isinstance(text, str):
             raise UpstreamBadResponse("the upstream's answer has no text")
+        model = _reported_model(answer) or req.model.name
+        note_served_model(model)
         return Generation(
-            text, req.model.name, self.name, _finish(choice.get("finish_reason")), _usage(answer)
+            text, model, self.name, _finish(choice.get("finish_reason")), _usage(answer)
         )
 
     async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
@@ -109,8 +112,12 @@ class OpenAICompatUpstream(JSONUpstream):
         path, body = self._route_and_body(req, stream=True)
         finish: FinishReason | None = None
         usage: Usage | None = None
+        noted = False
         async with aclosing(self.post_events(path, body)) as events:
             async for event in events:
+                if not noted and (model := _reported_model(event)):
+                    note_served_model(model)  # before the first chunk: the route names it
+                    noted = True
                 usage = _usage(event) or usage
                 if isinstance(event, dict) and not event.get("choices") and not event.get("error"):
                     continue  # the usage-only chunk
@@ -125,3 +132,9 @@ class OpenAICompatUpstream(JSONUpstream):
                     finish = _finish(choice["finish_reason"])
         if finish is not None:
             yield Chunk("", finish_reason=finish, usage=usage)
+
+
+def _reported_model(data: Any) -> str | None:
+    """The model the server says it served (OpenAI a dated snapshot, vLLM its served name)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    return model[:200] if isinstance(model, str) and model.strip() else None

@@ -67,6 +67,7 @@ async def routed(
         "upstream_retries": 0,
         "upstream_cooldown": 1.5,
         "upstream_wake_interval": 0.3,
+        "failover_retries": 0,  # straight to the next upstream (the retries in place: below)
         **settings,
     }
     async with gateway_client(**values) as client:
@@ -383,7 +384,7 @@ async def test_an_openai_server_with_assistant_prefill_continues(
     assert sent["continue_final_message"] is True and sent["add_generation_prompt"] is False
 
 
-async def test_with_nowhere_to_continue_the_stream_ends_with_an_error_not_done(
+async def test_with_nowhere_to_continue_a_chat_stream_is_restarted_and_v1_gets_the_error(
     tmp_path: Path, fault_space: FaultSpace
 ) -> None:
     server = FakeOpenAI()  # no assistant prefill: it cannot continue an answer
@@ -394,7 +395,8 @@ async def test_with_nowhere_to_continue_the_stream_ends_with_an_error_not_done(
         ]
         async with routed(tmp_path, tables) as client:
             chat = await client.post("/api/chat", json={"inputs": "Help?", "stream": True})
-        asked_again = list(server.requests)
+            metrics = (await client.get("/metrics")).text
+        asked_again = [r for r in server.requests if r[0].endswith("/completions")]
         async with routed(tmp_path, tables) as client:  # the broken Space is first again
             completion = await client.post(
                 "/v1/chat/completions",
@@ -403,12 +405,40 @@ async def test_with_nowhere_to_continue_the_stream_ends_with_an_error_not_done(
             )  # fmt: skip
     found = sse(chat.text)
     names = [name for name, _ in found]
-    assert "done" not in names and names[-1] == "error"
-    assert found[-1][1]["code"] == "upstream_disconnected"
-    assert "no other upstream could continue" in found[-1][1]["error"]
-    assert streamed_text(found) == "Rest well and"  # what was sent stays, marked unfinished
-    assert asked_again == []  # never asked to start the answer again
+    # /api/chat: answered again from the prompt by the upstream that cannot continue; its
+    # answer does not repeat what was sent ("Rest well and"), so a replace event carries it.
+    assert len(asked_again) == 1 and "error" not in names and names.count("done") == 1
+    assert "replace" in names
+    done = found[-1][1]
+    assert done["generated_text"] == streamed_text(found) and done["generated_text"].startswith(
+        "Echo:"
+    )
+    assert done["upstream"] == "space, api"
+    assert 'proxy_upstream_restarts_total{upstream="api"} 1.0' in metrics
+    # /v1 cannot take text back: the stream ends with an error, never a [DONE].
     assert "[DONE]" not in completion.text and '"error"' in completion.text
+    # Not asked to start the /v1 answer again.
+    assert len([r for r in server.requests if r[0].endswith("/completions")]) == 1
+
+
+async def test_a_restart_that_repeats_what_was_sent_streams_only_the_rest(
+    tmp_path: Path, fault_space: FaultSpace
+) -> None:
+    server = FakeOpenAI()
+    server.answer = True  # deterministic: the same answer again, from the start
+    with ThreadServer(server.app(), lifespan="off") as openai_server:
+        tables = [
+            gradio("space", f"{fault_space.url}/cutmid"),
+            {"name": "api", "kind": "openai", "url": openai_server.url, "priority": 1},
+        ]
+        async with routed(tmp_path, tables) as client:
+            chat = await client.post("/api/chat", json={"inputs": "Help?", "stream": True})
+    found = sse(chat.text)
+    names = [name for name, _ in found]
+    assert "replace" not in names and "error" not in names and names.count("done") == 1
+    tokens = "".join(data["text"] for name, data in found if name == "token")
+    assert tokens == ANSWER  # "Rest well and" once, then the rest: nothing twice
+    assert found[-1][1]["generated_text"] == ANSWER
 
 
 async def test_the_cache_and_single_flight_span_replicas(

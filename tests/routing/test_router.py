@@ -15,7 +15,13 @@ from proxy.config.environment import describe_error
 from proxy.config.settings import Settings
 from proxy.core.continuation import budget_left, split_at_word, without_tail
 from proxy.core.generation import Chunk
-from proxy.errors import UpstreamBusy, UpstreamRateLimited, UpstreamStarting, UpstreamUnreachable
+from proxy.errors import (
+    GatewayError,
+    UpstreamBusy,
+    UpstreamRateLimited,
+    UpstreamStarting,
+    UpstreamUnreachable,
+)
 from proxy.routing.members import Member, plan, settle, unavailable
 
 
@@ -78,10 +84,24 @@ def test_only_upstreams_of_the_model_are_candidates() -> None:
     assert [m.name for m in plan([a, b], MODEL, 0.0, frozenset()).candidates] == ["b"]
 
 
+def asked(error: GatewayError) -> GatewayError:
+    """``error`` as the upstream said it: its Retry-After the wait it asked for."""
+    error.upstream_wait = float(error.retry_after or 0)
+    return error
+
+
+def test_a_wait_the_upstream_did_not_name_is_the_cooldown() -> None:
+    a = member("a")
+    # A 503 queue full with no Retry-After: the gateway tells the client 10 s, but the router
+    # skips the upstream only for its own cool-down, then probes it.
+    settle(a, UpstreamBusy("queue full", retry_after=10), now=0.0, cooldown=5)
+    assert a.state(4.9, MODEL) == "cooling" and a.state(5.0, MODEL) == "ready"
+
+
 def test_what_cannot_serve_now_is_skipped() -> None:
     cold, cooling, open_, ready = member("cold"), member("cooling"), member("open"), member("ok")
     settle(cold, UpstreamStarting("asleep", retry_after=20), now=0.0, cooldown=5)
-    settle(cooling, UpstreamRateLimited("429", retry_after=30), now=0.0, cooldown=5)
+    settle(cooling, asked(UpstreamRateLimited("429", retry_after=30)), now=0.0, cooldown=5)
     open_.upstream.open.add(MODEL)  # type: ignore[attr-defined]
     found = plan([cold, cooling, open_, ready], MODEL, 1.0, frozenset())
     assert [m.name for m in found.candidates] == ["ok"]
@@ -101,7 +121,7 @@ def test_a_moments_failure_cools_for_the_cooldown() -> None:
 def test_all_skipped_answers_with_the_smallest_retry_after() -> None:
     a, b = member("a"), member("b")
     settle(a, UpstreamStarting("asleep", retry_after=20), now=0.0, cooldown=5)
-    settle(b, UpstreamRateLimited("429", retry_after=42), now=0.0, cooldown=5)
+    settle(b, asked(UpstreamRateLimited("429", retry_after=42)), now=0.0, cooldown=5)
     error = unavailable([a, b], MODEL, 0.0)
     assert (error.status, error.code, error.headers["Retry-After"]) == (
         503,
@@ -109,7 +129,7 @@ def test_all_skipped_answers_with_the_smallest_retry_after() -> None:
         "20",
     )
     c = member("c")
-    settle(c, UpstreamRateLimited("quota", retry_after=60), now=0.0, cooldown=5)
+    settle(c, asked(UpstreamRateLimited("quota", retry_after=60)), now=0.0, cooldown=5)
     error = unavailable([b, c], MODEL, 0.0)
     assert (error.status, error.code, error.headers["Retry-After"]) == (
         429,
@@ -117,7 +137,7 @@ def test_all_skipped_answers_with_the_smallest_retry_after() -> None:
         "42",
     )
     d = member("d")
-    settle(d, UpstreamBusy("queue full", retry_after=7), now=0.0, cooldown=5)
+    settle(d, asked(UpstreamBusy("queue full", retry_after=7)), now=0.0, cooldown=5)
     assert unavailable([b, d], MODEL, 0.0).code == "upstream_busy"
 
 
@@ -249,6 +269,12 @@ def test_each_upstream_gets_its_own_token_and_overrides(
     assert a.hf_token is None  # no token_env: no token, never another upstream's
     assert b.hf_token is not None and b.hf_token.get_secret_value() == "hf_space_b_secret"
     assert b.upstream_read_timeout == 20.0
-    # The router moves on instead of retrying in place, unless a table asks for retries.
-    assert (a.upstream_retries, b.upstream_retries) == (0, 1)
+    # Retried in place once (FAILOVER_RETRIES) before the router moves on, with a short
+    # Retry-After waited out (FAILOVER_RETRY_AFTER_MAX), unless a table says otherwise.
+    assert (a.upstream_retries, b.upstream_retries) == (1, 1)
+    assert a.upstream_retry_after_max == 3.0
+    tuned = Settings(upstreams_file=path, failover_retries=0, failover_retry_after_max=1.5)
+    first, second = (tuned.for_upstream(e) for e in tuned.upstream_entries)
+    assert (first.upstream_retries, second.upstream_retries) == (0, 1)
+    assert first.upstream_retry_after_max == 1.5
     assert "hf_space_b_secret" in settings.secrets  # redacted like every other secret

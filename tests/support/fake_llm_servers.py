@@ -66,6 +66,8 @@ class FakeServer:
         # In deterministic mode: drop the connection, or fall silent, after this many tokens.
         self.cut_after: int | None = None
         self.stall_after: int | None = None
+        # Seconds a stream waits before its answer begins (a slow first token).
+        self.first_token_delay = 0.0
 
     async def pieces(self, pieces: list[str], frame: Callable[[int, str, bool], bytes]) -> Any:
         """A stream of ``frame(index, piece, last)``, cut or stalled as the server is set."""
@@ -271,9 +273,15 @@ class FakeOpenAI(FakeServer):
             routes=[
                 Route("/v1/chat/completions", self.completions, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
-                Route("/v1/models", lambda request: _json({"object": "list", "data": []})),
+                Route("/v1/models", self.models),
             ]
         )
+
+    async def models(self, request: Request) -> Response:
+        self.requests.append((request.url.path, dict(request.headers), {}))
+        if self.down:  # an outage takes the whole server down
+            return _json({"error": "Service temporarily overloaded, try again"}, 503)
+        return _json({"object": "list", "data": []})
 
     async def completions(self, request: Request) -> Response:
         body = await self._record(request)
@@ -281,6 +289,8 @@ class FakeOpenAI(FakeServer):
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
         if (scripted := self.scripted(body)) is not None:
             return scripted
+        if body.get("stream") and self.first_token_delay:
+            await asyncio.sleep(self.first_token_delay)
         if "REFUSED" in prompt:
             return _json(
                 {

@@ -228,6 +228,8 @@ class FaultSpace:
             writer.write(_json(503, {"detail": "Queue is full."}, extra={"Retry-After": "1"}))
         elif scenario == "brief429" and post_count % 2 == 1:  # a short wait, then it takes one
             writer.write(_json(429, {"error": "rate limited"}, extra={"Retry-After": "2"}))
+        elif scenario == "once500" and post_count % 2 == 1:  # one bad moment, then it takes one
+            writer.write(_json(500, {"detail": "Internal error"}))
         elif scenario in ("busy2", "ratelimit2", "error500"):  # short waits, every time
             status, detail = {"busy2": (503, "Queue is full."), "ratelimit2": (429, "slow down"),
                               "error500": (500, "Internal error")}[scenario]  # fmt: skip

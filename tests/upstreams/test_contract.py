@@ -100,7 +100,10 @@ async def test_generate_and_stream_give_the_same_text(kind: str, urls: dict[str,
     async with adapter(kind, base(kind, urls)) as upstream:
         generation = await upstream.generate(req)
         chunks = [chunk async for chunk in upstream.stream(req)]
-    assert generation.text and generation.model == "llama-2-7b-chat"
+    # The model as the upstream named it: an OpenAI-compatible server reports the one it
+    # served; the others report none, so the catalogue's name stands.
+    served = "meta-llama/Llama-2-7b-chat-hf" if kind == "openai" else "llama-2-7b-chat"
+    assert generation.text and generation.model == served
     assert generation.upstream == kind
     assert not any(chunk.replace for chunk in chunks)
     assert "".join(chunk.text for chunk in chunks) == generation.text

@@ -60,9 +60,11 @@ async def test_generate_and_stream_agree(
     assert "".join(tokens) == text
     name, done = found[-1]
     assert name == "done" and done.pop("usage")["completion_tokens"] > 0
+    served = "meta-llama/Llama-2-7b-chat-hf" if kind == "openai" else "llama-2-7b-chat"
+    assert plain.json()["model"] == served  # what the server said it served
     assert done == {
         "generated_text": text,
-        "model": "llama-2-7b-chat",
+        "model": served,
         "finish_reason": "stop",
         "upstream": kind,
     }

@@ -178,3 +178,22 @@ async def test_usage_is_estimated_and_says_so_where_the_upstream_gives_none() ->
         response = await client.post("/api/chat", json=BODY)
     usage = response.json()["usage"]
     assert usage["estimated"] is True and usage["completion_tokens"] > 0
+
+
+async def test_a_refused_connection_is_retried_alone_and_not_behind_a_router() -> None:
+    from proxy.errors import UpstreamUnreachable
+    from proxy.upstreams.http import BeforeOutput, with_retries
+
+    calls = 0
+
+    async def refused() -> str:
+        nonlocal calls
+        calls += 1
+        raise BeforeOutput(UpstreamUnreachable("cannot connect"))
+
+    loop = asyncio.get_running_loop()
+    for give_up_on, expected in (((), 2), ((UpstreamUnreachable,), 1)):
+        calls = 0
+        with pytest.raises(UpstreamUnreachable):
+            await with_retries(refused, retries=1, deadline=loop.time() + 5, give_up_on=give_up_on)
+        assert calls == expected
