@@ -32,7 +32,8 @@ from proxy.errors import (
 )
 from proxy.observe.metrics import RoutingMetrics
 from proxy.observe.record import current_record
-from proxy.routing.members import Member, plan, recovered, settle, unavailable
+from proxy.routing.health import Health
+from proxy.routing.members import Member, plan, unavailable
 
 logger = logging.getLogger("proxy.router")
 T = TypeVar("T")
@@ -71,96 +72,13 @@ class Router:
         # the request (the adapters' own UPSTREAM_FIRST_TOKEN_TIMEOUT bounds the last one).
         self._failover_first_token = failover_first_token_timeout
         self._metrics = metrics
+        self._health = Health(metrics, cooldown=cooldown, wake_interval=wake_interval)
         self._rounds = rounds
         self._total_timeout = total_timeout
-        self._cooldown = cooldown
-        self._wake_interval = wake_interval
-        self._wakes: set[asyncio.Task[None]] = set()
-        self._probers: dict[str, asyncio.Task[None]] = {}
         self._served = sorted({model for m in members for model in m.models})
         every = [spec.name for spec in MODELS]
         # The models some upstream serves: each must have one that can serve it now.
         self._models = every if any(not m.models for m in members) else self._served
-
-    # -- health ------------------------------------------------------------------------
-
-    def _publish(self, member: Member, now: float) -> None:
-        state = member.state(now)
-        if state != member.published:
-            member.published = state
-            self._metrics.set_state(member.name, state)
-
-    def _failed(self, member: Member, error: GatewayError) -> None:
-        self._metrics.failures.labels(member.name, error.code).inc()
-        if isinstance(error, GatewayBusy):  # its own bound: no verdict on the upstream
-            return
-        now = time.monotonic()
-        settle(member, error, now, self._cooldown)
-        self._publish(member, now)
-        if member.on_probation:
-            self._probe_when_due(member)
-
-    def _probe_when_due(self, member: Member) -> None:
-        """Probe a failed upstream in the background as soon as its wait is over, and again
-        every UPSTREAM_COOLDOWN while it stays down: it comes back within that of its recovery,
-        whether or not a request is routed to it."""
-        running = self._probers.get(member.name)
-        if running is not None and not running.done():
-            return
-        task = asyncio.create_task(self._probe_later(member))
-        self._probers[member.name] = task
-        self._wakes.add(task)
-        task.add_done_callback(self._wakes.discard)
-
-    async def _probe_later(self, member: Member) -> None:
-        while member.on_probation:
-            await asyncio.sleep(max(0.0, member.cool_until - time.monotonic()))
-            if not member.on_probation:
-                return  # a request found it back first
-            if member.probing or time.monotonic() < member.cool_until:
-                await asyncio.sleep(min(self._cooldown, 1.0))
-                continue  # a request is probing it now, or it failed again meanwhile
-            member.probing = True
-            try:
-                readiness = await member.upstream.probe()
-            except Exception:  # a probe must never take the router down
-                logger.exception("probing upstream %s failed", member.name)
-                readiness = None
-            finally:
-                member.probing = False
-            if readiness is not None and readiness.ready:
-                logger.info("upstream %s answers again", member.name)
-                self._succeeded(member)
-                return
-            member.cool_until = time.monotonic() + self._cooldown
-            self._publish(member, time.monotonic())
-
-    def _succeeded(self, member: Member) -> None:
-        if member.cold or member.skip_error is not None:
-            recovered(member)
-        self._publish(member, time.monotonic())
-
-    def _wake(self, member: Member, now: float) -> None:
-        """Ask a skipped cold upstream whether it is up, at most once per interval, in the
-        background: the call also wakes a sleeping Space."""
-        if now - member.woken_at < self._wake_interval:
-            return
-        member.woken_at = now
-        task = asyncio.create_task(self._check(member))
-        self._wakes.add(task)
-        task.add_done_callback(self._wakes.discard)
-
-    async def _check(self, member: Member) -> None:
-        try:
-            readiness = await member.upstream.probe()
-        except Exception:  # a wake-up call must never take the router down
-            logger.exception("waking upstream %s failed", member.name)
-            return
-        if readiness.ready:
-            logger.info("upstream %s is up again", member.name)
-            self._succeeded(member)
-        elif readiness.error is not None and not readiness.error.cold_start_symptom:
-            member.skip_error = readiness.error
 
     def _plan(self, req: GenerationRequest, exclude: frozenset[Member]) -> list[Member]:
         """The members to try for ``req``, in order; raises when none may serve now."""
@@ -168,9 +86,9 @@ class Router:
         now = time.monotonic()
         found = plan(self.members, model, now, exclude)
         for member in found.skipped:
-            self._publish(member, now)
+            self._health.publish(member, now)
             if member.cold:
-                self._wake(member, now)
+                self._health.wake(member, now)
         if found.candidates:
             return found.candidates
         # Nothing may serve now; those cooling after a moment's failure are tried anyway.
@@ -270,7 +188,7 @@ class Router:
                     self._note(member, exc.code, started)
                     if not fails_over(exc):
                         raise
-                    self._failed(member, exc)
+                    self._health.failed(member, exc)
                     self._metrics.failovers.labels(member.name).inc()
                     failures.append(exc)
                     continue
@@ -280,7 +198,7 @@ class Router:
                     raise
                 member.probing = False
                 self._note(member, "ok", started)
-                self._succeeded(member)
+                self._health.succeeded(member)
                 return member, result
             if not self._again(failures, round_) or not await self._pause(round_, deadline):
                 break
@@ -326,7 +244,7 @@ class Router:
             except GatewayError as exc:
                 if not fails_over(exc):
                     raise
-                self._failed(member, exc)
+                self._health.failed(member, exc)
                 broke = exc
             finally:
                 member.in_flight -= 1
@@ -372,7 +290,7 @@ class Router:
         now = time.monotonic()
         states = self.states()
         for member in self.members:
-            self._publish(member, now)
+            self._health.publish(member, now)
         missing = [
             model
             for model in self._models
@@ -402,12 +320,10 @@ class Router:
                     member.cold = True
                     member.skip_error = readiness.error
                     member.woken_at = time.monotonic()
-            self._publish(member, time.monotonic())
+            self._health.publish(member, time.monotonic())
 
     async def aclose(self) -> None:
-        for task in list(self._wakes):
-            task.cancel()
-        await asyncio.gather(*self._wakes, return_exceptions=True)
+        await self._health.aclose()
         await asyncio.gather(*(m.upstream.aclose() for m in self.members))
 
 
