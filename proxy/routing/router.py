@@ -181,7 +181,9 @@ class Router:
                     if any(not m.upstream.in_use for m in members[index + 1 :]):
                         bound = self._failover_first_token
                 try:
-                    result = await _within(attempt(member), bound, member.name)
+                    result = await _within(
+                        attempt(member), bound, deadline - time.monotonic(), member.name
+                    )
                 except GatewayError as exc:
                     member.probing = False
                     member.in_flight -= 1
@@ -335,17 +337,22 @@ def _unfinished(broke: GatewayError, text: str) -> GatewayError:
     )
 
 
-async def _within(work: Awaitable[T], seconds: float | None, name: str) -> T:
-    """``work``'s result, or UpstreamTimeout when it takes more than ``seconds``."""
-    if seconds is None:
-        return await work
+async def _within(work: Awaitable[T], first_token: float | None, left: float, name: str) -> T:
+    """``work``'s result within the request's ``left`` seconds (and ``first_token``'s, when
+    set), or UpstreamTimeout saying which bound it hit: a failover never outlasts
+    UPSTREAM_TIMEOUT."""
+    seconds = left if first_token is None else min(first_token, left)
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(max(seconds, 0.001)):
             return await work
     except TimeoutError:
+        if first_token is not None and first_token <= left:
+            raise UpstreamTimeout(
+                f"no first token from {name} within {first_token:g} s while another upstream "
+                "could answer (FAILOVER_FIRST_TOKEN_TIMEOUT)"
+            ) from None
         raise UpstreamTimeout(
-            f"no first token from {name} within {seconds:g} s while another upstream could "
-            "answer (FAILOVER_FIRST_TOKEN_TIMEOUT)"
+            f"no answer within UPSTREAM_TIMEOUT: {name} was the last upstream tried"
         ) from None
 
 

@@ -235,3 +235,16 @@ async def test_a_refused_connection_moves_on_at_once(tmp_path: Path) -> None:
     assert reply.headers["x-upstream"] == "fallback" and took < 1
     assert reply.headers["server-timing"].count('desc="primary upstream_') == 1
     assert len([path for path, _, _ in primary.requests if path.endswith("/completions")]) == 0
+
+
+async def test_failover_never_outlasts_the_requests_deadline(tmp_path: Path) -> None:
+    async with primary_and_fallback(
+        tmp_path, upstream_timeout=2.0, upstream_read_timeout=2.0, failover_first_token_timeout=1.2
+    ) as (client, primary, fallback):
+        primary.first_token_delay = fallback.first_token_delay = 5
+        started = time.monotonic()
+        reply = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        took = time.monotonic() - started
+    # 1.2 s for the primary, then what is left of UPSTREAM_TIMEOUT for the fallback.
+    assert reply.status_code == 504 and reply.json()["error"]["code"] == "upstream_timeout"
+    assert 1.9 < took < 2.6
