@@ -32,6 +32,7 @@ from proxy.web.last_error import EXCEPTION_HANDLERS, LastErrorMiddleware
 
 if TYPE_CHECKING:
     from proxy.access.user_tokens import UserTokens
+    from proxy.observe.tracing import Tracing
 
 logger = logging.getLogger("proxy.app")
 
@@ -106,15 +107,26 @@ def build_user_tokens(settings: Settings) -> UserTokens | None:
     )
 
 
-def build_resilient_upstream(settings: Settings, metrics: Metrics) -> Upstream:
+def build_resilient_upstream(
+    settings: Settings, metrics: Metrics, tracing: Tracing | None = None
+) -> Upstream:
     """The configured adapter behind the circuit breaker and the concurrency bound, or with
     UPSTREAMS_FILE, the router between several of them."""
     if settings.upstream_entries:
-        return build_router(settings, metrics)
-    return build_upstream_stack(settings, metrics)
+        return build_router(settings, metrics, tracing)
+    return build_upstream_stack(settings, metrics, tracing=tracing)
 
 
-def build_router(settings: Settings, metrics: Metrics) -> Upstream:
+def build_tracing(settings: Settings, metrics: Metrics) -> Tracing | None:
+    """OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set (imported only then)."""
+    if settings.traces_endpoint is None:
+        return None
+    from proxy.observe.tracing import Tracing  # the SDK only when configured
+
+    return Tracing(settings, metrics.trace_spans_dropped)
+
+
+def build_router(settings: Settings, metrics: Metrics, tracing: Tracing | None = None) -> Upstream:
     """Every upstream of UPSTREAMS_FILE, each behind its own breaker and bound, routed."""
     from proxy.routing.members import Member
     from proxy.routing.router import Router
@@ -128,7 +140,11 @@ def build_router(settings: Settings, metrics: Metrics) -> Upstream:
                 # The router's wait decides when a failed upstream is tried again; its
                 # breaker opens only when its table asks for one (circuit_failures).
                 build_upstream_stack(
-                    own, metrics, breaker_opens="circuit_failures" in entry.overrides()
+                    own,
+                    metrics,
+                    breaker_opens="circuit_failures" in entry.overrides(),
+                    tracing=tracing,
+                    label=entry.name,
                 ),
                 frozenset(entry.models),
                 priority=entry.priority,
@@ -150,16 +166,24 @@ def build_router(settings: Settings, metrics: Metrics) -> Upstream:
 
 
 def build_upstream_stack(
-    settings: Settings, metrics: Metrics, *, breaker_opens: bool = True
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    breaker_opens: bool = True,
+    tracing: Tracing | None = None,
+    label: str | None = None,
 ) -> ResilientUpstream:
-    """One adapter behind its circuit breaker and concurrency bound."""
+    """One adapter behind its circuit breaker and concurrency bound; with tracing, each call
+    a span, and each of its HTTP requests carrying that span's ``traceparent``."""
     upstream = build_upstream(settings)
+    if tracing is not None and hasattr(upstream, "inject"):  # the HTTP adapters
+        setattr(upstream, "inject", tracing.inject)  # noqa: B010
     stage = None
     if settings.space_id and settings.effective_upstream == "gradio":
         from proxy.upstreams.hub import SpaceStage  # the Hub client only for a Space
 
         stage = SpaceStage(settings.hub_url, settings.space_id, token=settings.hf_token_value)
-    return ResilientUpstream(
+    stack = ResilientUpstream(
         upstream,
         breaker=CircuitBreaker(
             failures=settings.circuit_failures if breaker_opens else NEVER,
@@ -171,6 +195,11 @@ def build_upstream_stack(
         metrics=metrics,
         stage=stage,
     )
+    if tracing is not None:
+        from proxy.observe.tracing import Attempts
+
+        stack.attempts = Attempts(tracing, label or upstream.name, upstream.name)
+    return stack
 
 
 def build_fallback(settings: Settings) -> Upstream | None:
@@ -187,20 +216,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
 
     metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
+    tracing = build_tracing(settings, metrics)
     catalog = Catalog(default=settings.default_model)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             gateway = Gateway(
-                build_resilient_upstream(settings, metrics),
+                build_resilient_upstream(settings, metrics, tracing),
                 cache=build_cache(settings),
                 metrics=metrics,
                 lock_timeout=settings.cache_lock_timeout,
                 flight_timeout=settings.upstream_timeout,
                 fallback=build_fallback(settings),
                 secrets=Redactor(settings.secrets),
+                tracing=tracing,
             )
+            if tracing is not None:
+                stack.callback(tracing.shutdown)  # runs last: the last spans are flushed
             stack.callback(metrics.close)
             guard = Guard(
                 settings,
@@ -231,6 +264,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     gateway=gateway,
                     metrics=metrics,
                     guard=guard,
+                    tracing=tracing,
                 )
             }
 
@@ -258,6 +292,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ObserveMiddleware,
             metrics=metrics,
             access_log=settings.access_log,
+            tracing=tracing,
         ),
         Middleware(OriginOnlyCORS, **cors_options(settings)),
         Middleware(LastErrorMiddleware),

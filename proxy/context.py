@@ -4,6 +4,7 @@ core, the metrics and the guard."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -13,6 +14,9 @@ from proxy.core.catalog import Catalog
 from proxy.core.gateway import Gateway
 from proxy.observe.metrics import Metrics
 
+if TYPE_CHECKING:
+    from proxy.observe.tracing import Tracing
+
 
 @dataclass(frozen=True, slots=True)
 class AppContext:
@@ -21,6 +25,7 @@ class AppContext:
     gateway: Gateway
     metrics: Metrics
     guard: Guard
+    tracing: Tracing | None = None
 
 
 def context_of(request: Request) -> AppContext:

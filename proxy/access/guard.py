@@ -18,6 +18,7 @@ from proxy.access.clients import ClientAddresses
 from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
+from proxy.observe.record import current_record
 from proxy.web.cors import origin_matcher
 from proxy.web.operations import operation_of
 from proxy.web.responses import render_error, with_headers
@@ -40,6 +41,11 @@ class Caller:
 
     identity: str
     trusted: bool
+
+    @property
+    def kind(self) -> str:
+        """key, user or ip: how it was told apart (never the credential or the address)."""
+        return self.identity.partition(":")[0]
 
 
 class Guard:
@@ -168,13 +174,24 @@ class Guarded:
         self.operation = operation_of(endpoint)  # what the endpoint documents, guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guard: Guard = scope["state"]["ctx"].guard
+        ctx = scope["state"]["ctx"]
+        guard: Guard = ctx.guard
+        span = ctx.tracing.start("guard") if ctx.tracing is not None else None
         try:
             caller, extra = await guard.admit(scope)
         except GatewayError as exc:
+            if span is not None:
+                span.set_attribute("error.type", exc.code)
+                span.end()
             request_id = scope["state"].get("request_id")
             await render_error(exc, scope, request_id)(scope, receive, send)
             return
+        if span is not None:
+            span.set_attribute("proxy.caller", caller.kind)
+            span.end()
+        record = current_record()
+        if record is not None:
+            record.caller = caller.kind
         scope["state"]["caller"] = caller
         if not extra:
             await self.endpoint(scope, receive, send)

@@ -52,6 +52,9 @@ class Settings(Variables):
         "jwt_issuer",
         "jwt_audience",
         "jwt_max_lifetime",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        "otel_exporter_otlp_headers",
         mode="before",
     )
     @classmethod
@@ -159,6 +162,20 @@ class Settings(Variables):
             self._upstreams = load(self.upstreams_file, environment.environment())
         return self
 
+    @field_validator("otel_traces_sampler")
+    @classmethod
+    def _check_sampler(cls, value: str) -> str:
+        return values.check_sampler(value)
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """Where spans go (OTLP/HTTP), or None: tracing off."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint.strip()
+        if self.otel_exporter_otlp_endpoint:
+            return self.otel_exporter_otlp_endpoint.strip().rstrip("/") + "/v1/traces"
+        return None
+
     @property
     def jwt_configured(self) -> bool:
         return bool(self.jwt_secret or self.jwt_jwks_url)
@@ -244,7 +261,7 @@ class Settings(Variables):
         """Every secret value of the configuration, for redaction: tokens, keys and the
         Redis password."""
         values = [self.hf_token, self.admin_token, self.metrics_token, self.jwt_secret,
-                  *self.api_keys]  # fmt: skip
+                  self.otel_exporter_otlp_headers, *self.api_keys]  # fmt: skip
         values += [entry.token for entry in self._upstreams]
         found = [v.get_secret_value() for v in values if v is not None]
         if self.redis_url:

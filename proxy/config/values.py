@@ -49,6 +49,24 @@ def check_api_name(value: str | None) -> str | None:
     return value
 
 
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+def check_sampler(value: str) -> str:
+    """An OTEL_TRACES_SAMPLER the gateway knows (the specification's built-in ones)."""
+    value = value.strip().lower()
+    if value not in SAMPLERS:
+        raise ValueError(f"must be one of: {', '.join(SAMPLERS)}")
+    return value
+
+
 def split_list(value: object) -> object:
     """A comma-separated variable as a tuple of its non-empty parts."""
     if isinstance(value, str):

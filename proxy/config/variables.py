@@ -219,6 +219,26 @@ class Variables(BaseModel):
         description="With several upstreams: seconds to a stream's first token "
         "while another upstream could take it (else UPSTREAM_FIRST_TOKEN_TIMEOUT).",
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector base URL; set, it turns tracing on (/v1/traces)."
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, description="The full OTLP/HTTP traces URL; wins over the base URL."
+    )
+    otel_exporter_otlp_headers: SecretStr | None = Field(
+        None, description="Headers for the collector, key=value comma-separated (API keys)."
+    )
+    otel_service_name: str = Field("proxy", description="service.name of the traces.")
+    otel_traces_sampler: str = Field(
+        "parentbased_always_on",
+        description="always_on, always_off, traceidratio or their parentbased_ forms.",
+    )
+    otel_traces_sampler_arg: float = Field(
+        1.0, ge=0, le=1, description="The ratio of traceidratio samplers."
+    )
+    trace_content: bool = Field(
+        False, description="Development only: prompt and reply text in spans (health data)."
+    )
     upstream_wake_interval: float = Field(
         10.0, gt=0, description="Least seconds between wake-up calls to a skipped cold Space."
     )

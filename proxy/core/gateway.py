@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from proxy.core.budget import bound_generation, bound_stream, budget_chars
 from proxy.core.cache import (
@@ -36,6 +36,9 @@ from proxy.errors import GatewayError, UpstreamBadResponse
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import current_record, note_served_model, served_by, served_model
 from proxy.observe.redaction import Redactor
+
+if TYPE_CHECKING:
+    from proxy.observe.tracing import Tracing
 
 logger = logging.getLogger("proxy.gateway")
 
@@ -81,6 +84,7 @@ class Gateway:
         flight_timeout: float = 120.0,
         fallback: Upstream | None = None,
         secrets: Redactor | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.upstream = upstream
         # The gateway's own secrets: a reply that carries one is refused, never returned or
@@ -93,6 +97,7 @@ class Gateway:
         self.metrics = metrics
         self._lock_timeout = lock_timeout
         self._flight_timeout = flight_timeout
+        self._tracing = tracing
         self._flights: Flights[Served] = Flights()
         self._streams = StreamFlights()
         self._warned_at = -WARN_INTERVAL
@@ -115,8 +120,26 @@ class Gateway:
         if record is not None:
             record.cache = status
 
+    async def _store(self, key: str, generation: Generation) -> None:
+        """Store ``generation`` under ``key``; raises CacheUnavailable."""
+        assert self.cache is not None
+        if self._tracing is None:
+            await self.cache.set(key, CachedGeneration.of(generation))
+            return
+        with self._tracing.span("cache store", proxy__cache__backend=self.cache.name):
+            await self.cache.set(key, CachedGeneration.of(generation))
+
     async def _lookup(self, key: str, policy: CachePolicy) -> CachedGeneration | None:
         """A usable entry for ``key``; raises CacheUnavailable."""
+        if self._tracing is None:
+            return await self._usable(key, policy)
+        assert self.cache is not None
+        with self._tracing.span("cache lookup", proxy__cache__backend=self.cache.name) as span:
+            entry = await self._usable(key, policy)
+            span.set_attribute("proxy.cache.hit", entry is not None)
+            return entry
+
+    async def _usable(self, key: str, policy: CachePolicy) -> CachedGeneration | None:
         assert self.cache is not None
         entry = await self.cache.get(key)
         if entry is None or (policy.max_age is not None and entry.age() > policy.max_age):
@@ -183,7 +206,7 @@ class Gateway:
         assert self.cache is not None
         if not self.cache.shared:  # in-process single-flight is all the coordination needed
             generation = await self._generate(req)
-            await self.cache.set(key, CachedGeneration.of(generation))
+            await self._store(key, generation)
             return Served(generation, "MISS")
         try:
             token = await self.cache.lock(key)
@@ -198,7 +221,7 @@ class Gateway:
         try:
             generation = await self._generate(req)
             try:
-                await self.cache.set(key, CachedGeneration.of(generation))
+                await self._store(key, generation)
             except CacheUnavailable as exc:
                 self._cache_failed(exc)
                 return Served(generation, "BYPASS")
@@ -330,7 +353,7 @@ class Gateway:
             model = served_model(req.model.name)
             generation = Generation(text, model, served_by(self.upstream.name), finish)
             try:
-                await self.cache.set(key, CachedGeneration.of(generation))
+                await self._store(key, generation)
             except CacheUnavailable as exc:
                 self._cache_failed(exc)
 

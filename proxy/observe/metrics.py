@@ -89,6 +89,11 @@ class Metrics:
             ["backend"],
             registry=registry,
         )
+        self.trace_spans_dropped = Counter(
+            "proxy_trace_spans_dropped",
+            "Finished spans dropped because the export queue was full (tracing on).",
+            registry=registry,
+        )
         self._routing: RoutingMetrics | None = None
 
     def routing(self) -> RoutingMetrics:

@@ -24,6 +24,8 @@ class RequestRecord:
     cache: str | None = None
     # The model the upstream says it served (its own name for it), when it said.
     model: str | None = None
+    # Who called: anyone, browser, key or token (never the credential itself).
+    caller: str | None = None
 
 
 def served_by(default: str) -> str:

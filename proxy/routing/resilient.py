@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 from proxy.core.generation import Chunk, Generation, GenerationRequest
@@ -23,6 +24,7 @@ from proxy.observe.record import current_record
 from proxy.routing.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
+    from proxy.observe.tracing import Attempts
     from proxy.upstreams.hub import SpaceStage
 
 
@@ -48,6 +50,7 @@ class ResilientUpstream:
         self._queue_timeout = queue_timeout
         self._metrics = metrics
         self._stage = stage
+        self.attempts: Attempts | None = None  # set when tracing is on: a span per call
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -97,6 +100,17 @@ class ResilientUpstream:
         return error
 
     async def generate(self, req: GenerationRequest) -> Generation:
+        if self.attempts is not None:
+            generation: Generation = await self.attempts.generate(req, partial(self._generate, req))
+            return generation
+        return await self._generate(req)
+
+    def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        if self.attempts is not None:
+            return self.attempts.stream(req, self._stream(req))
+        return self._stream(req)
+
+    async def _generate(self, req: GenerationRequest) -> Generation:
         breaker = self.breaker_for(req.model.name)
         probe = breaker.admit()
         record = current_record()
@@ -122,7 +136,7 @@ class ResilientUpstream:
         breaker.success()
         return generation
 
-    async def stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+    async def _stream(self, req: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         breaker = self.breaker_for(req.model.name)
         probe = breaker.admit()
         record = current_record()

@@ -9,7 +9,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -136,10 +136,26 @@ def before_output(translated: GatewayError) -> Exception:
 
 
 def new_session(
-    *, headers: Mapping[str, str], max_connections: int, connect_timeout: float, read_timeout: float
+    *,
+    headers: Mapping[str, str],
+    max_connections: int,
+    connect_timeout: float,
+    read_timeout: float,
+    inject: Callable[[Any], None] | None = None,
 ) -> aiohttp.ClientSession:
-    """A pooled session; no total timeout (the adapters bound each call themselves)."""
+    """A pooled session; no total timeout (the adapters bound each call themselves). With
+    ``inject`` (tracing on), every request carries the current span's ``traceparent``."""
+    trace_configs = []
+    if inject is not None:
+
+        async def on_start(session: Any, context: Any, params: Any) -> None:
+            inject(params.headers)
+
+        config = aiohttp.TraceConfig()
+        config.on_request_start.append(on_start)
+        trace_configs.append(config)
     return aiohttp.ClientSession(
+        trace_configs=trace_configs or None,
         connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
         headers=dict(headers),
@@ -284,6 +300,9 @@ class HTTPUpstream:
         self._total_timeout = options.total_timeout
         self._max_connections = options.max_connections
         self._first_token_timeout = options.first_token_timeout or options.total_timeout
+        # Set by the composition root when tracing is on: puts the current span's
+        # traceparent into each request's headers.
+        self.inject: Callable[[Any], None] | None = None
         self._retries = options.retries
         self._retry_after_max = options.retry_after_max
         self._give_up_on: tuple[type[GatewayError], ...] = (
@@ -328,6 +347,7 @@ class HTTPUpstream:
             max_connections=self._max_connections,
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
+            inject=self.inject,
         )
 
     async def aclose(self) -> None:

@@ -11,12 +11,16 @@ import logging
 import os
 import re
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import RequestRecord, begin
+
+if TYPE_CHECKING:
+    from proxy.observe.tracing import Tracing
 
 logger = logging.getLogger("proxy.app")
 access_logger = logging.getLogger("proxy.access")
@@ -57,9 +61,12 @@ class ObserveMiddleware:
     the prompt, the reply, a header value or a key.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, access_log: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, access_log: bool, tracing: Tracing | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracing = tracing
         self.access_log = access_log and access_logger.isEnabledFor(logging.INFO)
         # A random per-process prefix and a counter: unique across instances, and far
         # cheaper per request than uuid4.
@@ -86,6 +93,9 @@ class ObserveMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         record = RequestRecord(route_label(scope["path"]), started)
         begin(record)
+        tracing = self.tracing
+        if tracing is not None:  # off: nothing of OpenTelemetry is even imported
+            span, token = tracing.request_started(scope, record.route)
         status = 499  # the client left before an answer
         cache = upstream = b"-"
         finished = False  # the whole body was sent
@@ -113,6 +123,8 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, observing_send)
         finally:
+            if tracing is not None:
+                tracing.request_ended(span, token, status, record)
             metrics.in_flight.dec()
             if not finished:
                 status = 499  # the client left before the answer was whole (nginx's code)
@@ -157,6 +169,7 @@ class ObserveMiddleware:
                                 else upstream.decode()
                             ),
                             "duration_ms": round(elapsed * 1000, 2),
+                            "trace_id": tracing.trace_id(span) if tracing is not None else None,
                             "upstream_ms": (
                                 round(upstream_seconds * 1000, 2)
                                 if upstream_seconds is not None
