@@ -123,7 +123,17 @@ def build_tracing(settings: Settings, metrics: Metrics) -> Tracing | None:
         return None
     from proxy.observe.tracing import Tracing  # the SDK only when configured
 
-    return Tracing(settings, metrics.trace_spans_dropped)
+    headers = settings.otel_exporter_otlp_headers
+    return Tracing(
+        settings.traces_endpoint,
+        headers=headers.get_secret_value() if headers else None,
+        service=settings.otel_service_name,
+        sampler=settings.otel_traces_sampler,
+        ratio=settings.otel_traces_sampler_arg,
+        content=settings.trace_content,
+        secrets=settings.secrets,
+        dropped=metrics.trace_spans_dropped,
+    )
 
 
 def build_router(settings: Settings, metrics: Metrics, tracing: Tracing | None = None) -> Upstream:

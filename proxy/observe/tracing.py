@@ -36,7 +36,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import Counter
 
 from proxy._version import __version__
-from proxy.config.settings import Settings
 from proxy.observe.record import current_record, served_model
 from proxy.observe.redaction import Redactor
 
@@ -92,26 +91,32 @@ class CountingProcessor(BatchSpanProcessor):
 class Tracing:
     """The gateway's tracer, its propagator and the exporter behind them."""
 
-    def __init__(self, settings: Settings, dropped: Counter) -> None:
-        endpoint = settings.traces_endpoint
-        assert endpoint is not None
-        headers = settings.otel_exporter_otlp_headers
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        headers: str | None,
+        service: str,
+        sampler: str,
+        ratio: float,
+        content: bool,
+        secrets: tuple[str, ...],
+        dropped: Counter,
+    ) -> None:
         exporter = OTLPSpanExporter(
             endpoint=endpoint,
-            headers=parse_headers(headers.get_secret_value()) if headers else None,
+            headers=parse_headers(headers) if headers else None,
             timeout=EXPORT_TIMEOUT_S,
         )
         self._provider = TracerProvider(
-            resource=Resource.create(
-                {"service.name": settings.otel_service_name, "service.version": __version__}
-            ),
-            sampler=sampler_of(settings.otel_traces_sampler, settings.otel_traces_sampler_arg),
+            resource=Resource.create({"service.name": service, "service.version": __version__}),
+            sampler=sampler_of(sampler, ratio),
         )
         self._provider.add_span_processor(CountingProcessor(exporter, dropped))
         self.tracer = self._provider.get_tracer("proxy", __version__)
         self._propagator = TraceContextTextMapPropagator()
-        self.content = settings.trace_content
-        self._redactor = Redactor(settings.secrets)
+        self.content = content
+        self._redactor = Redactor(secrets)
 
     def request_started(self, scope: Any, route: str) -> tuple[Span, object]:
         """The request's span (SERVER), continuing an incoming ``traceparent``, made current
