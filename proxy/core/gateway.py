@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -31,6 +29,7 @@ from proxy.core.generation import Chunk, FinishReason, Generation, GenerationReq
 from proxy.core.shared_flights import shared_source
 from proxy.core.stops import stop_generation, stop_stream
 from proxy.core.stream_flights import StreamFlight, StreamFlights, rebuilt
+from proxy.core.streams import primed, replayed
 from proxy.core.upstream import Readiness, Upstream
 from proxy.errors import GatewayError, UpstreamBadResponse
 from proxy.observe.metrics import Metrics
@@ -48,7 +47,6 @@ CacheStatus = Literal["HIT", "MISS", "BYPASS", "JOINED"]
 WARN_INTERVAL = 30.0
 # How often an instance waiting for another one's identical generation looks for it.
 LOCK_POLL_INTERVAL = 0.05
-_WORDS = re.compile(r"\S+\s*|\s+")
 FALLBACK_LABEL = "mock-fallback"
 
 
@@ -253,7 +251,7 @@ class Gateway:
         if req.stop:
             served.chunks = stop_stream(served.chunks, req.stop)
         try:
-            served.chunks = await _primed(served.chunks)
+            served.chunks = await primed(served.chunks)
             record = current_record()
             if served.cache != "HIT" and record is not None and record.upstreams:
                 served.upstream = record.upstreams[0]  # a router's: the one that answered
@@ -267,7 +265,7 @@ class Gateway:
             chunks = self.fallback.stream(req)
             if req.stop:
                 chunks = stop_stream(chunks, req.stop)
-            return ServedStream(await _primed(chunks), "BYPASS", upstream=FALLBACK_LABEL)
+            return ServedStream(await primed(chunks), "BYPASS", upstream=FALLBACK_LABEL)
         finally:
             if flight is not None:
                 self._count(served.cache)
@@ -282,7 +280,7 @@ class Gateway:
         if entry is not None:
             self._count("HIT")
             note_served_model(entry.model)
-            return ServedStream(_replay(entry), "HIT", entry.age(), entry.upstream), None
+            return ServedStream(replayed(entry), "HIT", entry.age(), entry.upstream), None
         name = self.upstream.name
         if key is None:
             self._count("BYPASS")
@@ -311,7 +309,7 @@ class Gateway:
                 yield chunk
             return
         generation = served.generation
-        async for chunk in _replay(CachedGeneration.of(generation)):
+        async for chunk in replayed(CachedGeneration.of(generation)):
             yield chunk
 
     def _flight_source(
@@ -388,33 +386,3 @@ def _leaked() -> UpstreamBadResponse:
         "the upstream's reply carried a secret of the gateway's; it was not returned",
         code="upstream_leaked_secret",
     )
-
-
-async def _primed(chunks: AsyncGenerator[Chunk, None]) -> AsyncGenerator[Chunk, None]:
-    """``chunks`` with the first one already received, so that a failure before any output
-    (a 429 or 503 from the upstream, say) raises here and becomes a real HTTP status with
-    Retry-After, instead of an error event after a 200."""
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await chunks.aclose()
-        raise
-
-    async def rest() -> AsyncGenerator[Chunk, None]:
-        async with aclosing(chunks):
-            if first is not None:
-                yield first
-            async for chunk in chunks:
-                yield chunk
-
-    return rest()
-
-
-async def _replay(entry: CachedGeneration) -> AsyncGenerator[Chunk, None]:
-    """A stored reply as word-sized chunks, as a live stream would have sent it."""
-    pieces = _WORDS.findall(entry.text) or [""]
-    for piece in pieces[:-1]:
-        yield Chunk(piece)
-    yield Chunk(pieces[-1], finish_reason=entry.finish_reason)

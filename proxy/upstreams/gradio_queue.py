@@ -23,7 +23,8 @@ from proxy.errors import UpstreamBadResponse, UpstreamDisconnected
 from proxy.upstreams.gradio_data import follow_data
 from proxy.upstreams.gradio_errors import app_error
 from proxy.upstreams.gradio_plan import EndpointPlan
-from proxy.upstreams.http import HTTPUpstream, before_output, status_error, with_retries
+from proxy.upstreams.http import HTTPUpstream, status_error
+from proxy.upstreams.retries import before_output, with_retries
 from proxy.upstreams.sse import SSEDecoder
 
 logger = logging.getLogger("proxy.upstream.gradio")

@@ -16,12 +16,8 @@ from proxy.errors import (
     GatewayError,
     UpstreamBadResponse,
 )
-from proxy.upstreams.http import (
-    HTTPUpstream,
-    before_output,
-    status_error,
-    with_retries,
-)
+from proxy.upstreams.http import HTTPUpstream, status_error
+from proxy.upstreams.retries import before_output, with_retries
 from proxy.upstreams.sse import SSEDecoder
 
 

@@ -182,7 +182,7 @@ async def test_usage_is_estimated_and_says_so_where_the_upstream_gives_none() ->
 
 async def test_a_refused_connection_is_retried_alone_and_not_behind_a_router() -> None:
     from proxy.errors import UpstreamUnreachable
-    from proxy.upstreams.http import BeforeOutput, with_retries
+    from proxy.upstreams.retries import BeforeOutput, with_retries
 
     calls = 0
 
