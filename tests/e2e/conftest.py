@@ -14,6 +14,7 @@ import pytest
 
 from proxy import Settings, create_app
 from tests.support.audit import AUDIT, TOKEN
+from tests.support.redis_server import RedisServer
 from tests.support.servers import ThreadServer, free_port, wait_until
 
 APPS = Path(__file__).with_name("gradio_apps.py")
@@ -95,6 +96,14 @@ def space_shapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GradioSer
     log = tmp_path_factory.mktemp("shapes") / "received.jsonl"
     with serve_gradio_script(SHAPES, log, SHAPE_PATHS, "the Space-shape apps") as server:
         yield server
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port, stopped at the end."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 @contextmanager

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,13 +21,6 @@ from tests.support.servers import free_port, wait_until
 pytestmark = pytest.mark.e2e
 
 SECRET_PROMPT = "my private symptom is zebra-elbow-7731"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 def test_two_processes_share_one_rate_limit_through_redis(redis_server: RedisServer) -> None:

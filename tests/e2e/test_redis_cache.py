@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -22,13 +21,6 @@ from tests.support.servers import free_port, wait_until
 from tests.support.spy import SpyUpstream
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 def two_gateways(**env: str) -> tuple[int, int, dict[str, str]]:

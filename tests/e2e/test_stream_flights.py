@@ -28,13 +28,6 @@ from tests.support.servers import free_port, wait_until
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
 class Streamed:
     """One streamed reply: its status, headers and SSE events."""
 
