@@ -27,6 +27,7 @@ from proxy.routing.breaker import CircuitBreaker
 from proxy.routing.resilient import ResilientUpstream
 from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
 from proxy.web.cors import OriginOnlyCORS, cors_options
+from proxy.web.dispatch import GatewayApp
 from proxy.web.instrument import ObserveMiddleware
 from proxy.web.last_error import EXCEPTION_HANDLERS, LastErrorMiddleware
 
@@ -278,12 +279,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
 
+    # The generation routes: also served before Starlette's layers (web/dispatch.py).
+    hot = {
+        "/api/chat": Guarded(chat.ChatEndpoint()),
+        "/api/predict": Guarded(chat.ChatEndpoint("predict")),
+        "/v1/chat/completions": Guarded(openai_api.CompletionsEndpoint()),
+    }
     routes = [
         Route("/", ops.index, methods=["GET"]),
-        Route("/api/chat", Guarded(chat.ChatEndpoint()), methods=["POST"]),
-        Route("/api/predict", Guarded(chat.ChatEndpoint("predict")), methods=["POST"]),
+        Route("/api/chat", hot["/api/chat"], methods=["POST"]),
+        Route("/api/predict", hot["/api/predict"], methods=["POST"]),
         Route("/api/models", ops.models, methods=["GET"]),
-        Route("/v1/chat/completions", Guarded(openai_api.CompletionsEndpoint()), methods=["POST"]),
+        Route("/v1/chat/completions", hot["/v1/chat/completions"], methods=["POST"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", openai_api.model, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
@@ -307,7 +314,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(OriginOnlyCORS, **cors_options(settings)),
         Middleware(LastErrorMiddleware),
     ]
-    app = Starlette(
+    app = GatewayApp(
         routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -316,4 +323,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # No redirect from /api/chat/ to /api/chat: its Location would be built from the
     # client's Host header, and a POST should not be redirected anyway. A 404 says what to fix.
     app.router.redirect_slashes = False
+    app.serve_hot(hot, middleware)
     return app

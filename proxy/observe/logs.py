@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -24,14 +24,19 @@ class Formatter(logging.Formatter):
     _stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self.stamp(record.created, datefmt)
+
+    def stamp(self, created: float, datefmt: str | None = None) -> str:
+        """``created`` as ``formatTime`` writes a record created then."""
+        second = int(created)
         if second != self._second or datefmt != self._datefmt:
-            converted = self.converter(record.created)
+            converted = self.converter(created)
             self._stamp = time.strftime(datefmt or self.default_time_format, converted)
             self._second, self._datefmt = second, datefmt
         if datefmt or not self.default_msec_format:
             return self._stamp
-        return self.default_msec_format % (self._stamp, record.msecs)
+        # As LogRecord computes msecs.
+        return self.default_msec_format % (self._stamp, int((created - second) * 1000) + 0.0)
 
 
 class JSONFormatter(Formatter):
@@ -42,13 +47,17 @@ class JSONFormatter(Formatter):
         super().__init__()
         self.pid = os.getpid()
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
+    def head(self, created: float, level: str, name: str) -> dict[str, Any]:
+        """The fields every line starts with."""
+        return {
+            "time": self.stamp(created, "%Y-%m-%dT%H:%M:%S"),
+            "level": level,
+            "logger": name,
             "pid": self.pid,
         }
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = self.head(record.created, record.levelname.lower(), record.name)
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             entry.update(access)
@@ -72,7 +81,13 @@ def configure_logging(level: str, log_format: str, secrets: tuple[str, ...] = ()
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    global installed
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(Redactor(secrets))
     handler.setFormatter(JSONFormatter() if log_format == "json" else Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    installed = handler
+
+
+# The handler configure_logging installed (the access log writes to it directly).
+installed: logging.StreamHandler[TextIO] | None = None

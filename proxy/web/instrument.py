@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.observe.access_log import NAME as ACCESS_LOGGER, AccessLog
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import RequestRecord, begin
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from proxy.observe.tracing import Tracing
 
 logger = logging.getLogger("proxy.app")
-access_logger = logging.getLogger("proxy.access")
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -68,6 +69,7 @@ class ObserveMiddleware:
         self.metrics = metrics
         self.tracing = tracing
         self.access_log = access_log and access_logger.isEnabledFor(logging.INFO)
+        self._access = AccessLog()
         # A random per-process prefix and a counter: unique across instances, and far
         # cheaper per request than uuid4.
         self._prefix = os.urandom(8).hex()
@@ -147,36 +149,16 @@ class ObserveMiddleware:
             if upstream_seconds is not None:
                 metrics.overhead_seconds.observe(max(0.0, elapsed - upstream_seconds))
             if self.access_log:
-                cache_status = record.cache or cache.decode()
-                access_logger.info(
-                    "%s %s %s %d %.1fms %s",
+                self._access.write(
                     request_id.decode(),
                     scope["method"],
                     record.route,
                     status,
-                    elapsed * 1000,
-                    cache_status,
-                    extra={
-                        "access": {
-                            "request_id": request_id.decode(),
-                            "method": scope["method"],
-                            "route": record.route,
-                            "status": status,
-                            "cache": cache_status,
-                            "upstream": (
-                                ", ".join(record.upstreams)
-                                if record.upstreams
-                                else upstream.decode()
-                            ),
-                            "duration_ms": round(elapsed * 1000, 2),
-                            "trace_id": tracing.trace_id(span) if tracing is not None else None,
-                            "upstream_ms": (
-                                round(upstream_seconds * 1000, 2)
-                                if upstream_seconds is not None
-                                else None
-                            ),
-                        }
-                    },
+                    elapsed,
+                    record.cache or cache.decode(),
+                    ", ".join(record.upstreams) if record.upstreams else upstream.decode(),
+                    tracing.trace_id(span) if tracing is not None else None,
+                    upstream_seconds,
                 )
 
 

@@ -1,0 +1,100 @@
+"""The access log: one line per request, as text or JSON (LOG_FORMAT).
+
+While the handler ``logs.configure_logging`` installed is all the ``proxy.access`` logger
+reaches (as deployed), a line is formatted here and written to it straight away: the same
+text its formatter would write, without a ``LogRecord`` per request. Any other set-up (a
+handler of an embedding app's, pytest's capture, a filter) gets ordinary records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from proxy.observe import logs
+from proxy.observe.logs import Formatter, JSONFormatter
+
+NAME = "proxy.access"
+logger = logging.getLogger(NAME)
+
+
+def _installed_only(handler: logging.Handler) -> bool:
+    """Whether ``handler`` is the one handler an INFO line of the access logger reaches, with
+    no filter on the way but the handler's own (the Redactor passes access lines)."""
+    if not logger.isEnabledFor(logging.INFO) or handler.level > logging.INFO or logger.filters:
+        return False
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.handlers:
+            return node is logging.root and len(node.handlers) == 1 and node.handlers[0] is handler
+        if not node.propagate:
+            return False
+        node = node.parent
+    return False
+
+
+class AccessLog:
+    """Writes the access line of one request."""
+
+    def write(
+        self,
+        request_id: str,
+        method: str,
+        route: str,
+        status: int,
+        elapsed: float,
+        cache: str,
+        upstream: str,
+        trace_id: str | None,
+        upstream_seconds: float | None,
+    ) -> None:
+        message = f"{request_id} {method} {route} {status} {elapsed * 1000:.1f}ms {cache}"
+        handler = logs.installed
+        formatter = handler.formatter if handler is not None else None
+        if handler is None or not isinstance(formatter, Formatter) or not _installed_only(handler):
+            fields = _fields(request_id, method, route, status, elapsed, cache, upstream,
+                             trace_id, upstream_seconds)  # fmt: skip
+            logger.info(message, extra={"access": fields})
+            return
+        created = time.time()
+        if isinstance(formatter, JSONFormatter):
+            entry = formatter.head(created, "info", NAME)
+            entry.update(_fields(request_id, method, route, status, elapsed, cache, upstream,
+                                 trace_id, upstream_seconds))  # fmt: skip
+            line = orjson.dumps(entry).decode()
+        else:
+            line = f"{formatter.stamp(created)} INFO {NAME}: {message}"
+        handler.acquire()
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except Exception:  # as StreamHandler.emit: a broken stderr fails no request
+            pass
+        finally:
+            handler.release()
+
+
+def _fields(
+    request_id: str,
+    method: str,
+    route: str,
+    status: int,
+    elapsed: float,
+    cache: str,
+    upstream: str,
+    trace_id: str | None,
+    upstream_seconds: float | None,
+) -> dict[str, object]:
+    return {
+        "request_id": request_id,
+        "method": method,
+        "route": route,
+        "status": status,
+        "cache": cache,
+        "upstream": upstream,
+        "duration_ms": round(elapsed * 1000, 2),
+        "trace_id": trace_id,
+        "upstream_ms": round(upstream_seconds * 1000, 2) if upstream_seconds is not None else None,
+    }

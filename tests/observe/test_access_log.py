@@ -1,0 +1,99 @@
+"""The access line written straight to the installed handler is the line logging would write."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from proxy.observe import access_log, logs
+from proxy.observe.access_log import AccessLog
+
+NOW = 1_700_000_000.0421
+ARGS = ("abc123", "POST", "/api/chat", 200, 0.01234, "HIT", "mock", None, None)
+
+
+Install = Callable[[str, str], io.StringIO]
+
+
+@pytest.fixture
+def install(monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
+    """Logging configured as the entry point does, onto a buffer for stderr (patched in the
+    test itself: pytest sets its own stderr between a fixture and the test); the root logger
+    as it was afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logs.installed
+    monkeypatch.setattr(access_log.time, "time", lambda: NOW)
+
+    def installed(level: str, fmt: str) -> io.StringIO:
+        buffer = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", buffer)
+        logs.configure_logging(level, fmt)
+        return buffer
+
+    yield installed
+    root.handlers[:], logs.installed = saved[0], saved[2]
+    root.setLevel(saved[1])
+
+
+def logged_line() -> str:
+    """What the installed handler's formatter makes of the same line as a LogRecord."""
+    assert logs.installed is not None
+    message = "abc123 POST /api/chat 200 12.3ms HIT"
+    fields = {"request_id": "abc123", "method": "POST", "route": "/api/chat", "status": 200,
+              "cache": "HIT", "upstream": "mock", "duration_ms": 12.34, "trace_id": None,
+              "upstream_ms": None}  # fmt: skip
+    record = logging.LogRecord("proxy.access", logging.INFO, "", 0, message, None, None)
+    record.created, record.msecs = NOW, int((NOW - int(NOW)) * 1000) + 0.0
+    record.access = fields
+    return logs.installed.format(record)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_direct_line_is_the_line_logging_writes(install: Install, fmt: str) -> None:
+    stderr = install("info", fmt)
+    AccessLog().write(*ARGS)
+    assert stderr.getvalue() == logged_line() + "\n"
+    if fmt == "json":
+        entry = json.loads(stderr.getvalue())
+        assert entry["logger"] == "proxy.access" and entry["cache"] == "HIT"
+
+
+def test_another_handler_gets_records(install: Install) -> None:
+    """With a handler of someone else's on the way, lines are records again: that handler
+    sees them and the installed one still writes them, once."""
+    stderr = install("info", "text")
+    seen: list[logging.LogRecord] = []
+    other = logging.Handler()
+    other.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(other)
+    AccessLog().write(*ARGS)
+    assert [r.getMessage() for r in seen] == ["abc123 POST /api/chat 200 12.3ms HIT"]
+    assert stderr.getvalue().count("abc123") == 1
+
+
+def test_a_quiet_level_writes_nothing(install: Install) -> None:
+    stderr = install("warning", "text")
+    package = logging.getLogger("proxy")
+    level = package.level  # the test suite's own DEBUG
+    package.setLevel(logging.NOTSET)
+    try:
+        AccessLog().write(*ARGS)
+    finally:
+        package.setLevel(level)
+    assert stderr.getvalue() == ""
+
+
+def test_a_filter_on_the_access_logger_is_obeyed(install: Install) -> None:
+    stderr = install("info", "text")
+    dropped = logging.Filter("nothing")  # passes no record of proxy.access
+    access_log.logger.addFilter(dropped)
+    try:
+        AccessLog().write(*ARGS)
+    finally:
+        access_log.logger.removeFilter(dropped)
+    assert stderr.getvalue() == ""
