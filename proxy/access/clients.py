@@ -6,6 +6,9 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from starlette.types import Scope
 
+KNOWN_MAX = 4096
+KNOWN_HEADER_MAX = 256
+
 
 class ClientAddresses:
     """``X-Forwarded-For`` is believed only when the peer is a trusted proxy (TRUSTED_PROXIES).
@@ -21,6 +24,9 @@ class ClientAddresses:
     def __init__(self, trusted: tuple[str, ...]) -> None:
         self.any_peer = "*" in trusted
         self.networks = [ip_network(item, strict=False) for item in trusted if item != "*"]
+        # What (peer, X-Forwarded-For) came to: parsing addresses is most of the work, and a
+        # client sends the same pair on every request. Emptied when full.
+        self._known: dict[tuple[str, str | None], str] = {}
 
     def _trusted(self, address: str) -> bool:
         try:
@@ -32,6 +38,17 @@ class ClientAddresses:
     def of(self, scope: Scope, forwarded_for: str | None) -> str:
         client = scope.get("client")
         peer = client[0] if client else "unknown"
+        if forwarded_for is not None and len(forwarded_for) > KNOWN_HEADER_MAX:
+            return self._of(peer, forwarded_for)  # not worth the memory
+        pair = (peer, forwarded_for)
+        known = self._known.get(pair)
+        if known is None:
+            if len(self._known) >= KNOWN_MAX:
+                self._known.clear()
+            known = self._known[pair] = self._of(peer, forwarded_for)
+        return known
+
+    def _of(self, peer: str, forwarded_for: str | None) -> str:
         if forwarded_for is None or not (self.any_peer or self._trusted(peer)):
             return keyed(peer)
         hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]

@@ -144,10 +144,18 @@ class Gateway:
             return None
         return entry
 
-    async def generate(self, req: GenerationRequest, policy: CachePolicy) -> Served:
-        """The reply for ``req``; raises GatewayError subclasses on upstream trouble."""
+    def key_of(self, req: GenerationRequest) -> str | None:
+        """The cache key of ``req`` (None without a cache): a caller that keeps requests
+        passes it with them, so it is not computed again."""
+        return cache_key(req, self.upstream.identity) if self.cache is not None else None
+
+    async def generate(
+        self, req: GenerationRequest, policy: CachePolicy, *, key: str | None = None
+    ) -> Served:
+        """The reply for ``req`` (whose cache key is ``key`` when given); raises GatewayError
+        subclasses on upstream trouble."""
         try:
-            served = await self._serve(req, policy)
+            served = await self._serve(req, policy, key)
         except GatewayError as exc:
             if self.fallback is None or not exc.unavailable:
                 raise
@@ -159,12 +167,13 @@ class Gateway:
         return served
 
     async def _consult(
-        self, req: GenerationRequest, policy: CachePolicy
+        self, req: GenerationRequest, policy: CachePolicy, key: str | None
     ) -> tuple[str | None, CachedGeneration | None]:
         """The cache key to fill (None: bypass the cache) and a usable entry, if any."""
         if self.cache is None or not policy.write:
             return None, None
-        key = cache_key(req, self.upstream.identity)
+        if key is None:
+            key = cache_key(req, self.upstream.identity)
         if not policy.read:
             return key, None
         try:
@@ -173,8 +182,10 @@ class Gateway:
             self._cache_failed(exc)
             return None, None
 
-    async def _serve(self, req: GenerationRequest, policy: CachePolicy) -> Served:
-        key, entry = await self._consult(req, policy)
+    async def _serve(
+        self, req: GenerationRequest, policy: CachePolicy, known: str | None
+    ) -> Served:
+        key, entry = await self._consult(req, policy, known)
         if entry is not None:
             return Served(entry.generation(), "HIT", entry.age())
         if key is None:
@@ -242,12 +253,15 @@ class Gateway:
                 return None
         return None
 
-    async def stream(self, req: GenerationRequest, policy: CachePolicy) -> ServedStream:
-        """Chunks: a cached reply replayed, or the upstream's stream, stored when complete.
+    async def stream(
+        self, req: GenerationRequest, policy: CachePolicy, *, key: str | None = None
+    ) -> ServedStream:
+        """Chunks: a cached reply replayed, or the upstream's stream, stored when complete
+        (``key`` as for ``generate``).
 
         Close the iterator to cancel the upstream call.
         """
-        served, flight = await self._open_stream(req, policy)
+        served, flight = await self._open_stream(req, policy, key)
         if req.stop:
             served.chunks = stop_stream(served.chunks, req.stop)
         try:
@@ -272,11 +286,11 @@ class Gateway:
         return served
 
     async def _open_stream(
-        self, req: GenerationRequest, policy: CachePolicy
+        self, req: GenerationRequest, policy: CachePolicy, known: str | None
     ) -> tuple[ServedStream, StreamFlight | None]:
         """The stream for ``req``, and the flight this request started (counted once it is
         known whether it generates or follows another instance)."""
-        key, entry = await self._consult(req, policy)
+        key, entry = await self._consult(req, policy, known)
         if entry is not None:
             self._count("HIT")
             note_served_model(entry.model)

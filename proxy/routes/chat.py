@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
@@ -26,6 +27,7 @@ from proxy.routes.common import (
     usage_of,
     wanted_headers,
 )
+from proxy.routes.plans import Plans
 from proxy.routes.replies import ChatReply, DoneEvent
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply
@@ -98,10 +100,11 @@ class ChatEndpoint:
 
     def __init__(self, operation_id: str = "chat") -> None:
         self.operation = chat_operation(operation_id)
+        self.plans: Plans[ChatPlan] = Plans()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            response = await chat(scope, receive)
+            response = await chat(scope, receive, self.plans)
         except ClientDisconnect:
             return  # nobody is left to answer
         await response(scope, receive, send)
@@ -141,19 +144,37 @@ def prefers_events(accept: str) -> bool:
     return events > 0 and events > json
 
 
-async def chat(scope: Scope, receive: Receive) -> Response:
-    ctx: AppContext = scope["state"]["ctx"]
+@dataclass(frozen=True, slots=True)
+class ChatPlan:
+    """What a body came to: the normalised request, whether it is streamed, its cache key."""
+
+    req: GenerationRequest
+    stream: bool
+    key: str | None
+
+
+def plan_chat(body: bytes, accept: str, cache_scope: str, ctx: AppContext) -> ChatPlan:
     settings = ctx.settings
-    headers = wanted_headers(scope)
-    body = await read_json_body(headers, receive, settings.max_body_bytes)
     parsed = parse_chat_request(body, max_new_tokens_limit=settings.max_new_tokens_limit)
-    stream = parsed.stream
-    wants_stream = stream if stream is not None else prefers_events(headers.get(b"accept", ""))
+    stream = parsed.stream if parsed.stream is not None else prefers_events(accept)
+    req = generation_request(parsed, ctx, stream=stream, cache_scope=cache_scope)
+    return ChatPlan(req, stream, ctx.gateway.key_of(req))
+
+
+async def chat(scope: Scope, receive: Receive, plans: Plans[ChatPlan]) -> Response:
+    ctx: AppContext = scope["state"]["ctx"]
+    headers = wanted_headers(scope)
+    body = await read_json_body(headers, receive, ctx.settings.max_body_bytes)
     cache_scope, show_cache = cache_view(scope, ctx)
-    req = generation_request(parsed, ctx, stream=wants_stream, cache_scope=cache_scope)
+    memo = (body, headers.get(b"accept", ""), cache_scope)
+    plan = plans.get(memo)
+    if plan is None:
+        plan = plan_chat(body, memo[1], cache_scope, ctx)
+        plans.keep(memo, plan)
+    req = plan.req
     policy = parse_cache_control(headers.get(b"cache-control", ""))
-    if wants_stream:
-        served_stream = await ctx.gateway.stream(req, policy)
+    if plan.stream:
+        served_stream = await ctx.gateway.stream(req, policy, key=plan.key)
         cache_headers = cache_headers_of(
             served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
         )
@@ -161,7 +182,7 @@ async def chat(scope: Scope, receive: Receive) -> Response:
         return StreamingResponse(
             events, media_type="text/event-stream", headers={**SSE_HEADERS, **cache_headers}
         )
-    served = await ctx.gateway.generate(req, policy)
+    served = await ctx.gateway.generate(req, policy, key=plan.key)
     generation = served.generation
     reply: ChatReply = {
         "generated_text": generation.text,

@@ -43,6 +43,7 @@ from proxy.routes.common import (
     usage_of,
     wanted_headers,
 )
+from proxy.routes.plans import Plans
 from proxy.routes.replies import ChatCompletion, OpenAIModel, OpenAIModelList
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply, documented
@@ -185,6 +186,26 @@ def _to_generation_request(
     return dataclasses.replace(req, stop=tuple(s for s in stop if s), rewritable=False)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompletionPlan:
+    """What a body came to: the parsed body, the normalised request and its cache key."""
+
+    body: CompletionRequest
+    req: GenerationRequest
+    key: str | None
+
+
+def plan_completion(raw: bytes, cache_scope: str, ctx: AppContext) -> CompletionPlan:
+    try:
+        body = CompletionRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise translate_validation_error(
+            exc, max_new_tokens_limit=ctx.settings.max_new_tokens_limit
+        ) from None
+    req = _to_generation_request(body, ctx, cache_scope)
+    return CompletionPlan(body, req, ctx.gateway.key_of(req))
+
+
 class CompletionsEndpoint:
     """``POST /v1/chat/completions``, as JSON or as OpenAI's ``data:`` stream."""
 
@@ -213,23 +234,25 @@ class CompletionsEndpoint:
             response = openai_error_response(exc)
         await response(scope, receive, send)
 
+    def __init__(self) -> None:
+        self.plans: Plans[CompletionPlan] = Plans()
+
     async def handle(self, scope: Scope, receive: Receive) -> Response:
         ctx: AppContext = scope["state"]["ctx"]
         headers = wanted_headers(scope)
         raw = await read_json_body(headers, receive, ctx.settings.max_body_bytes)
-        try:
-            body = CompletionRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise translate_validation_error(
-                exc, max_new_tokens_limit=ctx.settings.max_new_tokens_limit
-            ) from None
         cache_scope, show_cache = cache_view(scope, ctx)
-        req = _to_generation_request(body, ctx, cache_scope)
+        memo = (raw, "", cache_scope)
+        plan = self.plans.get(memo)
+        if plan is None:
+            plan = plan_completion(raw, cache_scope, ctx)
+            self.plans.keep(memo, plan)
+        body, req = plan.body, plan.req
         policy = parse_cache_control(headers.get(b"cache-control", ""))
         completion_id = f"chatcmpl-{request_id_of(scope)}"
         created = int(time.time())
         if body.stream:
-            served_stream = await ctx.gateway.stream(req, policy)
+            served_stream = await ctx.gateway.stream(req, policy, key=plan.key)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             frames = _stream_frames(
                 served_stream.chunks, req, completion_id, created, include_usage
@@ -240,7 +263,7 @@ class CompletionsEndpoint:
             return StreamingResponse(
                 frames, media_type="text/event-stream", headers={**SSE_HEADERS, **cache}
             )
-        served = await ctx.gateway.generate(req, policy)
+        served = await ctx.gateway.generate(req, policy, key=plan.key)
         generation = served.generation
         completion: ChatCompletion = {
             "id": completion_id,

@@ -196,3 +196,21 @@ async def test_rotating_ipv6_addresses_in_one_block_share_one_budget() -> None:
             for i in range(1, 5)
         ]
     assert [a.status_code for a in answers] == [200, 200, 429, 429]
+
+
+def test_known_addresses_stay_bounded_and_right() -> None:
+    """The memo of (peer, X-Forwarded-For) pairs answers as the parse does, holds at most
+    KNOWN_MAX pairs, and leaves out headers too long to be worth keeping."""
+    from proxy.access import clients
+    from proxy.access.clients import ClientAddresses
+
+    addresses = ClientAddresses(("10.0.0.0/8",))
+    for index in range(clients.KNOWN_MAX + 10):
+        forwarded = f"198.51.{index // 256 % 256}.{index % 256}"
+        scope = {"client": ("10.0.0.5", 1234)}
+        assert addresses.of(scope, forwarded) == forwarded
+        assert addresses.of(scope, forwarded) == forwarded  # the memo's answer
+    assert len(addresses._known) <= clients.KNOWN_MAX
+    long = ", ".join(["203.0.113.1"] * 40)
+    assert addresses.of({"client": ("10.0.0.5", 1)}, long) == "203.0.113.1"
+    assert (("10.0.0.5", long)) not in addresses._known

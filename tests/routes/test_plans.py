@@ -1,0 +1,73 @@
+"""Identical request bodies skip parsing: the memo of what a body came to answers as parsing
+does, keeps only valid bodies, tells Accept and cache scopes apart, and stays bounded."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from proxy.routes import bodies, chat
+from proxy.routes.plans import Plans
+from tests.conftest import gateway_client
+
+BODY = orjson.dumps({"inputs": "How can I sleep better?", "parameters": {"max_new_tokens": 32}})
+JSON = {"Content-Type": "application/json"}
+
+
+def test_plans_are_bounded_by_entries_and_body_size() -> None:
+    plans: Plans[int] = Plans(max_entries=3, max_body=10)
+    for index in range(5):
+        plans.keep((b"%d" % index, "", ""), index)
+    assert len(plans) == 3
+    assert plans.get((b"0", "", "")) is None and plans.get((b"4", "", "")) == 4  # oldest out
+    plans.keep((b"x" * 11, "", ""), 9)
+    assert plans.get((b"x" * 11, "", "")) is None
+
+
+async def test_an_identical_body_is_parsed_once_and_answered_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parsed = []
+    original = bodies.parse_chat_request
+
+    def counting(body: bytes, **kw: int) -> bodies.ChatRequest:
+        parsed.append(body)
+        return original(body, **kw)
+
+    monkeypatch.setattr(chat, "parse_chat_request", counting)
+    async with gateway_client() as client:
+        first = await client.post("/api/chat", content=BODY, headers=JSON)
+        second = await client.post("/api/chat", content=BODY, headers=JSON)
+        streamed = await client.post(
+            "/api/chat", content=BODY, headers={**JSON, "Accept": "text/event-stream"}
+        )
+    assert first.json() == second.json()
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert streamed.headers["content-type"].startswith("text/event-stream")  # Accept counts
+    assert len(parsed) == 2
+
+
+async def test_an_invalid_body_is_refused_every_time() -> None:
+    bad = orjson.dumps({"inputs": "hi", "parameters": {"max_new_tokens": 0}})
+    async with gateway_client() as client:
+        for _ in range(2):
+            response = await client.post("/api/chat", content=bad, headers=JSON)
+            assert response.status_code == 422
+            assert response.json()["code"] == "invalid_parameter"
+
+
+async def test_each_caller_has_its_own_plan_with_cache_scope_caller() -> None:
+    """With CACHE_SCOPE=caller, two keys asking the same bytes each get their own entry."""
+    async with gateway_client(api_keys="key-one-1234,key-two-5678", callers="key",
+                              cache_scope="caller") as client:  # fmt: skip
+        one = {**JSON, "Authorization": "Bearer key-one-1234"}
+        two = {**JSON, "Authorization": "Bearer key-two-5678"}
+        assert (await client.post("/api/chat", content=BODY, headers=one)).headers[
+            "x-cache"
+        ] == "MISS"
+        assert (await client.post("/api/chat", content=BODY, headers=two)).headers[
+            "x-cache"
+        ] == "MISS"
+        assert (await client.post("/api/chat", content=BODY, headers=two)).headers[
+            "x-cache"
+        ] == "HIT"
