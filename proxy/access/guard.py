@@ -190,10 +190,10 @@ class Guarded:
             span.set_attribute("proxy.caller", caller.kind)
             span.end()
         record = current_record()
-        if record is not None:
-            record.caller = caller.kind
         scope["state"]["caller"] = caller
-        if not extra:
-            await self.endpoint(scope, receive, send)
-            return
-        await self.endpoint(scope, receive, with_headers(send, extra))
+        if record is not None:  # the observing layer adds ``extra`` to the response
+            record.caller = caller.kind
+            record.headers = extra or None
+        elif extra:
+            send = with_headers(send, extra)
+        await self.endpoint(scope, receive, send)

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy.access.moving_windows import Count, MovingWindows
-from proxy.config.values import parse_limits
+from proxy.config.values import Limit, parse_limits
 from proxy.errors import RateLimited
 from proxy.observe.metrics import Metrics
 
@@ -39,6 +39,7 @@ class RateLimits:
         self.metrics = metrics
         self._shared_down_until = 0.0
         self._warned_at = -WARN_INTERVAL
+        self._fixed: dict[Limit, tuple[tuple[bytes, bytes], tuple[bytes, bytes]]] = {}
 
     async def _count(self, client: str) -> Count:
         if self.shared is None or time.monotonic() < self._shared_down_until:
@@ -58,11 +59,17 @@ class RateLimits:
         count = await self._count(client)
         limit = count.shown
         reset = max(0, math.ceil(count.reset))
+        fixed = self._fixed.get(limit)
+        if fixed is None:  # what a limit always says, made once
+            fixed = self._fixed[limit] = (
+                (b"ratelimit-limit", b"%d" % limit.amount),
+                (b"ratelimit-policy", b"%d;w=%d" % (limit.amount, limit.seconds)),
+            )
         headers = [
-            (b"ratelimit-limit", str(limit.amount).encode()),
-            (b"ratelimit-remaining", str(count.remaining).encode()),
-            (b"ratelimit-reset", str(reset).encode()),
-            (b"ratelimit-policy", f"{limit.amount};w={limit.seconds}".encode()),
+            fixed[0],
+            (b"ratelimit-remaining", b"%d" % count.remaining),
+            (b"ratelimit-reset", b"%d" % reset),
+            fixed[1],
         ]
         if count.exceeded is not None:
             self.metrics.rate_limited.inc()

@@ -26,6 +26,11 @@ class RequestRecord:
     model: str | None = None
     # Who called: anyone, browser, key or token (never the credential itself).
     caller: str | None = None
+    # Headers for the response's start that an inner layer decided (the guard's RateLimit-*),
+    # added by the outermost layer as it sends it: no layer in between wraps ``send``.
+    headers: list[tuple[bytes, bytes]] | None = None
+    # Whether the response's start was sent (too late for another status after that).
+    responded: bool = False
 
 
 def served_by(default: str) -> str:

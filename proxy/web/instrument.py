@@ -108,7 +108,10 @@ class ObserveMiddleware:
                 finished = not message.get("more_body", False)
             elif message["type"] == "http.response.start":
                 status = message["status"]
+                record.responded = True
                 headers = list(message.get("headers", ()))
+                if record.headers:
+                    headers += record.headers
                 for key, value in headers:
                     if key == b"x-cache":
                         cache = value

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import GatewayError, MethodNotAllowed, NotFound
+from proxy.observe.record import current_record
 from proxy.web.instrument import request_id_of
 from proxy.web.responses import render_error
 
@@ -62,6 +63,7 @@ class LastErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        record = current_record()  # the observing layer's, which notes the response's start
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -71,8 +73,10 @@ class LastErrorMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, send if record is not None else tracking_send)
         except Exception as exc:
+            if record is not None:
+                started = record.responded
             request_id = request_id_of(scope)
             if isinstance(exc, GatewayError):
                 error = exc

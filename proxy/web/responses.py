@@ -8,6 +8,7 @@ gateway's own shape, which the seed's front ends read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NotRequired
 
 import orjson
@@ -42,10 +43,39 @@ class OpenAIErrorReply(TypedDict):
 
 
 class JSONResponse(_JSONResponse):
-    """JSON with orjson: several times faster than the standard library on our hot path."""
+    """JSON with orjson: several times faster than the standard library on our hot path;
+    its headers as Starlette's would be (given ones first, lower-cased, then Content-Length
+    and Content-Type unless given), in fewer steps."""
+
+    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        if self.media_type != "application/json" or not 200 <= self.status_code < 600:
+            super().init_headers(headers)
+            return
+        if self.status_code in (204, 304):
+            super().init_headers(headers)
+            return
+        raw = (
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            if headers
+            else []
+        )
+        if not raw:
+            raw = [(b"content-length", b"%d" % len(self.body)), _JSON_TYPE]
+        else:
+            names = {name for name, _ in raw}
+            if b"content-length" not in names:
+                raw.append((b"content-length", b"%d" % len(self.body)))
+            if b"content-type" not in names:
+                raw.append(_JSON_TYPE)
+        self.raw_headers = raw
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
 
 
 def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
