@@ -48,7 +48,10 @@ SCENARIOS = {
     "cache miss": (32, UNIQUE, True),
     "cache miss, 1 connection": (1, UNIQUE, True),
     "streamed miss": (32, STREAMED, True),
+    "openai miss": (32, UNIQUE, True),
 }
+# What a scenario sets beyond UPSTREAM_URL: the fake Space answers as an OpenAI server too.
+SCENARIO_ENV = {"openai miss": {"UPSTREAM_KIND": "openai"}}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -82,11 +85,13 @@ def serving(
     # As deployed (make bench does the same): a rate limit that is on, counted, never refusing.
     env = {**os.environ, "RATE_LIMIT": "100000/second", "MOCK_TOKEN_DELAY_MS": "0"}
     env.pop("UPSTREAM_URL", None)
+    env.update(SCENARIO_ENV.get(scenario, {}))
     if routed is not None:
         env["UPSTREAMS_FILE"] = str(routed)
     elif upstream:
         env["UPSTREAM_URL"] = space
-    arguments = ["--port", str(port)] if module == "proxy" else [str(port)]
+    # Another module (an anchor) takes the port and the upstream's URL.
+    arguments = ["--port", str(port)] if module == "proxy" else [str(port), space]
     gateway = subprocess.Popen(
         ["taskset", "-c", "0", sys.executable, "-m", module, *arguments],
         cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

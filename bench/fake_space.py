@@ -1,5 +1,6 @@
 """A fast fake Gradio Space for the benchmark: ``/config``, ``/gradio_api/info`` and the
-two-step ``/gradio_api/call/predict`` queue API, with an optional delay before the result.
+two-step ``/gradio_api/call/predict`` queue API, with an optional delay before the result;
+it also answers as an OpenAI-compatible server (``/v1/models``, ``/v1/chat/completions``).
 
 Raw asyncio on uvloop with keep-alive, so that it is never the bottleneck.
 Run: ``python -m bench.fake_space PORT DELAY_MS [GAP_MS]``: the delay holds a whole result and
@@ -49,6 +50,28 @@ RESULT = (
     ).encode()
     + b"\n\n"
 )
+# The same answer from an OpenAI-compatible server (UPSTREAM_KIND=openai): one request.
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "llama-2-7b-chat",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Sleep 7-9 hours, keep a regular schedule, and limit caffeine "
+                    "late in the day. This is not medical advice.",
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 24, "total_tokens": 44},
+    }
+).encode()
+MODELS = json.dumps({"object": "list", "data": [{"id": "llama-2-7b-chat", "object": "model"}]})
 _ids = itertools.count()
 
 
@@ -129,6 +152,14 @@ class SpaceProtocol(asyncio.Protocol):
             self.write(_response(CONFIG))
         elif path == b"/gradio_api/info":
             self.write(_response(INFO))
+        elif path == b"/v1/models":
+            self.write(_response(MODELS.encode()))
+        elif method == b"POST" and path == b"/v1/chat/completions":
+            answer = _response(COMPLETION)
+            if self.delay:
+                asyncio.get_running_loop().call_later(self.delay, self.write, answer)
+            else:
+                self.write(answer)
         elif method == b"POST" and path in (
             b"/gradio_api/call/predict",
             b"/gradio_api/call/predict_stream",

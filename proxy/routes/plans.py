@@ -10,6 +10,7 @@ size, the oldest entry making room for a new one.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Generic, TypeVar
 
 Plan = TypeVar("Plan")
@@ -24,7 +25,7 @@ class Plans(Generic[Plan]):
     """A bounded memo of plans by (body, Accept, cache scope)."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES, max_body: int = MAX_BODY_BYTES) -> None:
-        self._plans: dict[PlanKey, Plan] = {}
+        self._plans: OrderedDict[PlanKey, Plan] = OrderedDict()
         self._max_entries = max_entries
         self._max_body = max_body
 
@@ -36,7 +37,7 @@ class Plans(Generic[Plan]):
             return
         plans = self._plans
         if len(plans) >= self._max_entries:
-            del plans[next(iter(plans))]
+            plans.popitem(last=False)
         plans[key] = plan
 
     def __len__(self) -> int:
