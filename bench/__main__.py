@@ -20,6 +20,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +32,8 @@ from pathlib import Path
 
 import httpx
 
-from bench import coldstart, herd, ttft
+from bench import coldstart, herd, ratios, ttft
+from bench.ab import _cpu_seconds as cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -118,6 +120,7 @@ class Result:
     seconds: int = 0
     direct: bool = False
     rss_mb: list[float] = field(default_factory=list)  # every 5 s, for the soak
+    cpu_us: float = 0.0  # the server's CPU time per request (per generation when direct)
 
 
 SOAK = "soak: test mode, unique bodies"
@@ -372,8 +375,12 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
             if not setup.rss_mb and not load.direct:
                 setup.rss_mb.append(rss_mb(gateway.pid))
             samples: list[Sample] = []
+            cpu: list[float] = []
             memory: list[float] = [rss_mb(gateway.pid)]
+            # The server's CPU per request: the fake Space's for a direct row.
+            server = space.pid if load.direct and space is not None else gateway.pid
             for _ in range(load.runs):
+                before = cpu_seconds(server)
                 sample = wrk(
                     target,
                     load.connections,
@@ -382,6 +389,8 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
                     every=partial(record_rss, memory, gateway.pid),
                 )
                 samples.append(as_generations(sample) if load.direct else sample)
+                served = samples[-1][0] * (load.seconds or seconds)
+                cpu.append((cpu_seconds(server) - before) / max(served, 1) * 1e6)
             memory.append(rss_mb(gateway.pid))
             median = sorted(samples)[len(samples) // 2]
             results.append(
@@ -397,6 +406,7 @@ def run_setup(setup: Setup, *, seconds: int, scripts: dict[str, Path]) -> list[R
                     seconds=load.seconds or seconds,
                     direct=load.direct,
                     rss_mb=memory if load.seconds else [],
+                    cpu_us=statistics.median(cpu),
                 )
             )
         setup.rss_mb.append(rss_mb(gateway.pid))
@@ -487,17 +497,17 @@ def report(results: list[Result], setups: list[Setup] = SETUPS) -> list[str]:
         f"gateway as deployed: access log and metrics on, RATE_LIMIT={RATE_LIMIT} (counted, "
         "never refusing one load generator)",
         "",
-        "| scenario | conns | vs bare app | req/s (median) | p50 ms | p99 ms | p99/p50 | errors "
-        "| vs direct upstream | vs ideal |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | conns | vs bare app | req/s (median) | CPU µs/req | p50 ms | p99 ms "
+        "| p99/p50 | errors | vs direct upstream | vs ideal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         vs_ideal = f"{100 * r.requests_per_s / r.ideal_rps:.0f} %" if r.ideal_rps else ""
         tail = f"{r.p99_ms / r.p50_ms:.1f}" if r.p50_ms else ""
         lines.append(
             f"| {r.scenario} | {r.connections} | {against_bare(r, bare)} | "
-            f"{r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {tail} | {r.errors} | "
-            f"{comparison(r, direct)} | {vs_ideal} |"
+            f"{r.requests_per_s:,.0f} | {r.cpu_us:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+            f"{tail} | {r.errors} | {comparison(r, direct)} | {vs_ideal} |"
         )
     lines.append("")
     for setup in setups:
@@ -605,7 +615,16 @@ def main() -> None:
     cold = coldstart.measure()
     print("identical concurrent streams ...", flush=True)
     herds = herd.measure()
-    lines = report(results) + ["", *coldstart.report(cold), "", *herd.report(herds)]
+    print("CPU per request against the anchors ...", flush=True)
+    against = ratios.run(rounds=3, seconds=4)
+    lines = report(results) + [
+        "",
+        *ratios.report(against),
+        "",
+        *coldstart.report(cold),
+        "",
+        *herd.report(herds),
+    ]
     print()
     print("\n".join(lines))
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -618,6 +637,7 @@ def main() -> None:
                 "rss_mb": [s.rss_mb for s in SETUPS],
                 "cold_start": [asdict(c) for c in cold],
                 "identical_streams": [asdict(h) for h in herds],
+                "cpu_per_request": against,
                 "report": lines,
             },
             indent=2,

@@ -41,6 +41,7 @@ from bench.coldstart import _free_port
 RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("access log", "/logging/", None),
     ("access log", "/proxy/observe/logs.py", None),
+    ("access log", "/proxy/observe/access_log.py", None),
     ("metrics", "/prometheus_client/", None),
     ("metrics", "/proxy/observe/metrics.py", None),
     ("guard and rate limit", "/proxy/access/", None),
@@ -51,6 +52,7 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
         frozenset({"parse_chat_request", "translate_validation_error"}),
     ),  # fmt: skip
     ("body parsing and validation", "/proxy/routes/common.py", frozenset({"read_json_body"})),
+    ("body parsing and validation", "/proxy/routes/plans.py", None),
     ("body parsing and validation", "/pydantic", None),
     ("request and prompt building", "/proxy/routes/bodies.py", None),
     ("request and prompt building", "/proxy/core/prompts.py", None),
