@@ -255,6 +255,10 @@ class HTTPUpstream:
             else:
                 return b"".join(chunks)
         resp.close()  # the rest is not read: the connection is not reused
+        # Freed now, not when the error (whose traceback holds this frame) is: the error is
+        # answered, logged and counted in the meantime, and memory freed after that stays
+        # with the process.
+        chunks.clear()
         raise UpstreamBadResponse(
             f"the upstream's answer to {what} is over {limit} bytes", code="upstream_too_large"
         )

@@ -74,15 +74,23 @@ class LastErrorMiddleware:
 
         try:
             await self.app(scope, receive, send if record is not None else tracking_send)
+            return
         except Exception as exc:
             if record is not None:
                 started = record.responded
             request_id = request_id_of(scope)
-            if isinstance(exc, GatewayError):
-                error = exc
-            else:
+            if not isinstance(exc, GatewayError):
                 logger.exception("unhandled error in request %s", request_id)
-                error = GatewayError("internal error; the request id is in the logs")
             if started:
                 return  # too late for a status; the connection simply ends
-            await render_error(error, scope, request_id)(scope, receive, send)
+            # Rendered here, sent after the block: no local of this frame, which is in the
+            # exception's traceback, may keep the exception (a cycle that would hold every
+            # frame of the failed call, and what they read, until the collector runs).
+            response = render_error(
+                exc
+                if isinstance(exc, GatewayError)
+                else GatewayError("internal error; the request id is in the logs"),
+                scope,
+                request_id,
+            )
+        await response(scope, receive, send)
