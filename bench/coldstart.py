@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = b'{"inputs": "How can I sleep better?"}'
-TARGET = 2.0  # the gateway's cold start, at most this many times the floor
+TARGET = 2.0  # the gateway's cold start in test mode, at most this many times the floor
+UPSTREAM_TARGET = 1.15  # with an upstream, at most this many times the floor plus aiohttp
 FLOOR = "import uvicorn and Starlette (floor)"
 # The floor plus the HTTP client every real upstream needs: aiohttp builds two TLS contexts
 # (the system's CA bundle parsed twice) when it is imported.
@@ -135,10 +136,19 @@ def report(results: list[ColdStart]) -> list[str]:
     floor = results[0].median_ms
     lines = ["| cold start: process start to first answer | median ms | vs the floor | target |",
              "|---|---|---|---|"]  # fmt: skip
+    with_aiohttp = next((r.median_ms for r in results if r.name == WITH_AIOHTTP), floor)
     for result in results:
         ratio = result.median_ms / floor
-        target = "" if not result.name.startswith("gateway") else (
-            f"≤ {TARGET:g}×: {'met' if ratio <= TARGET else 'missed'}")  # fmt: skip
+        target = ""
+        if result.name.startswith("gateway"):
+            # Test mode against the floor; with an upstream against the floor plus aiohttp,
+            # which every real upstream needs.
+            upstream = "test mode" not in result.name
+            base, limit = (with_aiohttp, UPSTREAM_TARGET) if upstream else (floor, TARGET)
+            own = result.median_ms / base
+            against = "the floor + aiohttp" if upstream else "the floor"
+            verdict = "met" if own <= limit else "missed"
+            target = f"≤ {limit:g}× {against}: {own:.2f}×, {verdict}"
         lines.append(f"| {result.name} | {result.median_ms:,.0f} | {ratio:.2f}× | {target} |")
     return lines
 
