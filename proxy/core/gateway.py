@@ -145,8 +145,7 @@ class Gateway:
         return entry
 
     def key_of(self, req: GenerationRequest) -> str | None:
-        """The cache key of ``req`` (None without a cache): a caller that keeps requests
-        passes it with them, so it is not computed again."""
+        """``req``'s cache key (None without a cache), for a caller that keeps requests."""
         return cache_key(req, self.upstream.identity) if self.cache is not None else None
 
     async def generate(
@@ -257,10 +256,7 @@ class Gateway:
         self, req: GenerationRequest, policy: CachePolicy, *, key: str | None = None
     ) -> ServedStream:
         """Chunks: a cached reply replayed, or the upstream's stream, stored when complete
-        (``key`` as for ``generate``).
-
-        Close the iterator to cancel the upstream call.
-        """
+        (``key`` as for ``generate``). Close the iterator to cancel the upstream call."""
         served, flight = await self._open_stream(req, policy, key)
         if req.stop:
             served.chunks = stop_stream(served.chunks, req.stop)
