@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TextIO
 
 import orjson
 
@@ -52,20 +53,36 @@ class AccessLog:
     ) -> None:
         message = f"{request_id} {method} {route} {status} {elapsed * 1000:.1f}ms {cache}"
         handler = logs.installed
-        formatter = handler.formatter if handler is not None else None
-        if handler is None or not isinstance(formatter, Formatter) or not _installed_only(handler):
-            fields = _fields(request_id, method, route, status, elapsed, cache, upstream,
-                             trace_id, upstream_seconds)  # fmt: skip
+        json: JSONFormatter | None = None  # set when the line goes straight to ``handler``
+        if handler is not None and isinstance(handler.formatter, Formatter):
+            formatter = handler.formatter
+            if _installed_only(handler):
+                if not isinstance(formatter, JSONFormatter):
+                    self._emit(handler, f"{formatter.stamp(time.time())} INFO {NAME}: {message}")
+                    return
+                json = formatter
+        fields = {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "cache": cache,
+            "upstream": upstream,
+            "duration_ms": round(elapsed * 1000, 2),
+            "trace_id": trace_id,
+            "upstream_ms": (
+                round(upstream_seconds * 1000, 2) if upstream_seconds is not None else None
+            ),
+        }
+        if handler is None or json is None:
             logger.info(message, extra={"access": fields})
             return
-        created = time.time()
-        if isinstance(formatter, JSONFormatter):
-            entry = formatter.head(created, "info", NAME)
-            entry.update(_fields(request_id, method, route, status, elapsed, cache, upstream,
-                                 trace_id, upstream_seconds))  # fmt: skip
-            line = orjson.dumps(entry).decode()
-        else:
-            line = f"{formatter.stamp(created)} INFO {NAME}: {message}"
+        entry = json.head(time.time(), "info", NAME)
+        entry.update(fields)
+        self._emit(handler, orjson.dumps(entry).decode())
+
+    @staticmethod
+    def _emit(handler: logging.StreamHandler[TextIO], line: str) -> None:
         handler.acquire()
         try:
             handler.stream.write(line + handler.terminator)
@@ -74,27 +91,3 @@ class AccessLog:
             pass
         finally:
             handler.release()
-
-
-def _fields(
-    request_id: str,
-    method: str,
-    route: str,
-    status: int,
-    elapsed: float,
-    cache: str,
-    upstream: str,
-    trace_id: str | None,
-    upstream_seconds: float | None,
-) -> dict[str, object]:
-    return {
-        "request_id": request_id,
-        "method": method,
-        "route": route,
-        "status": status,
-        "cache": cache,
-        "upstream": upstream,
-        "duration_ms": round(elapsed * 1000, 2),
-        "trace_id": trace_id,
-        "upstream_ms": round(upstream_seconds * 1000, 2) if upstream_seconds is not None else None,
-    }

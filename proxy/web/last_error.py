@@ -65,15 +65,18 @@ class LastErrorMiddleware:
             return
         record = current_record()  # the observing layer's, which notes the response's start
         started = False
+        tracked = send
+        if record is None:  # no observing layer: note the start here
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            async def tracking_send(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                await send(message)
 
+            tracked = tracking_send
         try:
-            await self.app(scope, receive, send if record is not None else tracking_send)
+            await self.app(scope, receive, tracked)
             return
         except Exception as exc:
             if record is not None:
