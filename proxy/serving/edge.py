@@ -29,9 +29,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from proxy.config.settings import Settings
+from proxy.serving.cycle import EdgeCycle
 
 logger = logging.getLogger("proxy.edge")
 
@@ -307,6 +308,11 @@ class EdgeProtocol(HttpToolsProtocol):
         self.in_head = False
         self.body_active_at = self.body_started = time.monotonic()
         super().on_headers_complete()
+        cycle = self.cycle
+        if type(cycle) is RequestResponseCycle:
+            # uvicorn builds its own cycle class by name; its task looks up ``send`` only
+            # when it first runs, so the cycle becomes one that writes in fewer steps.
+            cycle.__class__ = EdgeCycle
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers a parser error with 400; a head refused above is a 431.
