@@ -1,8 +1,9 @@
 """The access log: one line per request, as text or JSON (LOG_FORMAT).
 
 While the handler ``logs.configure_logging`` installed is all the ``proxy.access`` logger
-reaches (as deployed), a line is formatted here and written to it straight away: the same
-text its formatter would write, without a ``LogRecord`` per request. Any other set-up (a
+reaches (as deployed), a line is formatted here and handed to it (``LineHandler.write_soon``:
+the lines of one event-loop turn in one write): the same text its formatter would write,
+without a ``LogRecord`` per request. Any other set-up (a
 handler of an embedding app's, pytest's capture, a filter) gets ordinary records.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TextIO
 
 import orjson
 
@@ -58,7 +58,7 @@ class AccessLog:
             formatter = handler.formatter
             if _installed_only(handler):
                 if not isinstance(formatter, JSONFormatter):
-                    self._emit(handler, f"{formatter.stamp(time.time())} INFO {NAME}: {message}")
+                    handler.write_soon(f"{formatter.stamp(time.time())} INFO {NAME}: {message}")
                     return
                 json = formatter
         fields = {
@@ -79,15 +79,4 @@ class AccessLog:
             return
         entry = json.head(time.time(), "info", NAME)
         entry.update(fields)
-        self._emit(handler, orjson.dumps(entry).decode())
-
-    @staticmethod
-    def _emit(handler: logging.StreamHandler[TextIO], line: str) -> None:
-        handler.acquire()
-        try:
-            handler.stream.write(line + handler.terminator)
-            handler.flush()
-        except Exception:  # as StreamHandler.emit: a broken stderr fails no request
-            pass
-        finally:
-            handler.release()
+        handler.write_soon(orjson.dumps(entry).decode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -97,3 +98,39 @@ def test_a_filter_on_the_access_logger_is_obeyed(install: Install) -> None:
     finally:
         access_log.logger.removeFilter(dropped)
     assert stderr.getvalue() == ""
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_one_turn_of_lines_is_one_write_in_order(
+    install: Install, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines written in one event-loop turn reach stderr together as the turn ends; a record
+    logged after them comes after them, and nothing is left behind."""
+    install("info", "text")
+    assert logs.installed is not None
+    stream = CountingStream()
+    monkeypatch.setattr(logs.installed, "stream", stream)
+    for request_id in ("r1", "r2", "r3"):
+        AccessLog().write(request_id, *ARGS[1:])
+    assert stream.getvalue() == ""  # not yet: the turn has not ended
+    await asyncio.sleep(0)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" INFO proxy.access: ")[1].split()[0] for line in lines] == [
+        "r1", "r2", "r3"]  # fmt: skip
+    assert stream.writes == 1
+    AccessLog().write("r4", *ARGS[1:])
+    logging.getLogger("proxy.app").warning("after r4")
+    lines = stream.getvalue().splitlines()
+    assert "r4" in lines[3] and lines[4].endswith("proxy.app: after r4")
+    AccessLog().write("r5", *ARGS[1:])
+    logs.installed.flush()  # as logging.shutdown does at exit
+    assert stream.getvalue().splitlines()[-1].split(": ")[1].startswith("r5 POST")
