@@ -317,11 +317,16 @@ class HTTPUpstream:
         time; None: the caller bounds the call). Until output starts, ``wait_until`` is the
         first-token deadline, and missing it is ``upstream_first_token_timeout``; after,
         it is the call's ``deadline``, and missing it is the call's own TimeoutError."""
+        content = resp.content
+        # What has arrived needs no wait, so no timer (an error the stream met is raised).
+        chunk = content.read_nowait()
+        if chunk or content.at_eof():
+            return chunk
         if wait_until is None:
-            return await resp.content.readany()
+            return await content.readany()
         try:
             async with asyncio.timeout_at(wait_until):
-                return await resp.content.readany()
+                return await content.readany()
         except TimeoutError:
             if wait_until == deadline:
                 raise
