@@ -28,14 +28,13 @@ FACTORY = "proxy.serving:app_from_environment"
 
 
 def _built(settings: Settings) -> Starlette:
-    """The app, built with the collector paused; then what start-up built, long-lived and
-    never needing collection, is frozen, and a higher first threshold keeps the collector off
+    """The app, built with the collector paused (and what start-up built, long-lived and
+    never needing collection, frozen); then a higher first threshold keeps the collector off
     the per-request path (many short-lived allocations per request)."""
     from proxy.app import create_app
 
     with collector_paused():
         app = create_app(settings)
-    gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     return app
 

@@ -3,7 +3,7 @@
 Importing the gateway and building its app allocate many objects (pydantic's schemas, the
 dataclasses, the modules) and free few, so the collector's passes during start-up find almost
 nothing (measured: about 12 ms of some 290 to import the gateway and uvicorn). They are
-paused while the gateway starts; ``serving`` then freezes what start-up built and sets the
+paused while the gateway starts, and what start-up built is frozen; ``serving`` then sets the
 thresholds it serves with.
 """
 
@@ -16,11 +16,16 @@ from contextlib import contextmanager
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """No automatic collection inside; the collector's state as it was afterwards."""
+    """No automatic collection inside; then what was built is frozen (kept out of every
+    later collection) and the collector's state is as it was. Frozen, not left in the
+    youngest generation: with the collector off, everything start-up allocated is there, and
+    the first collection after it would walk it all (measured: 12 ms, 5 % of a cold start),
+    to free almost nothing; Python's ``gc.freeze`` documentation describes this use."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         if enabled:
             gc.enable()
