@@ -130,3 +130,13 @@ async def test_a_client_gone_before_the_body_gets_nothing_more() -> None:
     cycle.disconnected = True
     await cycle.send(body(b"x" * 11))  # type: ignore[arg-type]
     assert transport.writes == [] and not completed
+
+
+async def test_every_byte_in_a_name_or_value_is_judged_as_uvicorn_judges_it() -> None:
+    for code in range(256):
+        byte = bytes([code])
+        for header in ((b"x-" + byte, b"1"), (b"x-a", b"v" + byte + b"w")):
+            messages = [start([*JSON, header]), body(b"x" * 11)]
+            ours = await written(EdgeCycle, messages)
+            theirs = await written(RequestResponseCycle, messages)
+            assert (b"".join(ours[0]), *ours[1:]) == (b"".join(theirs[0]), *theirs[1:]), header
