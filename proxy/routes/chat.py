@@ -8,7 +8,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy.context import AppContext
@@ -29,6 +29,7 @@ from proxy.routes.common import (
 )
 from proxy.routes.plans import Plans
 from proxy.routes.replies import ChatReply, DoneEvent
+from proxy.web.event_stream import EventStream
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply
 from proxy.web.responses import JSONResponse, error_body
@@ -179,7 +180,7 @@ async def chat(scope: Scope, receive: Receive, plans: Plans[ChatPlan]) -> Respon
             served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
         )
         events = _events(served_stream.chunks, req, request_id_of(scope), served_stream.upstream)
-        return StreamingResponse(
+        return EventStream(
             events, media_type="text/event-stream", headers={**SSE_HEADERS, **cache_headers}
         )
     served = await ctx.gateway.generate(req, policy, key=plan.key)

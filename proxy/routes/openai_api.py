@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy.context import AppContext, context_of
@@ -45,6 +45,7 @@ from proxy.routes.common import (
 )
 from proxy.routes.plans import Plans
 from proxy.routes.replies import ChatCompletion, OpenAIModel, OpenAIModelList
+from proxy.web.event_stream import EventStream
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply, documented
 from proxy.web.responses import JSONResponse, openai_error_body, openai_error_response
@@ -260,7 +261,7 @@ class CompletionsEndpoint:
             cache = cache_headers_of(
                 served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
             )
-            return StreamingResponse(
+            return EventStream(
                 frames, media_type="text/event-stream", headers={**SSE_HEADERS, **cache}
             )
         served = await ctx.gateway.generate(req, policy, key=plan.key)

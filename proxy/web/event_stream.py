@@ -1,0 +1,66 @@
+"""A streamed response that stops when its client leaves, with one task of its own.
+
+Starlette's ``StreamingResponse``, on an ASGI 2.3 server such as uvicorn, runs the body and a
+listener for the client's disconnect in an anyio task group: per response a task group, two
+tasks and their cancel scopes. ``EventStream`` streams in the request's own task and waits
+for the disconnect in one plain asyncio task; when the client leaves, the streaming task is
+cancelled, the body iterator closed at once (so the upstream call behind it ends now, not
+when the collector finds it), and the cancellation absorbed, as the task group would absorb
+it. Everything else (headers, frames, an ASGI 2.4 server's path) is Starlette's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+
+class EventStream(StreamingResponse):
+    """``StreamingResponse``, cancelled by its client's disconnect without a task group."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        spec = scope.get("asgi", {}).get("spec_version", "2.0")
+        if task is None or scope["type"] != "http" or self.background or _at_least_2_4(spec):
+            await super().__call__(scope, receive, send)
+            return
+        left = False  # the client left before the last frame was sent
+        done = False  # the last frame was sent: a disconnect now is the end of the response
+        absorbed = False  # the cancellation that ``left`` caused was caught here
+
+        async def listen() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not done:
+                left = True
+                task.cancel()
+
+        listener = asyncio.get_running_loop().create_task(listen())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            absorbed = True
+            if task.uncancel() > 0:
+                raise  # cancelled from elsewhere too (a shutdown, a deadline)
+            await self._close_body()
+        finally:
+            done = True
+            listener.cancel()
+            if left and not absorbed:  # the body caught the cancellation: undo its count
+                task.uncancel()
+
+    async def _close_body(self) -> None:
+        close = getattr(self.body_iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _at_least_2_4(spec: str) -> bool:
+    """Whether an ASGI spec version says ``send`` raises once the client has gone."""
+    major, _, minor = spec.partition(".")
+    return (int(major), int(minor or 0)) >= (2, 4)
