@@ -76,6 +76,8 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("JSON reply", "/proxy/web/responses.py", None),
     ("JSON reply", "/proxy/routes/replies.py", None),
     ("edge protocol (head and body limits, deadlines)", "/proxy/serving/edge.py", None),
+    # The response writing that stands in for uvicorn's own send.
+    ("server and event loop (the bare app's too)", "/proxy/serving/cycle.py", None),
     ("middleware, routing and handler", "/proxy/", None),
     ("middleware, routing and handler", "/starlette/", None),
     ("server and event loop (the bare app's too)", "/uvicorn/", None),

@@ -16,6 +16,8 @@ def test_the_innermost_recognised_frame_decides() -> None:
     assert layer_of([LOOP, MIDDLEWARE, LOG]) == "access log"  # not the middleware calling it
     assert layer_of([LOOP, MIDDLEWARE]) == "middleware, routing and handler"
     assert layer_of([LOOP]) == "server and event loop (the bare app's too)"
+    writing = "send (/srv/app/proxy/serving/cycle.py:40)"  # uvicorn's send, in fewer steps
+    assert layer_of([LOOP, MIDDLEWARE, writing]) == "server and event loop (the bare app's too)"
     assert layer_of([LOOP, MIDDLEWARE, KEY]) == "cache key"  # by the function, in cache.py
     assert layer_of([LOOP, MIDDLEWARE, LOOKUP]) == "cache lookup and store"
     assert layer_of(["f (/srv/elsewhere.py:1)"]) == "other"

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -52,24 +51,21 @@ class ResilientUpstream:
         self._stage = stage
         self.attempts: Attempts | None = None  # set when tracing is on: a span per call
 
-    @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of MAX_CONCURRENCY upstream calls; waits up to QUEUE_TIMEOUT for it."""
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self._queue_timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise GatewayBusy(
-                    "the gateway is at its limit of concurrent generations; retry shortly",
-                    retry_after=max(1, round(self._queue_timeout)),
-                ) from None
-        else:
+    async def _take_slot(self) -> None:
+        """One of MAX_CONCURRENCY upstream calls (``_slots.release()`` gives it back); waits
+        up to QUEUE_TIMEOUT for it. A call and a ``finally``, not a context manager: this is
+        on every generation's path, and a generator-based one costs several times more."""
+        if not self._slots.locked():
             await self._slots.acquire()
+            return
         try:
-            yield
-        finally:
-            self._slots.release()
+            async with asyncio.timeout(self._queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise GatewayBusy(
+                "the gateway is at its limit of concurrent generations; retry shortly",
+                retry_after=max(1, round(self._queue_timeout)),
+            ) from None
 
     def breaker_for(self, model: str) -> CircuitBreaker:
         breaker = self._breakers.get(model)
@@ -115,15 +111,16 @@ class ResilientUpstream:
         probe = breaker.admit()
         record = current_record()
         try:
-            async with self._slot():
-                started = time.perf_counter()
-                try:
-                    generation = await self.inner.generate(req)
-                finally:
-                    elapsed = time.perf_counter() - started
-                    self._metrics.upstream_seconds.observe(elapsed)
-                    if record is not None:
-                        record.upstream_seconds = elapsed
+            await self._take_slot()
+            started = time.perf_counter()
+            try:
+                generation = await self.inner.generate(req)
+            finally:
+                self._slots.release()
+                elapsed = time.perf_counter() - started
+                self._metrics.upstream_seconds.observe(elapsed)
+                if record is not None:
+                    record.upstream_seconds = elapsed
         except GatewayError as exc:
             error = await self._failed(exc, probe, breaker)
             if error is exc:
@@ -142,7 +139,8 @@ class ResilientUpstream:
         record = current_record()
         first = True
         try:
-            async with self._slot():
+            await self._take_slot()
+            try:
                 started = time.perf_counter()
                 chunks = self.inner.stream(req)
                 try:
@@ -160,6 +158,8 @@ class ResilientUpstream:
                     self._metrics.upstream_seconds.observe(elapsed)
                     if record is not None:  # the whole stream, for the overhead metric
                         record.upstream_seconds = elapsed
+            finally:
+                self._slots.release()
         except GatewayError as exc:
             error = await self._failed(exc, probe, breaker)
             if error is exc:
