@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 from proxy.serving.startup import collector_paused
 
@@ -22,3 +24,18 @@ def test_what_start_up_built_is_frozen_and_the_collector_is_back() -> None:
         gc.unfreeze()
         if not enabled:
             gc.disable()
+
+
+def test_nothing_is_frozen_when_the_interpreter_tears_down() -> None:
+    # A hook registered before the gateway's import runs after the gateway's own exit hooks.
+    probe = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('frozen at teardown:', gc.get_freeze_count()))\n"
+        "import proxy\n"
+        "proxy.create_app(proxy.Settings())\n"
+        "assert gc.get_freeze_count() > 0\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "frozen at teardown: 0"
