@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 
 from proxy.errors import UpstreamBadResponse, UpstreamDisconnected
+from proxy.upstreams.body_reads import BodyReader
 from proxy.upstreams.gradio_data import follow_data
 from proxy.upstreams.gradio_errors import app_error
 from proxy.upstreams.gradio_plan import EndpointPlan
@@ -94,13 +95,13 @@ class GradioQueue(HTTPUpstream):
 
     async def _output_events(
         self,
-        resp: aiohttp.ClientResponse,
+        reader: BodyReader,
         decoder: SSEDecoder,
         wait_until: float | None,
         deadline: float | None,
     ) -> list[tuple[str, str]]:
         """The output events in the stream's next chunk (maybe none); raises at its end."""
-        chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
+        chunk = await self.next_chunk(reader, wait_until=wait_until, deadline=deadline)
         if not chunk:
             raise UpstreamDisconnected("the upstream closed the result stream before completing")
         return [(e, r) for e, r in decoder.feed(chunk) if e in OUTPUT_EVENTS]
@@ -121,12 +122,17 @@ class GradioQueue(HTTPUpstream):
         async with self.session.get(url) as resp:
             if resp.status != 200:
                 raise status_error(resp.status, resp.headers, f"GET {plan.call_path}/<id>")
+            reader = BodyReader(resp)
             decoder = SSEDecoder()
-            while True:
-                for event, raw in await self._output_events(resp, decoder, wait_until, deadline):
-                    payload = self._payload(event, raw)
-                    if event == "complete":
-                        return payload
+            try:
+                while True:
+                    events = await self._output_events(reader, decoder, wait_until, deadline)
+                    for event, raw in events:
+                        payload = self._payload(event, raw)
+                        if event == "complete":
+                            return payload
+            finally:
+                reader.release()
 
     async def _stop(self, plan: EndpointPlan, call: CallState) -> None:
         """After an answer cut at its budget, ask the Space to stop the generation still
@@ -171,7 +177,7 @@ class GradioQueue(HTTPUpstream):
         path = plan.answer_path
         result_path = f"GET {path}/<id>"
 
-        async def open_once() -> tuple[aiohttp.ClientResponse, SSEDecoder, list[tuple[str, str]]]:
+        async def open_once() -> tuple[BodyReader, SSEDecoder, list[tuple[str, str]]]:
             """Submit, open the result stream and read it to its first event: everything up
             to there may be retried, since the Space has produced nothing yet (a full queue
             or a busy GPU said in an error event included)."""
@@ -191,6 +197,7 @@ class GradioQueue(HTTPUpstream):
                 )
             except Exception as exc:
                 raise before_output(self._translate(exc)) from None
+            reader = BodyReader(resp)
             try:
                 if resp.status != 200:
                     raise status_error(resp.status, resp.headers, result_path)
@@ -198,22 +205,22 @@ class GradioQueue(HTTPUpstream):
                     raise UpstreamBadResponse("the upstream's result is not an event stream")
                 decoder = SSEDecoder()
                 while not (
-                    found := await self._output_events(resp, decoder, first_deadline, deadline)
+                    found := await self._output_events(reader, decoder, first_deadline, deadline)
                 ):
                     pass  # heartbeats and other events: no output yet
                 if found[0][0] == "error":
                     self._payload(*found[0])  # raises the Space's error
-                return resp, decoder, found
+                return reader, decoder, found
             except Exception as exc:
-                resp.release()
+                reader.release()
                 raise before_output(self._translate(exc)) from None
             except BaseException:  # cancelled (the client left, a deadline): release it too
-                resp.release()
+                reader.release()
                 raise
 
         with self.translated():
             async with asyncio.timeout_at(deadline):
-                resp, decoder, first = await with_retries(
+                reader, decoder, first = await with_retries(
                     open_once,
                     retries=self._retries,
                     deadline=retry_deadline,
@@ -232,8 +239,8 @@ class GradioQueue(HTTPUpstream):
                             yield event, payload
                             return
                         yield event, payload
-                    pending = await self._output_events(resp, decoder, deadline, deadline)
+                    pending = await self._output_events(reader, decoder, deadline, deadline)
             finally:
                 # Back to the pool when fully read; aiohttp closes it when it is not, which
                 # is also how an abandoned stream is cancelled at the Space.
-                resp.release()
+                reader.release()

@@ -4,7 +4,6 @@ statuses and transport failures onto the gateway's errors (the retries before ou
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.observe.redaction import Redactor
+from proxy.upstreams.body_reads import BodyReader, ReadExpired
 from proxy.upstreams.retries import RETRY_AFTER_MAX
 
 DEFAULT_RETRY_AFTER = {429: 30, 503: 10}
@@ -311,25 +311,17 @@ class HTTPUpstream:
             raise error from None
 
     async def next_chunk(
-        self, resp: aiohttp.ClientResponse, *, wait_until: float | None, deadline: float | None
+        self, reader: BodyReader, *, wait_until: float | None, deadline: float | None
     ) -> bytes:
-        """The next chunk of ``resp``'s body (``b""`` at its end), by ``wait_until`` (loop
+        """The next chunk of ``reader``'s body (``b""`` at its end), by ``wait_until`` (loop
         time; None: the caller bounds the call). Until output starts, ``wait_until`` is the
         first-token deadline, and missing it is ``upstream_first_token_timeout``; after,
         it is the call's ``deadline``, and missing it is the call's own TimeoutError."""
-        content = resp.content
-        # What has arrived needs no wait, so no timer (an error the stream met is raised).
-        chunk = content.read_nowait()
-        if chunk or content.at_eof():
-            return chunk
-        if wait_until is None:
-            return await content.readany()
         try:
-            async with asyncio.timeout_at(wait_until):
-                return await content.readany()
-        except TimeoutError:
+            return await reader.read(wait_until)
+        except ReadExpired:
             if wait_until == deadline:
-                raise
+                raise TimeoutError from None
             raise UpstreamTimeout(
                 f"no first token from the upstream within {self._first_token_timeout:g} s",
                 code="upstream_first_token_timeout",

@@ -16,6 +16,7 @@ from proxy.errors import (
     GatewayError,
     UpstreamBadResponse,
 )
+from proxy.upstreams.body_reads import BodyReader
 from proxy.upstreams.http import HTTPUpstream, status_error
 from proxy.upstreams.retries import before_output, with_retries
 from proxy.upstreams.sse import SSEDecoder
@@ -87,11 +88,12 @@ class JSONUpstream(HTTPUpstream):
                     {"Content-Type": "application/json", "Accept": "text/event-stream"},
                     first_deadline,
                 )
+            reader = BodyReader(resp)
             try:
                 decoder = SSEDecoder()
                 wait_until = first_deadline
                 while True:
-                    chunk = await self.next_chunk(resp, wait_until=wait_until, deadline=deadline)
+                    chunk = await self.next_chunk(reader, wait_until=wait_until, deadline=deadline)
                     wait_until = deadline
                     if not chunk:
                         return
@@ -105,7 +107,7 @@ class JSONUpstream(HTTPUpstream):
                                 "the upstream sent an event that is not JSON"
                             ) from None
             finally:
-                resp.release()
+                reader.release()
 
     async def ready(self) -> Readiness:
         try:
