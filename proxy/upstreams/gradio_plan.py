@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.errors import UpstreamBadResponse
@@ -139,6 +139,16 @@ class EndpointPlan:
     follow: FollowUp | None = None
     # The event's index in the app (Gradio's fn_index): what POST {prefix}/cancel names.
     fn_index: int | None = None
+    # What follows from the fields, worked out once: each call asks.
+    taken: frozenset[Source] = field(init=False, repr=False, compare=False)
+    not_taken: tuple[Source, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        taken = frozenset(p.source for p in self.params if p.source is not None)
+        object.__setattr__(self, "taken", taken)
+        # The generation fields this endpoint has no parameter for.
+        not_taken = tuple(f for f in GENERATION_FIELDS if f not in taken)
+        object.__setattr__(self, "not_taken", not_taken)
 
     @property
     def call_path(self) -> str:
@@ -162,12 +172,7 @@ class EndpointPlan:
         return self.follow.fn_index if self.follow is not None else self.fn_index
 
     def takes(self, source: Source) -> bool:
-        return any(p.source == source for p in self.params)
-
-    @property
-    def not_taken(self) -> tuple[Source, ...]:
-        """The generation fields this endpoint has no parameter for."""
-        return tuple(f for f in GENERATION_FIELDS if not self.takes(f))
+        return source in self.taken
 
     def describe(self) -> list[str]:
         """``inspect``'s account of the plan: the kind, each parameter, what is not taken."""
