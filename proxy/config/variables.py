@@ -102,7 +102,9 @@ class Variables(BaseModel):
         64 * 1024 * 1024, ge=1024, description="Most bytes of replies in the memory cache."
     )
     cache_lock_timeout: float = Field(
-        15.0, gt=0, description="Seconds an instance waits for another's identical generation."
+        15.0,
+        gt=0,
+        description="Seconds a dead instance's single-flight lock outlives it (Redis).",
     )
     redis_url: str | None = Field(None, description="Share cache and locks through Redis.")
     redis_prefix: str = Field("proxy", min_length=1, description="Prefix of our Redis keys.")

@@ -8,7 +8,6 @@ through the cache backend's lock and, for streams, its channel (``shared_flights
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -27,6 +26,7 @@ from proxy.core.cache import (
 from proxy.core.flights import Flights
 from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.core.shared_flights import shared_source
+from proxy.core.shared_locks import entry_of_other, lock_kept
 from proxy.core.stops import stop_generation, stop_stream
 from proxy.core.stream_flights import StreamFlight, StreamFlights, rebuilt
 from proxy.core.streams import primed, replayed
@@ -45,8 +45,6 @@ logger = logging.getLogger("proxy.gateway")
 CacheStatus = Literal["HIT", "MISS", "BYPASS", "JOINED"]
 # Cache trouble is logged at most this often, however many requests it affects.
 WARN_INTERVAL = 30.0
-# How often an instance waiting for another one's identical generation looks for it.
-LOCK_POLL_INTERVAL = 0.05
 FALLBACK_LABEL = "mock-fallback"
 
 
@@ -219,7 +217,8 @@ class Gateway:
         try:
             token = await self.cache.lock(key)
             if token is None:
-                entry = await self._wait_for_other(key)
+                # Bounded by the generation's own bound: a live leader renews its lock.
+                entry = await entry_of_other(self.cache, key, timeout=self._flight_timeout)
                 if entry is not None:
                     return Served(entry.generation(), "HIT", entry.age())
                 token = await self.cache.lock(key)
@@ -227,7 +226,13 @@ class Gateway:
             self._cache_failed(exc)
             return Served(await self._generate(req), "BYPASS")
         try:
-            generation = await self._generate(req)
+            if token is None:  # another instance took the lock again: generate regardless
+                generation = await self._generate(req)
+            else:
+                shared = cast(SharedCache, self.cache)
+                ttl, failed = self._lock_timeout, self._cache_failed
+                async with lock_kept(shared, key, token, ttl=ttl, on_failure=failed):
+                    generation = await self._generate(req)
             try:
                 await self._store(key, generation)
             except CacheUnavailable as exc:
@@ -237,20 +242,6 @@ class Gateway:
         finally:
             if token is not None:
                 await self.cache.unlock(key, token)
-
-    async def _wait_for_other(self, key: str) -> CachedGeneration | None:
-        """Wait, bounded, while another instance generates ``key``: its entry, or None when
-        its lock is gone without one (it failed or died) or the wait ran out."""
-        assert self.cache is not None
-        deadline = time.monotonic() + self._lock_timeout
-        while time.monotonic() < deadline:
-            await asyncio.sleep(LOCK_POLL_INTERVAL)
-            entry = await self.cache.get(key)
-            if entry is not None:
-                return entry
-            if not await self.cache.locked(key):
-                return None
-        return None
 
     async def stream(
         self, req: GenerationRequest, policy: CachePolicy, *, key: str | None = None

@@ -3,6 +3,7 @@ Gradio app that counts its calls."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer, audited_client
 from tests.support.processes import Gateway, clean_env, gateway_command, running
 from tests.support.redis_server import RedisServer
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import free_port, wait_for, wait_until
 from tests.support.spy import SpyUpstream
 
 pytestmark = pytest.mark.e2e
@@ -169,3 +170,23 @@ async def test_a_waiter_proceeds_when_the_lock_holder_died(
     assert (response.status_code, response.headers["x-cache"]) == (200, "MISS")
     assert spy.calls == 1
     assert 0.8 < waited < 4  # it waited for the dead lock to expire, not for the whole bound
+
+
+async def test_a_generation_longer_than_the_locks_life_is_made_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader renews its lock while it generates, so another instance keeps waiting for
+    the entry instead of generating it too once CACHE_LOCK_TIMEOUT has passed."""
+    spy = SpyUpstream(delay=1.6)  # more than three times the lock's time to live
+    monkeypatch.setattr("proxy.app.build_upstream", lambda settings: spy)
+    body = {"inputs": f"How long should a nap be? {uuid.uuid4().hex[:8]}"}
+    settings = {"redis_url": redis_server.url, "cache_lock_timeout": 0.5}
+    redis = redis_server.client()
+    async with gateway_client(**settings) as a, gateway_client(**settings) as b:
+        leader = asyncio.create_task(a.post("/api/chat", json=body))
+        await wait_for(lambda: redis.keys("proxy:v1:lock:*"), timeout=5, what="A's lock")
+        follower = await b.post("/api/chat", json=body)
+        first = await leader
+    assert spy.calls == 1
+    assert (first.headers["x-cache"], follower.headers["x-cache"]) == ("MISS", "HIT")
+    assert follower.json()["generated_text"] == first.json()["generated_text"]
