@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,7 @@ import proxy.serverless as serverless
 from proxy import Settings, create_app
 from proxy.serverless import OnDemand, lambda_handler
 from tests.support.audit import AUDIT
-from tests.support.processes import ROOT, clean_env, running
+from tests.support.processes import clean_env, python_output, running
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -44,11 +43,7 @@ asyncio.run(main())
 def imported_after_one_request(**env: str) -> set[str]:
     """The top-level modules a fresh process has imported, once it served a request."""
     probe = SERVE_ONE + "import sys\nprint(' '.join({m.split('.')[0] for m in sys.modules}))"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, env=clean_env(**env),
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return set(out.split())
+    return set(python_output(probe, env=clean_env(**env)).split())
 
 
 def test_test_mode_imports_neither_redis_nor_aiohttp() -> None:

@@ -7,8 +7,6 @@ tracing is off."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from tests.e2e.conftest import GradioServer, audited_client, gateway_server
 from tests.support.audit import CLIENT_AUTH, TOKEN
 from tests.support.fault_space import FaultSpace
 from tests.support.otlp_receiver import OTLPReceiver, Span
+from tests.support.processes import python_output
 from tests.support.servers import ThreadServer, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -177,10 +176,7 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported() -> None:
         "asyncio.run(main())\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.strip() == "[]"
+    assert python_output(script).strip() == "[]"
 
 
 def test_the_access_log_names_the_trace(

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 
 from proxy.serving.startup import collector_paused
+from tests.support.processes import python_output
 
 
 def test_what_start_up_built_is_frozen_and_the_collector_is_back() -> None:
@@ -35,7 +34,4 @@ def test_nothing_is_frozen_when_the_interpreter_tears_down() -> None:
         "proxy.create_app(proxy.Settings())\n"
         "assert gc.get_freeze_count() > 0\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert result.stdout.strip() == "frozen at teardown: 0"
+    assert python_output(probe).strip() == "frozen at teardown: 0"

@@ -48,6 +48,13 @@ class Gateway:
         return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
 
 
+def python_output(code: str, *, env: dict[str, str] | None = None, timeout: float = 60) -> str:
+    """What ``python -c code`` prints, run from the project's root; fails if it fails."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=True)  # fmt: skip
+    return done.stdout
+
+
 def gateway_command(port: int) -> list[str]:
     return [sys.executable, "-m", "proxy", "--port", str(port)]
 
