@@ -229,9 +229,13 @@ class Gateway:
             if token is None:  # another instance took the lock again: generate regardless
                 generation = await self._generate(req)
             else:
-                shared = cast(SharedCache, self.cache)
-                ttl, failed = self._lock_timeout, self._cache_failed
-                async with lock_kept(shared, key, token, ttl=ttl, on_failure=failed):
+                async with lock_kept(
+                    cast(SharedCache, self.cache),
+                    key,
+                    token,
+                    ttl=self._lock_timeout,
+                    on_failure=self._cache_failed,
+                ):
                     generation = await self._generate(req)
             try:
                 await self._store(key, generation)

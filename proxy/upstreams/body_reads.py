@@ -21,7 +21,6 @@ class ReadExpired(Exception):
 
     def __init__(self, deadline: float) -> None:
         super().__init__(f"no data before loop time {deadline:.3f}")
-        self.deadline = deadline
 
 
 class BodyReader:
