@@ -49,11 +49,12 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     (
         "body parsing and validation",
         "/proxy/routes/bodies.py",
-        frozenset({"parse_chat_request", "translate_validation_error"}),
+        frozenset({"parse_chat_request"}),
     ),  # fmt: skip
+    ("body parsing and validation", "/proxy/routes/body_errors.py", None),
     ("body parsing and validation", "/proxy/routes/common.py", frozenset({"read_json_body"})),
     ("body parsing and validation", "/proxy/routes/plans.py", None),
-    ("body parsing and validation", "/pydantic", None),
+    ("body parsing and validation", "/msgspec", None),
     ("request and prompt building", "/proxy/routes/bodies.py", None),
     ("request and prompt building", "/proxy/core/prompts.py", None),
     ("request and prompt building", "/proxy/core/generation.py", None),

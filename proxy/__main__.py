@@ -7,9 +7,8 @@ import argparse
 import sys
 from typing import Any
 
-from pydantic import ValidationError
-
 from proxy.config.environment import describe_error
+from proxy.config.fields import ConfigError
 from proxy.config.settings import Settings
 from proxy.observe.logs import configure_logging
 
@@ -17,7 +16,7 @@ from proxy.observe.logs import configure_logging
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
+    except ConfigError as exc:
         sys.exit(f"proxy: {describe_error(exc)}")
 
 

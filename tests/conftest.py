@@ -52,7 +52,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own configuration."""
-    for name in Settings.model_fields:
+    for name in Settings.fields():
         monkeypatch.delenv(name.upper(), raising=False)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 
-from pydantic import ValidationError
+from proxy.config.fields import ConfigError
 
 
 def variables(names: Collection[str]) -> dict[str, str]:
@@ -22,11 +22,10 @@ def environment() -> Mapping[str, str]:
     return os.environ
 
 
-def describe_error(error: ValidationError) -> str:
+def describe_error(error: ConfigError) -> str:
     """One line per invalid variable, named as it is set in the environment."""
     lines = []
-    for item in error.errors():
-        name = "_".join(str(part) for part in item["loc"]).upper() or "configuration"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        lines.append(f"{name}: {message}" if item["loc"] else message)
+    for loc, message in error.problems:
+        name = "_".join(str(part) for part in loc).upper()
+        lines.append(f"{name}: {message}" if loc else message)
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -7,11 +7,11 @@ variable and says how to fix it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import PrivateAttr, field_validator, model_validator
-
 from proxy.config import environment, values
+from proxy.config.fields import ConfigError
 from proxy.config.values import SPACE_ID, UpstreamKind
 from proxy.config.variables import Caller, Variables
 from proxy.core.catalog import MODELS
@@ -19,118 +19,86 @@ from proxy.core.catalog import MODELS
 if TYPE_CHECKING:
     from proxy.config.upstreams_file import UpstreamEntry
 
+# Variables that are unset when set to blanks, as platforms leave them.
+_BLANK_IS_UNSET = (
+    "upstream_url", "upstreams_file", "space_api_name", "space_stream_api_name",
+    "system_prompt", "redis_url", "admin_token", "metrics_token", "space_id",
+    "web_concurrency", "prometheus_multiproc_dir", "jwt_secret", "jwt_jwks_url", "jwt_issuer",
+    "jwt_audience", "jwt_max_lifetime", "otel_exporter_otlp_endpoint",
+    "otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_headers",
+)  # fmt: skip
+_LISTS = ("trusted_proxies", "api_keys", "allowed_origins", "callers", "jwt_algorithms")
+
+
+def _blank_is_unset(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _check_rate_limit(value: str) -> str:
+    if value.strip().lower() in ("", "off", "none", "0"):
+        return "off"
+    return values.check_limits(value, "30/minute or 30/minute;500/day (or off)")
+
+
+def _check_default_model(value: str) -> str:
+    names = [spec.name for spec in MODELS]
+    if value not in names:
+        raise ValueError(f"must be one of: {', '.join(names)}")
+    return value
+
+
+# Checks of a raw variable, before it is converted to its field's type.
+_BEFORE: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(_BLANK_IS_UNSET, _blank_is_unset),
+    **dict.fromkeys(_LISTS, values.split_list),
+    "upstream_model_map": values.parse_model_map,
+}
+# Checks of a converted value: each returns it normalised.
+_AFTER: dict[str, Callable[[Any], Any]] = {
+    "auth_failures": lambda v: values.check_limits(v, "10/minute or 10/minute;100/day"),
+    "rate_limit": _check_rate_limit,
+    "trusted_proxies": values.check_networks,
+    "upstream_url": values.check_upstream_url,
+    "redis_url": values.check_redis_url,
+    "space_api_name": values.check_api_name,
+    "space_stream_api_name": values.check_api_name,
+    "default_model": _check_default_model,
+    "allowed_origins": values.check_origins,
+    "otel_traces_sampler": values.check_sampler,
+}
+
+
+def _with_space_id(raw: dict[str, Any]) -> dict[str, Any]:
+    """A Space id in UPSTREAM_URL is also the id whose runtime stage the Hub reports."""
+    url = raw.get("upstream_url")
+    if isinstance(url, str) and SPACE_ID.match(url.strip()) and not raw.get("space_id"):
+        return {**raw, "space_id": url.strip()}
+    return raw
+
 
 class Settings(Variables):
     """The gateway's configuration; see the README's table for each variable.
 
     ``Settings()`` reads every variable that names a field (in any case: ``PORT`` or
     ``port``); keyword arguments take precedence (the command line's flags, tests). A
-    variable is the string it was set to: pydantic converts it, and the list and pair
-    variables are split by their validators below.
+    variable is the string it was set to, converted to its field's type; the list and pair
+    variables are split first. Invalid values raise a ConfigError naming each of them.
     """
 
+    _upstreams: tuple[UpstreamEntry, ...]
+    _routed: bool
+
     def __init__(self, **given: Any) -> None:
-        super().__init__(**{**environment.variables(Settings.model_fields), **given})
+        raw = _with_space_id({**environment.variables(self.fields()), **given})
+        super().__init__(
+            **self.build(raw, before=_BEFORE, after=_AFTER), _upstreams=(), _routed=False
+        )
+        try:
+            self._check_combinations()
+        except ValueError as exc:
+            raise ConfigError([((), str(exc))]) from None
 
-    _upstreams: tuple[UpstreamEntry, ...] = PrivateAttr(())
-    _routed: bool = PrivateAttr(False)
-
-    @field_validator(
-        "upstream_url",
-        "upstreams_file",
-        "space_api_name",
-        "space_stream_api_name",
-        "system_prompt",
-        "redis_url",
-        "admin_token",
-        "metrics_token",
-        "space_id",
-        "web_concurrency",
-        "prometheus_multiproc_dir",
-        "jwt_secret",
-        "jwt_jwks_url",
-        "jwt_issuer",
-        "jwt_audience",
-        "jwt_max_lifetime",
-        "otel_exporter_otlp_endpoint",
-        "otel_exporter_otlp_traces_endpoint",
-        "otel_exporter_otlp_headers",
-        mode="before",
-    )
-    @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _remember_space_id(cls, data: object) -> object:
-        """A Space id in UPSTREAM_URL is also the id whose runtime stage the Hub reports."""
-        if isinstance(data, dict):
-            url = data.get("upstream_url") or data.get("UPSTREAM_URL")
-            if isinstance(url, str) and SPACE_ID.match(url.strip()):
-                if not (data.get("space_id") or data.get("SPACE_ID")):
-                    data = {**data, "space_id": url.strip()}
-        return data
-
-    @field_validator(
-        "trusted_proxies", "api_keys", "allowed_origins", "callers", "jwt_algorithms", mode="before"
-    )
-    @classmethod
-    def _split_list(cls, value: object) -> object:
-        return values.split_list(value)
-
-    @field_validator("auth_failures")
-    @classmethod
-    def _check_auth_failures(cls, value: str) -> str:
-        return values.check_limits(value, "10/minute or 10/minute;100/day")
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _check_rate_limit(cls, value: str) -> str:
-        if value.strip().lower() in ("", "off", "none", "0"):
-            return "off"
-        return values.check_limits(value, "30/minute or 30/minute;500/day (or off)")
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return values.check_networks(value)
-
-    @field_validator("upstream_url")
-    @classmethod
-    def _check_upstream_url(cls, value: str | None) -> str | None:
-        return values.check_upstream_url(value)
-
-    @field_validator("redis_url")
-    @classmethod
-    def _check_redis_url(cls, value: str | None) -> str | None:
-        return values.check_redis_url(value)
-
-    @field_validator("upstream_model_map", mode="before")
-    @classmethod
-    def _parse_model_map(cls, value: object) -> object:
-        return values.parse_model_map(value)
-
-    @field_validator("space_api_name", "space_stream_api_name")
-    @classmethod
-    def _check_api_name(cls, value: str | None) -> str | None:
-        return values.check_api_name(value)
-
-    @field_validator("default_model")
-    @classmethod
-    def _check_default_model(cls, value: str) -> str:
-        names = [spec.name for spec in MODELS]
-        if value not in names:
-            raise ValueError(f"must be one of: {', '.join(names)}")
-        return value
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return values.check_origins(value)
-
-    @model_validator(mode="after")
-    def _check_combinations(self) -> Settings:
+    def _check_combinations(self) -> None:
         if "*" in self.allowed_origins and self.cors_allow_credentials:
             raise ValueError(
                 "ALLOWED_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=1 "
@@ -159,13 +127,8 @@ class Settings(Variables):
                 )
             from proxy.config.upstreams_file import load  # only when a file is named
 
-            self._upstreams = load(self.upstreams_file, environment.environment())
-        return self
-
-    @field_validator("otel_traces_sampler")
-    @classmethod
-    def _check_sampler(cls, value: str) -> str:
-        return values.check_sampler(value)
+            upstreams = load(self.upstreams_file, environment.environment())
+            object.__setattr__(self, "_upstreams", upstreams)
 
     @property
     def traces_endpoint(self) -> str | None:
@@ -230,9 +193,7 @@ class Settings(Variables):
             "upstream_retry_after_max": self.failover_retry_after_max,
             **entry.overrides(),
         }
-        settings = self.model_copy(update=values)
-        settings._routed = True
-        return settings
+        return self.replace(**values, _routed=True)
 
     @property
     def routed(self) -> bool:

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-
+from proxy.config.fields import Check, ConfigError, Record, Secret, field
 from proxy.config.values import (
     SPACE_ID,
     UpstreamKind,
@@ -43,62 +42,41 @@ OVERRIDABLE = (
 )
 
 
-class UpstreamEntry(BaseModel):
+class UpstreamEntry(Record):
     """One ``[[upstreams]]`` table."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][\w.-]{0,62}$")
-    kind: UpstreamKind
-    url: str | None = None
-    models: tuple[str, ...] = ()
-    priority: int = Field(0, ge=0, le=1000)
-    weight: int = Field(1, ge=1, le=1000)
-    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    space_api_name: str | None = None
-    space_stream_api_name: str | None = None
-    model_map: dict[str, str] = Field(default_factory=dict)
+    name: str = field(pattern=r"^[A-Za-z0-9][\w.-]{0,62}$")
+    kind: UpstreamKind = field()
+    url: str | None = field(None)
+    models: tuple[str, ...] = field(())
+    priority: int = field(0, ge=0, le=1000)
+    weight: int = field(1, ge=1, le=1000)
+    token_env: str | None = field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    space_api_name: str | None = field(None)
+    space_stream_api_name: str | None = field(None)
+    model_map: dict[str, str] = field(default_factory=dict)
     # An OpenAI-compatible server that continues a partial assistant message (vLLM's
     # continue_final_message): it can continue a broken stream.
-    assistant_prefill: bool = False
-    space_id: str | None = None
+    assistant_prefill: bool = field(False)
+    space_id: str | None = field(None)
     # Overrides of the global settings; None: the global value.
-    upstream_connect_timeout: float | None = Field(None, gt=0)
-    upstream_read_timeout: float | None = Field(None, gt=0)
-    upstream_timeout: float | None = Field(None, gt=0)
-    upstream_first_token_timeout: float | None = Field(None, gt=0)
-    upstream_retries: int | None = Field(None, ge=0, le=10)
-    upstream_retry_after_max: float | None = Field(None, ge=0)
-    upstream_max_connections: int | None = Field(None, ge=1)
-    max_concurrency: int | None = Field(None, ge=1)
-    queue_timeout: float | None = Field(None, ge=0)
-    circuit_failures: int | None = Field(None, ge=1)
-    circuit_cooldown: float | None = Field(None, gt=0)
-    circuit_probe_interval: float | None = Field(None, gt=0)
-    mock_latency_ms: int | None = Field(None, ge=0, le=60000)
-    mock_token_delay_ms: int | None = Field(None, ge=0, le=5000)
-    system_prompt: str | None = None
+    upstream_connect_timeout: float | None = field(None, gt=0)
+    upstream_read_timeout: float | None = field(None, gt=0)
+    upstream_timeout: float | None = field(None, gt=0)
+    upstream_first_token_timeout: float | None = field(None, gt=0)
+    upstream_retries: int | None = field(None, ge=0, le=10)
+    upstream_retry_after_max: float | None = field(None, ge=0)
+    upstream_max_connections: int | None = field(None, ge=1)
+    max_concurrency: int | None = field(None, ge=1)
+    queue_timeout: float | None = field(None, ge=0)
+    circuit_failures: int | None = field(None, ge=1)
+    circuit_cooldown: float | None = field(None, gt=0)
+    circuit_probe_interval: float | None = field(None, gt=0)
+    mock_latency_ms: int | None = field(None, ge=0, le=60000)
+    mock_token_delay_ms: int | None = field(None, ge=0, le=5000)
+    system_prompt: str | None = field(None)
     # Filled by ``load`` from the variable token_env names; never read from the file.
-    token: SecretStr | None = Field(None, exclude=True)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        return check_upstream_url(value)
-
-    @field_validator("space_api_name", "space_stream_api_name")
-    @classmethod
-    def _check_api_name(cls, value: str | None) -> str | None:
-        return check_api_name(value)
-
-    @field_validator("models")
-    @classmethod
-    def _check_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        names = [spec.name for spec in MODELS]
-        for model in value:
-            if model not in names:
-                raise ValueError(f"{model!r} is not a model; the models are {', '.join(names)}")
-        return value
+    token: Secret | None = field(None)
 
     def serves(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -108,37 +86,55 @@ class UpstreamEntry(BaseModel):
         return {k: getattr(self, k) for k in OVERRIDABLE if getattr(self, k) is not None}
 
 
-class UpstreamsFile(BaseModel):
-    """The whole file: its ``[[upstreams]]`` tables, and nothing else."""
+def _check_models(value: tuple[str, ...]) -> tuple[str, ...]:
+    names = [spec.name for spec in MODELS]
+    for model in value:
+        if model not in names:
+            raise ValueError(f"{model!r} is not a model; the models are {', '.join(names)}")
+    return value
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    upstreams: tuple[UpstreamEntry, ...] = Field(min_length=1)
+_AFTER: dict[str, Check] = {
+    "url": check_upstream_url,
+    "space_api_name": check_api_name,
+    "space_stream_api_name": check_api_name,
+    "models": _check_models,
+}
 
 
-def _entry_name(data: Mapping[str, Any], index: int) -> str:
+def _entry_name(tables: list[Any], index: int) -> str:
+    name = tables[index].get("name") if isinstance(tables[index], dict) else None
+    return (
+        f"entry {index + 1} ({name!r})" if isinstance(name, str) and name else f"entry {index + 1}"
+    )
+
+
+def _entries(data: Mapping[str, Any]) -> tuple[UpstreamEntry, ...]:
+    """The checked tables of the file; a ValueError naming every invalid entry and field."""
+    unknown = [key for key in data if key != "upstreams"]
+    if unknown:
+        raise ValueError(f"{unknown[0]}: is not a part of the file; write [[upstreams]] tables")
     tables = data.get("upstreams")
-    if isinstance(tables, list) and index < len(tables) and isinstance(tables[index], dict):
-        name = tables[index].get("name")
-        if isinstance(name, str) and name:
-            return f"entry {index + 1} ({name!r})"
-    return f"entry {index + 1}"
-
-
-def _describe(error: ValidationError, data: Mapping[str, Any]) -> str:
-    lines = []
-    for item in error.errors():
-        loc = item["loc"]
-        message = str(item["msg"]).removeprefix("Value error, ")
-        if len(loc) >= 2 and loc[0] == "upstreams" and isinstance(loc[1], int):
-            where = _entry_name(data, loc[1])
-            field = ".".join(str(part) for part in loc[2:])
-            if item["type"] == "extra_forbidden":
-                message = "is not a setting of an upstream"
-            lines.append(f"{where}, {field}: {message}" if field else f"{where}: {message}")
-        else:
-            lines.append(f"{'.'.join(str(p) for p in loc) or 'file'}: {message}")
-    return "; ".join(lines)
+    if not isinstance(tables, list) or not tables:
+        raise ValueError("upstreams: the file needs at least one [[upstreams]] table")
+    entries, problems = [], []
+    for index, table in enumerate(tables):
+        where = _entry_name(tables, index)
+        if not isinstance(table, dict):
+            problems.append(f"{where}: must be a [[upstreams]] table")
+            continue
+        try:
+            entries.append(
+                UpstreamEntry(**UpstreamEntry.build(table, after=_AFTER, forbid_extra=True))
+            )
+        except ConfigError as exc:
+            for (field_name, *_), message in exc.problems:
+                if message == "is not a setting":
+                    message = "is not a setting of an upstream"
+                problems.append(f"{where}, {field_name}: {message}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(entries)
 
 
 def load(path: str, environment: Mapping[str, str]) -> tuple[UpstreamEntry, ...]:
@@ -158,13 +154,13 @@ def load(path: str, environment: Mapping[str, str]) -> tuple[UpstreamEntry, ...]
         for index, table in enumerate(tables):
             if isinstance(table, dict) and "token" in table:
                 raise ValueError(
-                    f"{where}: {_entry_name(data, index)}: never put a token in the file; "
+                    f"{where}: {_entry_name(tables, index)}: never put a token in the file; "
                     "set it in an environment variable and name that with token_env"
                 )
     try:
-        entries = UpstreamsFile(**data).upstreams
-    except ValidationError as exc:
-        raise ValueError(f"{where}: {_describe(exc, data)}") from None
+        entries = _entries(data)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     seen: set[str] = set()
     resolved = []
     for index, entry in enumerate(entries):
@@ -179,12 +175,12 @@ def load(path: str, environment: Mapping[str, str]) -> tuple[UpstreamEntry, ...]
             value = (environment.get(entry.token_env) or "").strip()
             if not value:
                 raise ValueError(f"{label}, token_env: {entry.token_env} is not set")
-            update["token"] = SecretStr(value)
+            update["token"] = Secret(value)
         if entry.space_id is None and entry.url is not None:
             raw = tables[index].get("url", "") if isinstance(tables, list) else ""
             if isinstance(raw, str) and SPACE_ID.match(raw.strip()):
                 update["space_id"] = raw.strip()
-        resolved.append(entry.model_copy(update=update) if update else entry)
+        resolved.append(entry.replace(**update) if update else entry)
     return tuple(resolved)
 
 

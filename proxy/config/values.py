@@ -2,7 +2,7 @@
 ``upstreams_file.py``, below both.
 
 Each check takes the raw value and returns it normalised, or raises a ValueError whose message
-says what to write instead; pydantic puts the variable's name in front of it.
+says what to write instead; ``fields.Record.build`` puts the variable's name in front of it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
+from msgspec import Meta, Struct
 
 from proxy.core.catalog import Catalog
 from proxy.core.generation import GenerationRequest
@@ -20,19 +21,8 @@ from proxy.core.prompts import (
     render_chat,
     render_plain,
 )
-from proxy.errors import ClientError, InvalidParameter, InvalidRequest
-
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-
-RANGES = {
-    "max_new_tokens": "an integer from 1 to {limit}",
-    "max_tokens": "an integer from 1 to {limit}",
-    "max_completion_tokens": "an integer from 1 to {limit}",
-    "temperature": "a number from 0 to 2 (0 means greedy decoding)",
-    "top_p": "a number greater than 0 and at most 1",
-    "top_k": "an integer from 1 to 1000",
-    "repetition_penalty": "a number greater than 0 and at most 10 (1 means none)",
-}
+from proxy.errors import InvalidParameter, InvalidRequest
+from proxy.routes.body_errors import rejected_body
 
 
 def has_visible_text(text: str) -> bool:
@@ -47,97 +37,46 @@ def has_visible_text(text: str) -> bool:
     return False
 
 
-# Request values are never echoed whole into an error: at most this many characters.
-ECHO_CHARS = 40
-
-
-def echo(value: object) -> str:
-    """``repr(value)``, cut to ECHO_CHARS."""
-    text = repr(value)
-    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
-
-
-class ChatMessage(BaseModel):
-    model_config = _STRICT
+class ChatMessage(Struct, forbid_unknown_fields=True):
     role: Literal["system", "user", "assistant"]
     content: str
 
 
-class Parameters(BaseModel):
-    model_config = _STRICT
+class Parameters(Struct, forbid_unknown_fields=True):
     model: str | None = None
-    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=1, le=1000)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    max_new_tokens: Annotated[int, Meta(ge=1, le=1024)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0, le=10)] | None = None
     do_sample: bool | None = None
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(Struct, forbid_unknown_fields=True):
     """The body of POST /api/chat and /api/predict: ``inputs`` or ``messages``, plus parameters."""
 
-    model_config = _STRICT
     inputs: str | None = None
-    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
-    # A factory, not an instance: pydantic deep-copies instance defaults on every request.
-    parameters: Parameters = Field(default_factory=Parameters)
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)] | None = None
+    parameters: Parameters = msgspec.field(default_factory=Parameters)
     model: str | None = None
     stream: bool | None = None  # unset: the Accept header decides
-    # The Inference API's flat options (use_cache, wait_for_model), finite like every number.
-    options: dict[str, bool | int | float | str | None] | None = Field(
-        None, description="Accepted for Inference API compatibility and ignored."
-    )
+    # The Inference API's flat options (use_cache, wait_for_model), finite like every number;
+    # accepted for compatibility and ignored.
+    options: dict[str, bool | int | float | str | None] | None = None
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "body"
-
-
-def translate_validation_error(error: ValidationError, *, max_new_tokens_limit: int) -> ClientError:
-    """The single most useful client error for a pydantic ValidationError."""
-    details = error.errors(include_url=False)
-    first = details[0]
-    kind, loc = first["type"], tuple(first["loc"])
-    name = _field(loc)
-    if kind == "json_invalid":
-        return InvalidRequest(
-            f"request body is not valid JSON ({first['msg']}); send a JSON object",
-            code="invalid_json",
-        )
-    finite = next((d for d in details if d["type"] == "finite_number"), None)
-    if finite is not None:  # pydantic reads NaN and Infinity; JSON has no such values
-        where = tuple(part for part in finite["loc"] if part not in ("float", "int"))
-        return InvalidRequest(
-            f"{_field(where)} is NaN or infinite, which JSON cannot hold; send a finite number",
-            code="invalid_json",
-            param=_field(where),
-        )
-    if kind in {"model_type", "model_attributes_type"} and not loc:
-        return InvalidRequest("request body must be a JSON object", code="invalid_json")
-    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        field = str(loc[-1])
-        expected = RANGES.get(field, str(first["msg"])).format(limit=max_new_tokens_limit)
-        return InvalidParameter(
-            f"{name} must be {expected}; got {echo(first.get('input'))}", param=name
-        )
-    if kind == "extra_forbidden":
-        scope = Parameters if loc[:1] == ("parameters",) else ChatRequest
-        allowed = ", ".join(scope.model_fields)
-        return InvalidRequest(
-            f"unknown field {echo(name)}; allowed here: {allowed}",
-            code="unknown_field",
-            param=name[:ECHO_CHARS],
-        )
-    return InvalidRequest(f"{name}: {first['msg']}", param=name if loc else None)
+# Decoding and validating in one pass, strictly: JSON's types as they are, no coercion.
+_CHAT = msgspec.json.Decoder(ChatRequest)
 
 
 def parse_chat_request(body: bytes, *, max_new_tokens_limit: int) -> ChatRequest:
     """Parse and validate a request body; raises a ClientError naming what to fix."""
     try:
-        return ChatRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise translate_validation_error(exc, max_new_tokens_limit=max_new_tokens_limit) from None
+        return _CHAT.decode(body)
+    except msgspec.MsgspecError as exc:
+        raise rejected_body(
+            exc, body, root=ChatRequest, max_new_tokens_limit=max_new_tokens_limit
+        ) from None
 
 
 def to_generation_request(

@@ -14,8 +14,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta, Struct
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -26,13 +27,8 @@ from proxy.core.catalog import ModelSpec
 from proxy.core.generation import Chunk, GenerationRequest
 from proxy.errors import GatewayError, InvalidRequest, NotFound
 from proxy.observe.record import served_model
-from proxy.routes.bodies import (
-    ChatMessage,
-    ChatRequest,
-    Parameters,
-    echo,
-    translate_validation_error,
-)
+from proxy.routes.bodies import ChatMessage, ChatRequest, Parameters
+from proxy.routes.body_errors import echo, rejected_body
 from proxy.routes.common import (
     SSE_HEADERS,
     StreamSoFar,
@@ -56,21 +52,14 @@ logger = logging.getLogger("proxy.app")
 LLAMA2_RELEASED = 1689638400
 
 
-# The OpenAI route's models are built by their first use, not when the app starts: a cold
-# start answers its first request without them (see the README's cold start).
-_OPENAI = ConfigDict(extra="ignore", defer_build=True)
-
-
-class ContentPart(BaseModel):
+class ContentPart(Struct):
     """One part of a message's content: text is read; images and audio are refused."""
 
-    model_config = _OPENAI
     type: str
     text: str | None = None
 
 
-class OpenAIMessage(BaseModel):
-    model_config = _OPENAI
+class OpenAIMessage(Struct):
     # "developer" is what newer clients send instead of "system"; it is one.
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart]
@@ -85,26 +74,24 @@ class OpenAIMessage(BaseModel):
         return "".join(part.text or "" for part in self.content)
 
 
-class StreamOptions(BaseModel):
-    model_config = _OPENAI
+class StreamOptions(Struct):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(Struct):
     """The fields of OpenAI's chat completion request that the gateway honours; other fields
     are accepted and ignored, as OpenAI-compatible servers commonly do."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, defer_build=True)
     model: str
-    messages: Annotated[list[OpenAIMessage], Field(min_length=1)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    messages: Annotated[list[OpenAIMessage], Meta(min_length=1)]
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
     # Not OpenAI's, but vLLM's and TGI's: the official client sends them in extra_body.
-    top_k: Annotated[int, Field(ge=1, le=1000)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    top_k: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0, le=10)] | None = None
+    stop: str | Annotated[list[str], Meta(max_length=4)] | None = None
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -114,6 +101,9 @@ class CompletionRequest(BaseModel):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     seed: int | None = None
+
+
+_COMPLETION = msgspec.json.Decoder(CompletionRequest)
 
 
 # Fields whose silent omission would change what the client gets back: refused with a 400
@@ -198,11 +188,10 @@ class CompletionPlan:
 
 def plan_completion(raw: bytes, cache_scope: str, ctx: AppContext) -> CompletionPlan:
     try:
-        body = CompletionRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise translate_validation_error(
-            exc, max_new_tokens_limit=ctx.settings.max_new_tokens_limit
-        ) from None
+        body = _COMPLETION.decode(raw)
+    except msgspec.MsgspecError as exc:
+        limit = ctx.settings.max_new_tokens_limit
+        raise rejected_body(exc, raw, root=CompletionRequest, max_new_tokens_limit=limit) from None
     req = _to_generation_request(body, ctx, cache_scope)
     return CompletionPlan(body, req, ctx.gateway.key_of(req))
 

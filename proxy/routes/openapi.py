@@ -2,7 +2,7 @@
 
 Built from the app itself: its route list gives the paths and methods, each endpoint's
 ``Operation`` (``web/operations.py``) what it answers, and the schemas come from the types the
-code uses: request bodies from the pydantic models the routes validate with, replies from the
+code uses: request bodies from the msgspec structs the routes decode into, replies from the
 TypedDicts the routes build (``replies.py``). The settings narrow the request schemas to the
 limits this instance enforces (models, ``max_new_tokens``, prompt length). The fuzzing tests
 hold every response to this document.
@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import TypeAdapter
+import msgspec
 from starlette.routing import BaseRoute, Route
 
 from proxy._version import __version__
@@ -24,7 +24,7 @@ from proxy.web.operations import JSON, Operation, Reply, operation_of
 from proxy.web.responses import OPENAI_PREFIX, ErrorReply, OpenAIErrorReply
 
 SSE = "text/event-stream"
-REF = "#/components/schemas/{model}"
+REF = "#/components/schemas/{name}"
 SECURITY_SCHEMES = {
     "apiKey": "one of API_KEYS",
     "metricsToken": "METRICS_TOKEN",
@@ -55,12 +55,10 @@ def documented_routes(routes: Sequence[BaseRoute]) -> list[tuple[Route, Operatio
 
 
 def _schemas(types: list[type]) -> dict[str, Any]:
-    """JSON Schemas of ``types`` (pydantic models or TypedDicts) and what they refer to,
+    """JSON Schemas of ``types`` (msgspec structs or TypedDicts) and what they refer to,
     keyed by type name."""
-    _, top = TypeAdapter.json_schemas(
-        [(t, "validation", TypeAdapter(t)) for t in types], ref_template=REF
-    )
-    return dict(top.get("$defs", {}))
+    _, components = msgspec.json.schema_components(types, ref_template=REF)
+    return dict(components)
 
 
 def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +99,7 @@ def _narrow(schemas: dict[str, Any], settings: Settings, catalog: Catalog) -> No
 
 
 def _ref(t: type) -> dict[str, str]:
-    return {"$ref": REF.format(model=t.__name__)}
+    return {"$ref": REF.format(name=t.__name__)}
 
 
 def _reply(reply: Reply) -> dict[str, Any]:

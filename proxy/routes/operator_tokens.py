@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hmac
 
-from pydantic import SecretStr
 from starlette.requests import Request
 
+from proxy.config.fields import Secret
 from proxy.context import context_of
 from proxy.errors import Unauthorized
 
 
-async def require_bearer(request: Request, token: SecretStr, *, setting: str, code: str) -> None:
+async def require_bearer(request: Request, token: Secret, *, setting: str, code: str) -> None:
     """Raise Unauthorized unless the request carries ``Authorization: Bearer <token>`` (or
     RateLimited, for a wrong one, while its address has spent its failed credentials)."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

@@ -7,10 +7,7 @@ drift. Nothing but typing is imported here: the hot path pays nothing for it.
 
 from __future__ import annotations
 
-from typing import Literal
-
-# typing_extensions, not typing: pydantic reads only these TypedDicts on Python < 3.12.
-from typing_extensions import TypedDict
+from typing import Literal, TypedDict
 
 from proxy.core.generation import FinishReason
 from proxy.web.responses import ErrorReply

@@ -9,14 +9,11 @@ gateway's own shape, which the seed's front ends read.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NotRequired
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 from starlette.responses import JSONResponse as _JSONResponse
 from starlette.types import Message, Scope, Send
-
-# typing_extensions, not typing: pydantic reads only these TypedDicts on Python < 3.12.
-from typing_extensions import TypedDict
 
 from proxy.errors import GatewayError
 

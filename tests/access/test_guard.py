@@ -142,12 +142,11 @@ def test_client_address_takes_the_rightmost_untrusted_hop() -> None:
     ],
 )
 def test_bad_settings_say_what_to_fix(name: str, value: str, words: str) -> None:
-    from pydantic import ValidationError
-
     from proxy.config.environment import describe_error
+    from proxy.config.fields import ConfigError
     from proxy.config.settings import Settings
 
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ConfigError) as info:
         Settings(**{name.lower(): value})
     message = describe_error(info.value)
     assert name in message and words in message

@@ -6,16 +6,16 @@ import ast
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 import proxy
 from proxy.config.environment import describe_error
+from proxy.config.fields import ConfigError
 from proxy.config.settings import Settings
 from proxy.serving.server import worker_count
 
 
 def error_text(**values: object) -> str:
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(ConfigError) as caught:
         Settings(**values)
     return describe_error(caught.value)
 
@@ -54,7 +54,7 @@ def test_variables_in_any_case_and_arguments_over_them(monkeypatch: pytest.Monke
     monkeypatch.setenv("CACHE_ENABLED", "off")
     assert Settings().cache_enabled is False
     monkeypatch.setenv("PORT", "eighty")
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(ConfigError) as caught:
         Settings()
     assert describe_error(caught.value).startswith("invalid configuration:\n  PORT:")
 
@@ -105,7 +105,7 @@ def test_workers_only_where_no_limit_gets_looser(env: dict[str, str], workers: i
 
 
 def test_web_concurrency_must_be_a_worker_count() -> None:
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ConfigError) as info:
         Settings(web_concurrency="0")  # type: ignore[arg-type]
     assert "WEB_CONCURRENCY" in describe_error(info.value)
 
@@ -143,3 +143,20 @@ def test_only_the_environment_module_reads_the_environment_and_never_writes_it()
     assert all(use == "read" for _, use in found[reader]), f"{reader} never writes it"
     # The two writers: the metrics directory the workers inherit, and the Hub's quiet flags.
     assert set(found) - {reader} == {"serving/server.py", "inspect.py"}
+
+
+def test_every_invalid_variable_is_reported_at_once_with_what_to_write() -> None:
+    text = error_text(port="eighty", max_body_bytes="12", cache_enabled="maybe", log_level="loud")
+    assert "PORT: must be an integer; got 'eighty'" in text
+    assert "MAX_BODY_BYTES: must be an integer at least 1024; got 12" in text
+    assert "CACHE_ENABLED: must be true or false" in text
+    assert "LOG_LEVEL: must be one of 'debug', 'info', 'warning', 'error'" in text
+
+
+def test_settings_are_frozen_and_never_show_a_secret() -> None:
+    settings = Settings(hf_token="hf_secret_value", api_keys="key_one,key_two")
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
+    assert "hf_secret_value" not in repr(settings) and "key_one" not in repr(settings)
+    assert settings.secrets == ("hf_secret_value", "key_one", "key_two")
+    assert "hf_secret_value" not in error_text(hf_token="hf_secret_value", port=0)

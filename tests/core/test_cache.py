@@ -15,14 +15,15 @@ from proxy.core.cache import (
 )
 from proxy.core.catalog import Catalog
 from proxy.core.generation import Generation
-from proxy.routes.bodies import ChatRequest, to_generation_request
+from proxy.routes.bodies import to_generation_request
+from tests.support.bodies import chat_body
 
 CATALOG = Catalog(default="llama-2-7b-chat")
 
 
 def key(body: dict[str, Any], upstream: str = "mock") -> str:
     req = to_generation_request(
-        ChatRequest.model_validate(body),
+        chat_body(**body),
         CATALOG,
         max_prompt_chars=10_000,
         max_new_tokens_limit=1024,

@@ -13,9 +13,10 @@ import pytest
 
 from proxy.core.cache import cache_key
 from proxy.core.catalog import Catalog
-from proxy.routes.bodies import ChatRequest, to_generation_request
+from proxy.routes.bodies import to_generation_request
 from tests.conftest import gateway_client
 from tests.e2e.conftest import GradioServer, audited_client
+from tests.support.bodies import chat_body
 from tests.support.processes import Gateway, clean_env, gateway_command, running
 from tests.support.redis_server import RedisServer
 from tests.support.servers import free_port, wait_for, wait_until
@@ -153,7 +154,7 @@ async def test_a_waiter_proceeds_when_the_lock_holder_died(
     monkeypatch.setattr("proxy.app.build_upstream", lambda settings: spy)
     body = {"inputs": "Is coffee bad for sleep?"}
     req = to_generation_request(
-        ChatRequest.model_validate(body),
+        chat_body(**body),
         Catalog(default="llama-2-7b-chat"),
         max_prompt_chars=16000,
         max_new_tokens_limit=1024,

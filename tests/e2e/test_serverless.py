@@ -50,9 +50,9 @@ def test_test_mode_imports_neither_redis_nor_aiohttp() -> None:
     modules = imported_after_one_request()
     assert "proxy" in modules and "starlette" in modules
     assert not modules & {"redis", "aiohttp", "gradio_client", "huggingface_hub", "mangum"}
-    # Settings are read without pydantic-settings (its sources cost ~50 ms at a cold start),
-    # and test mode's rate limits without the limits library.
-    assert not modules & {"pydantic_settings", "dotenv", "limits"}
+    # Settings and request bodies are read without pydantic (its import alone costs about
+    # 50 ms at a cold start), and test mode's rate limits without the limits library.
+    assert not modules & {"pydantic", "pydantic_core", "pydantic_settings", "dotenv", "limits"}
 
 
 def test_each_configuration_imports_what_it_uses() -> None:

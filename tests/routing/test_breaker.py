@@ -25,13 +25,14 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.observe.metrics import Metrics
-from proxy.routes.bodies import ChatRequest, to_generation_request
+from proxy.routes.bodies import to_generation_request
 from proxy.routing.breaker import CircuitBreaker
 from proxy.routing.resilient import ResilientUpstream
 from proxy.upstreams.mock import MockUpstream
+from tests.support.bodies import chat_body
 
 REQUEST = to_generation_request(
-    ChatRequest(inputs="How can I sleep better?"),
+    chat_body(inputs="How can I sleep better?"),
     Catalog(default="llama-2-7b-chat"),
     max_prompt_chars=10_000,
     max_new_tokens_limit=1024,

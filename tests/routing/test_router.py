@@ -9,9 +9,9 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from proxy.config.environment import describe_error
+from proxy.config.fields import ConfigError
 from proxy.config.settings import Settings
 from proxy.core.continuation import budget_left, split_at_word, without_tail
 from proxy.core.generation import Chunk
@@ -210,11 +210,11 @@ def test_a_bad_file_names_the_entry_and_the_field(tmp_path: Path) -> None:
         '[[upstreams]]\nname = "a"\nkind = "gradio"\nurl = "owner/a"\n\n'
         '[[upstreams]]\nname = "b"\nkind = "tgx"\nurl = "http://x"\nweight = 0\n',
     )
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ConfigError) as info:
         Settings(upstreams_file=path)
     message = describe_error(info.value)
-    assert "entry 2 ('b'), kind: Input should be 'gradio', 'tgi', 'openai' or 'mock'" in message
-    assert "entry 2 ('b'), weight: Input should be greater than or equal to 1" in message
+    assert "entry 2 ('b'), kind: must be one of 'gradio', 'tgi', 'openai', 'mock'" in message
+    assert "entry 2 ('b'), weight: must be an integer from 1 to 1000; got 0" in message
 
 
 MOCK = '[[upstreams]]\nname = "a"\nkind = "mock"\n'
@@ -230,20 +230,20 @@ MOCK = '[[upstreams]]\nname = "a"\nkind = "mock"\n'
         (MOCK + 'token_env = "NOPE_TOKEN"\n', "token_env: NOPE_TOKEN is not set"),
         (MOCK + MOCK, "entry 2 ('a'): name is used by an earlier entry"),
         ("[[upstreams]\n", "not valid TOML"),
-        ("", "upstreams: Field required"),
+        ("", "upstreams: the file needs at least one [[upstreams]] table"),
     ],
 )
 def test_each_mistake_stops_start_up_with_what_to_fix(
     tmp_path: Path, text: str, words: str
 ) -> None:
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ConfigError) as info:
         Settings(upstreams_file=write(tmp_path, text))
     assert words in describe_error(info.value)
 
 
 def test_the_file_and_a_single_upstream_exclude_each_other(tmp_path: Path) -> None:
     path = write(tmp_path, '[[upstreams]]\nname = "a"\nkind = "mock"\n')
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(ConfigError) as info:
         Settings(upstreams_file=path, upstream_url="http://x")
     assert "UPSTREAMS_FILE or UPSTREAM_URL, not both" in describe_error(info.value)
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without our settings, with this interpreter's ``python`` on PATH."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.fields()}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env

@@ -23,9 +23,10 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamUnreachable,
 )
-from proxy.routes.bodies import ChatRequest, to_generation_request
+from proxy.routes.bodies import to_generation_request
 from proxy.upstreams import Upstream, build_upstream
 from tests.support.audit import TOKEN
+from tests.support.bodies import chat_body
 from tests.support.fake_llm_servers import FakeOpenAI, FakeTGI
 from tests.support.fault_space import FaultSpace
 from tests.support.servers import ThreadServer, free_port, wait_for
@@ -36,7 +37,7 @@ HTTP_KINDS = KINDS[1:]
 
 def request(text: str) -> GenerationRequest:
     return to_generation_request(
-        ChatRequest(messages=[{"role": "user", "content": text}]),  # type: ignore[list-item]
+        chat_body(messages=[{"role": "user", "content": text}]),
         Catalog(default="llama-2-7b-chat"),
         max_prompt_chars=10_000,
         max_new_tokens_limit=1024,

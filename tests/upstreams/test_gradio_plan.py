@@ -8,10 +8,11 @@ import pytest
 
 from proxy.core.catalog import Catalog
 from proxy.errors import UnknownModel, UpstreamAppError, UpstreamBadResponse
-from proxy.routes.bodies import ChatRequest, to_generation_request
+from proxy.routes.bodies import to_generation_request
 from proxy.upstreams.gradio_app import AppAPI
 from proxy.upstreams.gradio_data import build_data, result_text
 from proxy.upstreams.gradio_plan import choose_endpoint, plan_endpoint
+from tests.support.bodies import chat_body
 
 CATALOG = Catalog(default="llama-2-7b-chat")
 
@@ -76,7 +77,7 @@ FULL_INFO = {
 
 
 def request(**parameters: Any):  # type: ignore[no-untyped-def]
-    body = ChatRequest(inputs="Why sleep?", parameters=parameters)
+    body = chat_body(inputs="Why sleep?", parameters=parameters)
     return to_generation_request(
         body, CATALOG, max_prompt_chars=1000, max_new_tokens_limit=1024, system_prompt="S"
     )
@@ -248,12 +249,12 @@ def test_a_chat_interface_is_found_whatever_gradio_names_it() -> None:
     plan = plan_endpoint(app, "/chat", prefix="")
     assert (plan.kind, plan.output) == ("chat", 0)
     assert [p.source for p in plan.params] == ["prompt", "system", "max_new_tokens"]
-    body = ChatRequest(
+    body = chat_body(
         messages=[
-            {"role": "system", "content": "Be brief."},  # type: ignore[list-item]
-            {"role": "user", "content": "Why sleep?"},  # type: ignore[list-item]
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Why sleep?"},
         ],
-        parameters={"max_new_tokens": 9},  # type: ignore[arg-type]
+        parameters={"max_new_tokens": 9},
     )
     req = to_generation_request(
         body, CATALOG, max_prompt_chars=1000, max_new_tokens_limit=1024, system_prompt="S"
@@ -337,11 +338,11 @@ def test_history_goes_in_the_chatbots_own_format(schema: Any, form: str, value: 
     }
     plan = plan_endpoint(AppAPI.of(info), "/respond", prefix="")
     assert (plan.kind, plan.history_format) == ("chat", form)
-    body = ChatRequest(
+    body = chat_body(
         messages=[
-            {"role": "user", "content": "Hi"},  # type: ignore[list-item]
-            {"role": "assistant", "content": "Hello"},  # type: ignore[list-item]
-            {"role": "user", "content": "Tips?"},  # type: ignore[list-item]
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Tips?"},
         ]
     )
     req = to_generation_request(

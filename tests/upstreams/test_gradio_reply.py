@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from proxy.core.catalog import Catalog
 from proxy.core.generation import estimate_tokens
-from proxy.routes.bodies import ChatRequest, to_generation_request
+from proxy.routes.bodies import to_generation_request
 from proxy.upstreams.gradio_reply import ReplyFilter
+from tests.support.bodies import chat_body
 
 PROMPT = "<s>[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nWhy sleep? [/INST]"
 CATALOG = Catalog(default="llama-2-7b-chat")
 
 
 def request(max_new_tokens: int = 100):  # type: ignore[no-untyped-def]
-    body = ChatRequest(inputs="Why sleep?", parameters={"max_new_tokens": max_new_tokens})  # type: ignore[arg-type]
+    body = chat_body(inputs="Why sleep?", parameters={"max_new_tokens": max_new_tokens})
     return to_generation_request(
         body, CATALOG, max_prompt_chars=1000, max_new_tokens_limit=1024, system_prompt="S"
     )

@@ -7,15 +7,16 @@ import re
 import pytest
 
 from proxy.core.catalog import Catalog
-from proxy.routes.bodies import ChatRequest, to_generation_request
+from proxy.routes.bodies import to_generation_request
 from proxy.upstreams.mock import MockUpstream
 from proxy.upstreams.mock_replies import CRISIS_GUIDANCE, DISCLAIMER, EMERGENCY_GUIDANCE
+from tests.support.bodies import chat_body
 
 CATALOG = Catalog(default="llama-2-7b-chat")
 
 
 def request(text: str, *, model: str = "llama-2-7b-chat", max_new_tokens: int = 400):  # type: ignore[no-untyped-def]
-    body = ChatRequest(inputs=text, model=model, parameters={"max_new_tokens": max_new_tokens})
+    body = chat_body(inputs=text, model=model, parameters={"max_new_tokens": max_new_tokens})
     return to_generation_request(
         body, CATALOG, max_prompt_chars=10_000, max_new_tokens_limit=1024, system_prompt=None
     )
