@@ -6,6 +6,11 @@ the command line and tests) into a frozen object of those fields, and reports ev
 field at once, each with a message that says what to write instead. It reads the few types
 settings are made of: str, int, float, bool, Literal, Secret, tuples of them, dict[str, str],
 and any of them or None.
+
+Not msgspec's ``convert``, which the request bodies use: it stops at the first invalid value
+and speaks of JSON types (``Expected `int` >= 1 - at `$.port```), where a start-up error
+should list every variable to fix in the words of the README's table, and booleans are
+environment words (on, off, yes, no) it does not read.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 _REQUIRED: Any = object()
@@ -112,10 +118,9 @@ class Record:
         cls,
         raw: Mapping[str, object],
         *,
-        before: Mapping[str, Check] = {},
-        after: Mapping[str, Check] = {},
+        before: Mapping[str, Check] = MappingProxyType({}),
+        after: Mapping[str, Check] = MappingProxyType({}),
         forbid_extra: bool = False,
-        at: Location = (),
     ) -> dict[str, Any]:
         """The checked value of every field from ``raw``; a ConfigError naming each invalid
         (and, with ``forbid_extra``, each unknown) field. ``before`` checks of a field see its
@@ -127,7 +132,7 @@ class Record:
         for name, (declared, hint) in fields.items():
             if name not in raw:
                 if declared.default is _REQUIRED and declared.default_factory is None:
-                    problems.append(((*at, name), "is required"))
+                    problems.append(((name,), "is required"))
                 else:
                     values[name] = declared.initial()
                 continue
@@ -138,9 +143,9 @@ class Record:
                 value = convert(value, hint, declared)
                 values[name] = after[name](value) if name in after else value
             except ValueError as exc:
-                problems.append(((*at, name), str(exc)))
+                problems.append(((name,), str(exc)))
         if forbid_extra:
-            problems += [((*at, k), "is not a setting") for k in raw if k not in fields]
+            problems += [((k,), "is not a setting") for k in raw if k not in fields]
         if problems:
             raise ConfigError(problems)
         return values
