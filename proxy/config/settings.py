@@ -1,17 +1,16 @@
 """Every setting of the gateway, as one frozen object built once at start-up.
 
-The variables are read by ``environment.py`` and checked by ``values.py``; the rest of the
-code receives a ``Settings``. Invalid values stop start-up with a message that names the
-variable and says how to fix it.
+The variables are read by ``environment.py``, converted to their fields' types by
+``fields.py`` and checked by ``values.py``; the rest of the code receives a ``Settings``.
+Invalid values stop start-up with a message that names each variable and says how to fix it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy.config import environment, values
-from proxy.config.fields import ConfigError
+from proxy.config.fields import Check, ConfigError
 from proxy.config.values import SPACE_ID, UpstreamKind
 from proxy.config.variables import Caller, Variables
 from proxy.core.catalog import MODELS
@@ -48,13 +47,13 @@ def _check_default_model(value: str) -> str:
 
 
 # Checks of a raw variable, before it is converted to its field's type.
-_BEFORE: dict[str, Callable[[Any], Any]] = {
+_BEFORE: dict[str, Check] = {
     **dict.fromkeys(_BLANK_IS_UNSET, _blank_is_unset),
     **dict.fromkeys(_LISTS, values.split_list),
     "upstream_model_map": values.parse_model_map,
 }
 # Checks of a converted value: each returns it normalised.
-_AFTER: dict[str, Callable[[Any], Any]] = {
+_AFTER: dict[str, Check] = {
     "auth_failures": lambda v: values.check_limits(v, "10/minute or 10/minute;100/day"),
     "rate_limit": _check_rate_limit,
     "trusted_proxies": values.check_networks,
