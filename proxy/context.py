@@ -3,9 +3,9 @@ core, the metrics and the guard."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from msgspec import Struct
 from starlette.requests import Request
 
 from proxy.access.guard import Guard
@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     from proxy.observe.tracing import Tracing
 
 
-@dataclass(frozen=True, slots=True)
-class AppContext:
+class AppContext(Struct, frozen=True):
     settings: Settings
     catalog: Catalog
     gateway: Gateway

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from msgspec import Struct
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.access.auth_failures import AuthFailures
@@ -33,8 +33,7 @@ def looks_like_jwt(credential: str) -> bool:
     return credential.count(".") == 2 and credential.startswith("eyJ")
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(Struct, frozen=True):
     """Who an admitted request comes from: ``identity`` counts its rate limit and scopes its
     cache entries (``key:…``, ``user:…`` or ``ip:…``); ``trusted`` when it proved itself with
     a credential."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from proxy.config.values import Limit
 
 
-@dataclass(frozen=True, slots=True)
-class Count:
+class Count(Struct, frozen=True):
     """One event counted against every limit: the limit it exceeded (None: admitted), the
     limit to show (the exceeded one, else the one with the least share left), what is left
     of it and the seconds until its window frees a place."""

@@ -20,9 +20,10 @@ import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+
+from msgspec import Struct
 
 _REQUIRED: Any = object()
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -66,8 +67,7 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(Struct, frozen=True):
     default: Any
     description: str
     default_factory: Callable[[], Any] | None

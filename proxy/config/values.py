@@ -8,9 +8,10 @@ says what to write instead; ``fields.Record.build`` puts the variable's name in 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Literal
+
+from msgspec import Struct
 
 UpstreamKind = Literal["gradio", "tgi", "openai", "mock"]
 
@@ -141,8 +142,7 @@ _ITEM = re.compile(
 _SEPARATORS = re.compile(r"[;,|]")
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
+class Limit(Struct, frozen=True):
     """``amount`` events per ``multiples`` ``unit``s."""
 
     amount: int

@@ -13,11 +13,11 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import cachetools
 import orjson
+from msgspec import Struct
 
 from proxy.core.generation import FinishReason, Generation, GenerationRequest
 
@@ -30,8 +30,7 @@ class CacheUnavailable(Exception):
     """The backend cannot be used right now (Redis down or slow)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
+class CachePolicy(Struct, frozen=True):
     """What one request allows: read an entry (no older than ``max_age``), write one."""
 
     read: bool = True
@@ -83,8 +82,7 @@ def cache_key(req: GenerationRequest, upstream: str) -> str:
     return hashlib.sha256(orjson.dumps(material)).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class CachedGeneration:
+class CachedGeneration(Struct, frozen=True):
     text: str
     model: str
     upstream: str

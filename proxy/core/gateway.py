@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, cast
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from proxy.core.budget import bound_generation, bound_stream, budget_chars
 from proxy.core.cache import (
@@ -48,8 +50,7 @@ WARN_INTERVAL = 30.0
 FALLBACK_LABEL = "mock-fallback"
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
+class Served(Struct, frozen=True):
     """A reply and where it came from."""
 
     generation: Generation
@@ -57,8 +58,7 @@ class Served:
     age: int | None = None
 
 
-@dataclass(slots=True)
-class ServedStream:
+class ServedStream(Struct):
     """A reply as chunks, and where it comes from (known before the first chunk)."""
 
     chunks: AsyncGenerator[Chunk, None]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+from msgspec import Struct
 
 from proxy.core.catalog import ModelSpec
 from proxy.core.prompts import Message
@@ -11,8 +12,7 @@ from proxy.core.prompts import Message
 FinishReason = Literal["stop", "length"]
 
 
-@dataclass(frozen=True, slots=True)
-class GenerationRequest:
+class GenerationRequest(Struct, frozen=True):
     """One validated, normalised generation: defaults filled in, prompt rendered."""
 
     model: ModelSpec
@@ -58,8 +58,7 @@ class GenerationRequest:
         return self.prompt
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(Struct, frozen=True):
     """Token counts; ``estimated`` when the upstream did not report them."""
 
     prompt_tokens: int
@@ -67,8 +66,7 @@ class Usage:
     estimated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Generation:
+class Generation(Struct, frozen=True):
     """A complete generation as an upstream returned it."""
 
     text: str
@@ -78,8 +76,7 @@ class Generation:
     usage: Usage | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
+class Chunk(Struct, frozen=True):
     """One step of a stream: ``text`` to append, or, with ``replace``, the whole text so far
     (a Space rewrote what it had sent). The last chunk may carry the finish reason and usage."""
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
+
+from msgspec import Struct
 
 Role = Literal["system", "user", "assistant"]
 
@@ -23,8 +24,7 @@ B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 BOS, EOS = "<s>", "</s>"
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(Struct, frozen=True):
     role: Role
     content: str
 
@@ -92,8 +92,7 @@ def render_plain(messages: Sequence[Message]) -> str:
     return "\n\n".join(lines)
 
 
-@dataclass(frozen=True, slots=True)
-class Conversation:
+class Conversation(Struct, frozen=True):
     """Messages as a chat app takes them: its system prompt, the turns before the message,
     and the message (the last user turn), each plain text with no template."""
 

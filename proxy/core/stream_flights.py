@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from proxy.core.generation import Chunk, FinishReason, Usage
 from proxy.errors import GatewayError, UpstreamDisconnected
@@ -25,8 +26,7 @@ logger = logging.getLogger("proxy.gateway")
 WATCH_INTERVAL = 0.5
 
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(Struct):
     """How a flight ended: its text and finish reason, or the error every listener gets."""
 
     text: str = ""
@@ -35,8 +35,7 @@ class Outcome:
     error: BaseException | None = None
 
 
-@dataclass(slots=True, eq=False)
-class StreamFlight:
+class StreamFlight(Struct, eq=False):
     """One generation in flight and the listeners it serves."""
 
     key: str

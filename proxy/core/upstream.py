@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
 from typing import Protocol
+
+from msgspec import Struct
 
 from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.errors import GatewayError
 
 
-@dataclass(frozen=True, slots=True)
-class Readiness:
+class Readiness(Struct, frozen=True):
     """Whether the upstream can take requests now, and if not, the error explaining why."""
 
     ready: bool

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 
-@dataclass(slots=True)
-class RequestRecord:
+class RequestRecord(Struct):
     route: str
     started: float
     upstream_seconds: float | None = None

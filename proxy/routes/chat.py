@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 
+from msgspec import Struct
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -145,8 +145,7 @@ def prefers_events(accept: str) -> bool:
     return events > 0 and events > json
 
 
-@dataclass(frozen=True, slots=True)
-class ChatPlan:
+class ChatPlan(Struct, frozen=True):
     """What a body came to: the normalised request, whether it is streamed, its cache key."""
 
     req: GenerationRequest

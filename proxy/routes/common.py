@@ -4,8 +4,7 @@ stream into its text and usage."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from msgspec import Struct
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
@@ -104,8 +103,7 @@ def cache_headers_of(
     return headers
 
 
-@dataclass(slots=True)
-class StreamSoFar:
+class StreamSoFar(Struct):
     """A stream's text, finish reason and usage so far, folded in chunk by chunk."""
 
     text: str = ""

@@ -7,7 +7,6 @@ OpenAI-style chat UIs work unchanged. Errors use OpenAI's shape,
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -174,11 +173,10 @@ def _to_generation_request(
     )
     req = generation_request(chat, ctx, stream=body.stream, cache_scope=cache_scope)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    return dataclasses.replace(req, stop=tuple(s for s in stop if s), rewritable=False)
+    return msgspec.structs.replace(req, stop=tuple(s for s in stop if s), rewritable=False)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CompletionPlan:
+class CompletionPlan(Struct, frozen=True):
     """What a body came to: the parsed body, the normalised request and its cache key."""
 
     body: CompletionRequest

@@ -14,8 +14,9 @@ over, one call at a time probes it, and the router also probes it in the backgro
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Literal
+
+from msgspec import Struct, field
 
 from proxy.errors import (
     GatewayError,
@@ -29,8 +30,7 @@ from proxy.routing.resilient import ResilientUpstream
 State = Literal["ready", "cold", "cooling", "open"]
 
 
-@dataclass(eq=False, slots=True)
-class Member:
+class Member(Struct, eq=False):
     """One upstream of UPSTREAMS_FILE, and what the router knows of its health."""
 
     name: str
@@ -85,8 +85,7 @@ class Member:
         return not self.cold and not isinstance(self.skip_error, UpstreamRateLimited | UpstreamBusy)
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(Struct, frozen=True):
     """The upstreams to try for one request, in order, and those skipped."""
 
     candidates: list[Member]

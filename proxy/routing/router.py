@@ -13,9 +13,10 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import replace
 from functools import partial
 from typing import TypeVar
+
+from msgspec.structs import replace
 
 from proxy.core.catalog import MODELS
 from proxy.core.continuation import budget_left, split_at_word, without_tail

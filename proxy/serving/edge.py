@@ -26,9 +26,9 @@ import asyncio
 import logging
 import resource
 import time
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from msgspec import Struct
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from proxy.config.settings import Settings
@@ -74,8 +74,7 @@ def fitted_connections(max_connections: int, upstream_pool: int) -> int:
     return fitted
 
 
-@dataclass(frozen=True, slots=True)
-class EdgeLimits:
+class EdgeLimits(Struct, frozen=True):
     """The settings' bounds (their defaults live in config/variables.py)."""
 
     max_head_bytes: int

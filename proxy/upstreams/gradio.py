@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from msgspec import Struct
 
 from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest
 from proxy.core.upstream import Readiness
@@ -58,8 +58,7 @@ def _asked(req: GenerationRequest, field: str) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class Discovery:
+class Discovery(Struct, frozen=True):
     main: EndpointPlan
     stream: EndpointPlan | None
 

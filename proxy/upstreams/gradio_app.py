@@ -8,8 +8,9 @@ takes the history. Shapes measured on gradio 6.31 (and gradio 4 and 5 where they
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from msgspec import Struct
 
 from proxy.errors import UpstreamBadResponse
 
@@ -24,8 +25,7 @@ def mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-@dataclass(frozen=True, slots=True)
-class FollowUp:
+class FollowUp(Struct, frozen=True):
     """The event the page runs after the chosen one, in the same session, for the answer:
     each of its API inputs is one of the first event's outputs (by index) or its default."""
 
@@ -36,8 +36,7 @@ class FollowUp:
     fn_index: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AppAPI:
+class AppAPI(Struct, frozen=True):
     """What an app's ``/info`` and ``/config`` say of its events: the public endpoints and
     their parameters, and each event's components (for its kind, outputs and follow-ups)."""
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from msgspec import Struct
+
 from proxy.errors import UpstreamBadResponse
 from proxy.upstreams.gradio_app import (
     TEXT_COMPONENTS,
@@ -91,8 +93,7 @@ GENERATION_FIELDS: tuple[Source, ...] = (
 _RANGE = re.compile(r"between\s+(-?[\d.]+)\s+and\s+(-?[\d.]+)")
 
 
-@dataclass(frozen=True, slots=True)
-class ParamPlan:
+class ParamPlan(Struct, frozen=True):
     """Where one positional argument of the endpoint comes from."""
 
     name: str
@@ -123,6 +124,8 @@ class ParamPlan:
         return f"{self.name}{f' [{self.label}]' if self.label else ''} {origin}{extra}"
 
 
+# A dataclass, not a msgspec Struct as the other value types: ``taken`` and ``not_taken`` are
+# worked out after init (a frozen Struct cannot set them); it is built once per discovery.
 @dataclass(frozen=True, slots=True)
 class EndpointPlan:
     """A discovered endpoint: its name, kind, the API prefix, how to fill each parameter,

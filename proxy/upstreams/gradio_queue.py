@@ -12,12 +12,12 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
+from msgspec import Struct
 
 from proxy.errors import UpstreamBadResponse, UpstreamDisconnected
 from proxy.upstreams.body_reads import BodyReader
@@ -38,8 +38,7 @@ OUTPUT_EVENTS = ("generating", "complete", "error")
 CANCEL_TIMEOUT = 2.0
 
 
-@dataclass(slots=True)
-class CallState:
+class CallState(Struct):
     """One call at the Space: its session and event (what a cancel names), and whether it
     completed."""
 

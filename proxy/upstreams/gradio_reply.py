@@ -10,7 +10,7 @@ the gateway's bound for every upstream (``proxy/core/budget.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from proxy.core.budget import budget_chars, cut_at_budget
 from proxy.core.generation import GenerationRequest
@@ -20,8 +20,7 @@ from proxy.core.generation import GenerationRequest
 MIN_ECHO_CHARS = 40
 
 
-@dataclass(frozen=True, slots=True)
-class Shown:
+class Shown(Struct, frozen=True):
     """The reply text as the client gets it so far, and whether the budget cut it."""
 
     text: str

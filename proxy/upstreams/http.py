@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+from msgspec import Struct
 
 from proxy.core.upstream import Readiness
 from proxy.errors import (
@@ -185,8 +185,7 @@ def translate(exc: Exception, *, read_timeout: float, total_timeout: float) -> G
     return UpstreamUnreachable(f"the connection to the upstream failed ({type(exc).__name__})")
 
 
-@dataclass(frozen=True, slots=True)
-class HTTPOptions:
+class HTTPOptions(Struct, frozen=True):
     """What every HTTP adapter takes, whatever its protocol: the token, the timeouts (connect,
     silence, whole call, first token), the pool size and the retries before output."""
 

@@ -6,11 +6,11 @@ Plain data and one matching function; the mock adapter turns these into replies.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 
-@dataclass(frozen=True, slots=True)
-class Topic:
+class Topic(Struct, frozen=True):
     name: str
     pattern: re.Pattern[str]
     openers: tuple[str, ...]

@@ -8,16 +8,16 @@ one, with the reply types of ``routes/replies.py``. A route without an operation
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from msgspec import Struct, field
 
 JSON = "application/json"
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(Struct, frozen=True):
     """One successful answer: a JSON ``body`` type (a TypedDict), or another ``media_type``;
     with ``events``, also a Server-Sent Events stream (event names, or ``()`` for OpenAI's
     unnamed ``data:`` lines)."""
@@ -28,8 +28,7 @@ class Reply:
     events: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(Struct, frozen=True):
     """One method of one path. ``errors`` maps a status to why it happens; their body is the
     error shape of the path's front. ``auth`` names a security scheme, ``auth_optional`` when
     the call also works without it."""
