@@ -270,3 +270,14 @@ class UpstreamTimeout(UpstreamFailure):
     status = 504
     code = "upstream_timeout"
     unavailable = True
+
+
+# Values a caller or an operator sent are never echoed whole into an error message: at most
+# this many characters of their repr.
+ECHO_CHARS = 40
+
+
+def echo(value: object) -> str:
+    """``repr(value)``, cut to ECHO_CHARS."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."

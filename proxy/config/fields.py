@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from msgspec import Struct
 
+from proxy.errors import echo
+
 _REQUIRED: Any = object()
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
@@ -184,17 +186,17 @@ def convert(value: object, hint: Any, declared: Field) -> Any:
         return convert(value, inner, declared)
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"must be one of {', '.join(map(repr, args))}; got {_echo(value)}")
+            raise ValueError(f"must be one of {', '.join(map(repr, args))}; got {echo(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"must be a list; got {_echo(value)}")
+            raise ValueError(f"must be a list; got {echo(value)}")
         return tuple(convert(item, args[0], declared) for item in value)
     if origin is dict:
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            raise ValueError(f"must be name=value pairs; got {_echo(value)}")
+            raise ValueError(f"must be name=value pairs; got {echo(value)}")
         return dict(value)
     if hint is Secret:
         if isinstance(value, Secret):
@@ -205,7 +207,7 @@ def convert(value: object, hint: Any, declared: Field) -> Any:
     if hint is str:
         text = _text(value)
         if declared.pattern and not re.search(declared.pattern, text):
-            raise ValueError(f"must match {declared.pattern}; got {_echo(text)}")
+            raise ValueError(f"must match {declared.pattern}; got {echo(text)}")
         return text
     if hint is bool:
         return _boolean(value)
@@ -216,14 +218,9 @@ def convert(value: object, hint: Any, declared: Field) -> Any:
     raise TypeError(f"no conversion to {hint!r}")  # a declaration this module cannot read
 
 
-def _echo(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _text(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string; got {_echo(value)}")
+        raise ValueError(f"must be a string; got {echo(value)}")
     return value
 
 
@@ -235,7 +232,7 @@ def _boolean(value: object) -> bool:
         return True
     if word in _FALSE:
         return False
-    raise ValueError(f"must be true or false (1/0, yes/no, on/off); got {_echo(value)}")
+    raise ValueError(f"must be true or false (1/0, yes/no, on/off); got {echo(value)}")
 
 
 def _integer(value: object) -> int:
@@ -248,7 +245,7 @@ def _integer(value: object) -> int:
             return int(value.strip())
         except ValueError:
             pass
-    raise ValueError(f"must be an integer; got {_echo(value)}")
+    raise ValueError(f"must be an integer; got {echo(value)}")
 
 
 def _number(value: object) -> float:
@@ -259,7 +256,7 @@ def _number(value: object) -> float:
             return float(value.strip())
         except ValueError:
             pass
-    raise ValueError(f"must be a number; got {_echo(value)}")
+    raise ValueError(f"must be a number; got {echo(value)}")
 
 
 def _bounded(number: float, declared: Field, kind: str) -> Any:

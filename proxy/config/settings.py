@@ -13,7 +13,6 @@ from proxy.config import environment, values
 from proxy.config.fields import Check, ConfigError
 from proxy.config.values import SPACE_ID, UpstreamKind
 from proxy.config.variables import Caller, Variables
-from proxy.core.catalog import MODELS
 
 if TYPE_CHECKING:
     from proxy.config.upstreams_file import UpstreamEntry
@@ -39,13 +38,6 @@ def _check_rate_limit(value: str) -> str:
     return values.check_limits(value, "30/minute or 30/minute;500/day (or off)")
 
 
-def _check_default_model(value: str) -> str:
-    names = [spec.name for spec in MODELS]
-    if value not in names:
-        raise ValueError(f"must be one of: {', '.join(names)}")
-    return value
-
-
 # Checks of a raw variable, before it is converted to its field's type.
 _BEFORE: dict[str, Check] = {
     **dict.fromkeys(_BLANK_IS_UNSET, _blank_is_unset),
@@ -61,7 +53,7 @@ _AFTER: dict[str, Check] = {
     "redis_url": values.check_redis_url,
     "space_api_name": values.check_api_name,
     "space_stream_api_name": values.check_api_name,
-    "default_model": _check_default_model,
+    "default_model": values.check_model,
     "allowed_origins": values.check_origins,
     "otel_traces_sampler": values.check_sampler,
 }

@@ -18,6 +18,7 @@ from proxy.config.values import (
     SPACE_ID,
     UpstreamKind,
     check_api_name,
+    check_model,
     check_upstream_url,
 )
 from proxy.core.catalog import MODELS
@@ -86,19 +87,11 @@ class UpstreamEntry(Record):
         return {k: getattr(self, k) for k in OVERRIDABLE if getattr(self, k) is not None}
 
 
-def _check_models(value: tuple[str, ...]) -> tuple[str, ...]:
-    names = [spec.name for spec in MODELS]
-    for model in value:
-        if model not in names:
-            raise ValueError(f"{model!r} is not a model; the models are {', '.join(names)}")
-    return value
-
-
 _AFTER: dict[str, Check] = {
     "url": check_upstream_url,
     "space_api_name": check_api_name,
     "space_stream_api_name": check_api_name,
-    "models": _check_models,
+    "models": lambda models: tuple(map(check_model, models)),
 }
 
 

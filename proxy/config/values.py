@@ -13,6 +13,8 @@ from typing import Literal
 
 from msgspec import Struct
 
+from proxy.core.catalog import MODELS
+
 UpstreamKind = Literal["gradio", "tgi", "openai", "mock"]
 
 SPACE_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -58,6 +60,14 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
+
+
+def check_model(name: str) -> str:
+    """A model of the catalogue, by its public name."""
+    names = [spec.name for spec in MODELS]
+    if name not in names:
+        raise ValueError(f"{name!r} is not a model; the models are {', '.join(names)}")
+    return name
 
 
 def check_sampler(value: str) -> str:

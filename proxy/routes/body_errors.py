@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import msgspec
 
-from proxy.errors import ClientError, InvalidParameter, InvalidRequest
+from proxy.errors import ECHO_CHARS, ClientError, InvalidParameter, InvalidRequest, echo
 
 RANGES = {
     "max_new_tokens": "an integer from 1 to {limit}",
@@ -25,16 +25,6 @@ RANGES = {
     "repetition_penalty": "a number greater than 0 and at most 10 (1 means none)",
 }
 
-# Request values are never echoed whole into an error: at most this many characters.
-ECHO_CHARS = 40
-
-
-def echo(value: object) -> str:
-    """``repr(value)``, cut to ECHO_CHARS."""
-    text = repr(value)
-    return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
-
-
 # msgspec's messages: "Expected `int` >= 1 - at `$.parameters.max_new_tokens`".
 _AT = re.compile(r" - at `\$(.*)`$")
 _PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
@@ -42,6 +32,7 @@ _UNKNOWN = re.compile(r"^Object contains unknown field `(.*)`$")
 _MISSING = re.compile(r"^Object missing required field `(.*)`$")
 _BYTE = re.compile(r"\(byte (\d+)\)$")
 _KEY_BEFORE = re.compile(rb'"([^"\\]{1,64})"\s*:\s*-?$')
+_OUT_OF_RANGE = re.compile(r"Expected `(int|float)` [<>]=? ")
 
 
 def _location(message: str) -> tuple[str, tuple[str | int, ...]]:
@@ -144,7 +135,7 @@ def rejected_body(
         return InvalidRequest(f"{field} is required; send it", param=field)
     if not loc and text.startswith("Expected `object`"):
         return InvalidRequest("request body must be a JSON object", code="invalid_json")
-    if re.match(r"Expected `(int|float)` [<>]=? ", text):
+    if _OUT_OF_RANGE.match(text):
         expected = RANGES.get(str(loc[-1]), text.removeprefix("Expected ").replace("`", ""))
         got = echo(_value_at(body, loc))
         return InvalidParameter(

@@ -24,10 +24,10 @@ from proxy.context import AppContext, context_of
 from proxy.core.cache import parse_cache_control
 from proxy.core.catalog import ModelSpec
 from proxy.core.generation import Chunk, GenerationRequest
-from proxy.errors import GatewayError, InvalidRequest, NotFound
+from proxy.errors import GatewayError, InvalidRequest, NotFound, echo
 from proxy.observe.record import served_model
 from proxy.routes.bodies import ChatMessage, ChatRequest, Parameters
-from proxy.routes.body_errors import echo, rejected_body
+from proxy.routes.body_errors import rejected_body
 from proxy.routes.common import (
     SSE_HEADERS,
     StreamSoFar,
