@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from msgspec import Struct
+from msgspec.structs import force_setattr
 
 from proxy.errors import UpstreamBadResponse
 from proxy.upstreams.gradio_app import (
@@ -124,10 +124,7 @@ class ParamPlan(Struct, frozen=True):
         return f"{self.name}{f' [{self.label}]' if self.label else ''} {origin}{extra}"
 
 
-# A dataclass, not a msgspec Struct as the other value types: ``taken`` and ``not_taken`` are
-# worked out after init (a frozen Struct cannot set them); it is built once per discovery.
-@dataclass(frozen=True, slots=True)
-class EndpointPlan:
+class EndpointPlan(Struct, frozen=True):
     """A discovered endpoint: its name, kind, the API prefix, how to fill each parameter,
     which output holds the answer, and the follow-up event, if the answer comes from one."""
 
@@ -142,16 +139,15 @@ class EndpointPlan:
     follow: FollowUp | None = None
     # The event's index in the app (Gradio's fn_index): what POST {prefix}/cancel names.
     fn_index: int | None = None
-    # What follows from the fields, worked out once: each call asks.
-    taken: frozenset[Source] = field(init=False, repr=False, compare=False)
-    not_taken: tuple[Source, ...] = field(init=False, repr=False, compare=False)
+    # What follows from the fields, worked out once (each call asks); never given.
+    taken: frozenset[Source] = frozenset()
+    not_taken: tuple[Source, ...] = ()
 
     def __post_init__(self) -> None:
         taken = frozenset(p.source for p in self.params if p.source is not None)
-        object.__setattr__(self, "taken", taken)
+        force_setattr(self, "taken", taken)
         # The generation fields this endpoint has no parameter for.
-        not_taken = tuple(f for f in GENERATION_FIELDS if f not in taken)
-        object.__setattr__(self, "not_taken", not_taken)
+        force_setattr(self, "not_taken", tuple(f for f in GENERATION_FIELDS if f not in taken))
 
     @property
     def call_path(self) -> str:
