@@ -19,8 +19,9 @@ import proxy.serverless as serverless
 from proxy import Settings, create_app
 from proxy.serverless import OnDemand, lambda_handler
 from tests.support.audit import AUDIT
+from tests.support.fake_llm_servers import FakeOpenAI
 from tests.support.processes import clean_env, python_output, running
-from tests.support.servers import free_port
+from tests.support.servers import ThreadServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -59,6 +60,16 @@ def test_each_configuration_imports_what_it_uses() -> None:
     assert "redis" in imported_after_one_request(REDIS_URL="redis://127.0.0.1:1/0")
     space = imported_after_one_request(UPSTREAM_URL="http://127.0.0.1:1")
     assert "aiohttp" in space and "redis" not in space
+
+
+def test_an_answering_upstream_leaves_the_retry_library_unimported() -> None:
+    """stamina (with tenacity, 10 ms of a cold start) is imported by a first retry only."""
+    fake = FakeOpenAI()
+    with ThreadServer(fake.app(), lifespan="off") as served:  # type: ignore[attr-defined]
+        modules = imported_after_one_request(UPSTREAM_URL=f"{served.url}/v1",
+                                             UPSTREAM_KIND="openai")  # fmt: skip
+    assert len(fake.requests) == 1  # the generation reached the upstream, and once
+    assert "aiohttp" in modules and not modules & {"stamina", "tenacity"}
 
 
 @pytest.fixture(scope="module")
