@@ -78,6 +78,27 @@ def together(url: str, body: dict[str, Any], count: int) -> list[Streamed]:
         return list(pool.map(one, range(count)))
 
 
+def joined_before_the_cut(
+    url: str, body: dict[str, Any], count: int, fault_space: FaultSpace
+) -> list[Streamed]:
+    """``count`` identical streams to a ``cutmid`` Space that breaks its stream only once the
+    other ``count - 1`` have joined the first one's flight: however slowly each arrives."""
+    fault_space.cut_gate = gate = threading.Event()
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            futures = [pool.submit(stream, url, body) for _ in range(count)]
+            wait_until(
+                lambda: metric(url, "proxy_flight_joins_total", '{via="process"}') == count - 1,
+                timeout=15,
+                what=f"{count - 1} followers",
+            )
+            gate.set()
+            return [future.result() for future in futures]
+    finally:
+        gate.set()
+        fault_space.cut_gate = None
+
+
 def stream_calls(server: GradioServer, marker: str) -> int:
     return sum(
         marker in e["tail"] and e["endpoint"] == "/predict_stream" for e in server.received()
@@ -231,7 +252,7 @@ def test_a_stream_broken_mid_way_is_continued_once_for_every_follower(
     body = {"inputs": f"{marker} how do I recover from a cold?"}
     before = fault_space.hits["cutmid POST /gradio_api/call/predict"]
     with gateway_server(upstreams_file=str(upstreams), upstream_retries=0) as url:
-        replies = together(url, body, 8)
+        replies = joined_before_the_cut(url, body, 8, fault_space)
         continuations = metric(url, "proxy_upstream_continuations_total", '{upstream="second"}')
     assert fault_space.hits["cutmid POST /gradio_api/call/predict"] - before == 1
     assert continuations == 1
@@ -247,7 +268,7 @@ def test_with_nowhere_to_continue_every_follower_gets_the_same_error_and_no_done
     body = {"inputs": f"nowhere {uuid.uuid4().hex[:8]}"}
     before = fault_space.hits["cutmid POST /gradio_api/call/predict"]
     with gateway_server(upstream_url=f"{fault_space.url}/cutmid", upstream_retries=0) as url:
-        replies = together(url, body, 6)
+        replies = joined_before_the_cut(url, body, 6, fault_space)
     assert fault_space.hits["cutmid POST /gradio_api/call/predict"] - before == 1
     assert all(r.status == 200 and "done" not in r.names for r in replies)
     errors = {orjson.dumps({k: v for k, v in r.events[-1][1].items() if k != "request_id"})

@@ -96,6 +96,9 @@ class FaultSpace:
         self.down: set[str] = set()
         # What the ``switch`` Space does now: any scenario's name, set by a test.
         self.switch = "ok"
+        # Set by a test: ``cutmid`` holds its cut until the event is set (at most 10 s), so
+        # that every listener the test sends has joined the stream before it breaks.
+        self.cut_gate: threading.Event | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -286,6 +289,9 @@ class FaultSpace:
                 await writer.drain()
                 await asyncio.sleep(0.02)
             if scenario == "cutmid":
+                gate = self.cut_gate
+                if gate is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)
                 self._reset(writer)
             else:
                 await asyncio.sleep(3600)
