@@ -21,11 +21,13 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from msgspec import Struct
 
 from proxy.errors import echo
+
+_T = TypeVar("_T")
 
 _REQUIRED: Any = object()
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -240,23 +242,24 @@ def _integer(value: object) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"must be an integer; got {echo(value)}")
+    return _from_text(value, int, "an integer")
 
 
 def _number(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    return _from_text(value, float, "a number")
+
+
+def _from_text(value: object, parse: Callable[[str], _T], what: str) -> _T:
+    """``value`` read by ``parse`` when it is text (surrounding blanks ignored); anything else,
+    or text ``parse`` refuses, is a ValueError that says it must be ``what``."""
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            return parse(value.strip())
         except ValueError:
             pass
-    raise ValueError(f"must be a number; got {echo(value)}")
+    raise ValueError(f"must be {what}; got {echo(value)}")
 
 
 def _bounded(number: float, declared: Field, kind: str) -> Any:
