@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from proxy.access.guard import Guard, Guarded
+from proxy.access.guard import Guard
 from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.context import AppContext
@@ -26,9 +26,9 @@ from proxy.routes import admin, chat, openai_api, ops
 from proxy.routing.breaker import CircuitBreaker
 from proxy.routing.resilient import ResilientUpstream
 from proxy.upstreams import UPSTREAMS, Upstream, build_upstream
-from proxy.web.cors import OriginOnlyCORS, cors_options
-from proxy.web.dispatch import GatewayApp
-from proxy.web.instrument import ObserveMiddleware
+from proxy.web.cors import OriginHeaders, OriginOnlyCORS, cors_options
+from proxy.web.dispatch import GatewayApp, HotRoute
+from proxy.web.instrument import ObserveMiddleware, Observer
 from proxy.web.last_error import EXCEPTION_HANDLERS, LastErrorMiddleware
 
 if TYPE_CHECKING:
@@ -279,11 +279,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 )
             }
 
-    # The generation routes: also served before Starlette's layers (web/dispatch.py).
+    observer = Observer(metrics, access_log=settings.access_log, tracing=tracing)
+    cors = cors_options(settings)
+    # The generation routes, each in one frame before Starlette's layers (web/dispatch.py).
+    origin_headers = OriginHeaders(**cors)
     hot = {
-        "/api/chat": Guarded(chat.ChatEndpoint()),
-        "/api/predict": Guarded(chat.ChatEndpoint("predict")),
-        "/v1/chat/completions": Guarded(openai_api.CompletionsEndpoint()),
+        path: HotRoute(endpoint.respond, endpoint.operation, observer=observer, cors=origin_headers)
+        for path, endpoint in (
+            ("/api/chat", chat.ChatEndpoint()),
+            ("/api/predict", chat.ChatEndpoint("predict")),
+            ("/v1/chat/completions", openai_api.CompletionsEndpoint()),
+        )
     }
     routes = [
         Route("/", ops.index, methods=["GET"]),
@@ -305,13 +311,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ),
     ]
     middleware = [
-        Middleware(
-            ObserveMiddleware,
-            metrics=metrics,
-            access_log=settings.access_log,
-            tracing=tracing,
-        ),
-        Middleware(OriginOnlyCORS, **cors_options(settings)),
+        Middleware(ObserveMiddleware, observer=observer),
+        Middleware(OriginOnlyCORS, **cors),
         Middleware(LastErrorMiddleware),
     ]
     app = GatewayApp(
@@ -323,5 +324,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # No redirect from /api/chat/ to /api/chat: its Location would be built from the
     # client's Host header, and a POST should not be redirected anyway. A 404 says what to fix.
     app.router.redirect_slashes = False
-    app.serve_hot(hot, middleware)
+    app.serve_hot(hot)
     return app

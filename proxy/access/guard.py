@@ -1,8 +1,8 @@
 """Who may generate: the origin check, the callers CALLERS accepts (anyone, browsers by
 origin, API keys, signed user tokens), the throttle on failed credentials and the per-client
-rate limits (counted by ``rate_limits.RateLimits``), in front of the generation routes. A pure
-ASGI wrapper: admitted requests get ``RateLimit-*`` headers on their response; refused ones get
-a JSON error with the same headers."""
+rate limits (counted by ``rate_limits.RateLimits``), in front of the generation routes
+(``Guard.enter``, which their hot routes call): admitted requests get ``RateLimit-*`` headers on
+their response; refused ones get a JSON error with the same headers."""
 
 from __future__ import annotations
 
@@ -11,20 +11,19 @@ import hmac
 from typing import TYPE_CHECKING
 
 from msgspec import Struct
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from proxy.access.auth_failures import AuthFailures
 from proxy.access.clients import ClientAddresses
 from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
-from proxy.observe.record import current_record
+from proxy.observe.record import RequestRecord
 from proxy.web.cors import origin_matcher
-from proxy.web.operations import operation_of
-from proxy.web.responses import render_error, with_headers
 
 if TYPE_CHECKING:  # PyJWT is imported only when user tokens are configured
     from proxy.access.user_tokens import UserTokens
+    from proxy.observe.tracing import Tracing
 
 _WANTED = (b"origin", b"authorization", b"x-forwarded-for")
 
@@ -157,42 +156,28 @@ class Guard:
             return caller, []
         return caller, await self.limits.hit(caller.identity)
 
+    async def enter(self, scope: Scope, record: RequestRecord, tracing: Tracing | None) -> None:
+        """Admits a request (in a span of its own, with tracing): its caller goes into the
+        scope's state and the record, its ``RateLimit-*`` headers into the record, for its
+        response; raises GatewayError for a refused one."""
+        span = tracing.start("guard") if tracing is not None else None
+        try:
+            caller, extra = await self.admit(scope)
+        except GatewayError as exc:
+            if span is not None:
+                span.set_attribute("error.type", exc.code)
+                span.end()
+            raise
+        if span is not None:
+            span.set_attribute("proxy.caller", caller.kind)
+            span.end()
+        scope["state"]["caller"] = caller
+        record.caller = caller.kind
+        record.headers = extra or None
+
 
 class _Ignored(Exception):
     """A credential sent to a gateway that asks for none."""
 
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="proxy"'}
-
-
-class Guarded:
-    """An endpoint behind the guard."""
-
-    def __init__(self, endpoint: ASGIApp) -> None:
-        self.endpoint = endpoint
-        self.operation = operation_of(endpoint)  # what the endpoint documents, guarded
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = scope["state"]["ctx"]
-        guard: Guard = ctx.guard
-        span = ctx.tracing.start("guard") if ctx.tracing is not None else None
-        try:
-            caller, extra = await guard.admit(scope)
-        except GatewayError as exc:
-            if span is not None:
-                span.set_attribute("error.type", exc.code)
-                span.end()
-            request_id = scope["state"].get("request_id")
-            await render_error(exc, scope, request_id)(scope, receive, send)
-            return
-        if span is not None:
-            span.set_attribute("proxy.caller", caller.kind)
-            span.end()
-        record = current_record()
-        scope["state"]["caller"] = caller
-        if record is not None:  # the observing layer adds ``extra`` to the response
-            record.caller = caller.kind
-            record.headers = extra or None
-        elif extra:
-            send = with_headers(send, extra)
-        await self.endpoint(scope, receive, send)

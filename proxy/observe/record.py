@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
 from msgspec import Struct
 
@@ -11,6 +12,10 @@ from msgspec import Struct
 class RequestRecord(Struct):
     route: str
     started: float
+    # The id its response carries as X-Request-ID (as sent, or made up).
+    request_id: bytes = b""
+    # With tracing: its span and the token that made it current.
+    span: tuple[Any, object] | None = None
     upstream_seconds: float | None = None
     # With several upstreams: those that produced the reply, in order (two for a continued
     # stream), and every attempt as (upstream, outcome, seconds).

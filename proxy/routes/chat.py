@@ -7,9 +7,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 from msgspec import Struct
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Scope
 
 from proxy.context import AppContext
 from proxy.core.cache import parse_cache_control
@@ -95,20 +94,16 @@ class ChatEndpoint:
     """``POST /api/chat`` and ``/api/predict``: generate a reply for ``inputs`` or ``messages``,
     as JSON or, when asked to, as Server-Sent Events.
 
-    A plain ASGI endpoint: the hottest route skips Starlette's per-request wrappers. Errors
-    are raised to the app's handlers as for any route.
+    Served as a hot route (web/dispatch.py): ``respond`` returns the response, or raises
+    GatewayError for the route to render (ClientDisconnect when the client left).
     """
 
     def __init__(self, operation_id: str = "chat") -> None:
         self.operation = chat_operation(operation_id)
         self.plans: Plans[ChatPlan] = Plans()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            response = await chat(scope, receive, self.plans)
-        except ClientDisconnect:
-            return  # nobody is left to answer
-        await response(scope, receive, send)
+    async def respond(self, scope: Scope, receive: Receive) -> Response:
+        return await chat(scope, receive, self.plans)
 
 
 def _quality(params: list[str]) -> float:

@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 from msgspec import Meta, Struct
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Scope
 
 from proxy.context import AppContext, context_of
 from proxy.core.cache import parse_cache_control
@@ -43,7 +43,7 @@ from proxy.routes.replies import ChatCompletion, OpenAIModel, OpenAIModelList
 from proxy.web.event_stream import EventStream
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply, documented
-from proxy.web.responses import JSONResponse, openai_error_body, openai_error_response
+from proxy.web.responses import JSONResponse, openai_error_body
 
 logger = logging.getLogger("proxy.app")
 
@@ -213,19 +213,11 @@ class CompletionsEndpoint:
         auth="apiKey",
     )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            response = await self.handle(scope, receive)
-        except ClientDisconnect:
-            return
-        except GatewayError as exc:
-            response = openai_error_response(exc)
-        await response(scope, receive, send)
-
     def __init__(self) -> None:
         self.plans: Plans[CompletionPlan] = Plans()
 
-    async def handle(self, scope: Scope, receive: Receive) -> Response:
+    async def respond(self, scope: Scope, receive: Receive) -> Response:
+        """The response (a hot route's, web/dispatch.py), or GatewayError raised."""
         ctx: AppContext = scope["state"]["ctx"]
         headers = wanted_headers(scope)
         raw = await read_json_body(headers, receive, ctx.settings.max_body_bytes)

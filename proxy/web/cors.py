@@ -1,4 +1,5 @@
-"""CORS from ALLOWED_ORIGINS: Starlette's middleware, for requests that carry an ``Origin``."""
+"""CORS from ALLOWED_ORIGINS: Starlette's middleware, for requests that carry an ``Origin``;
+for the hot routes, the headers it would add to an answer, decided from its own state."""
 
 from __future__ import annotations
 
@@ -66,3 +67,36 @@ class OriginOnlyCORS:
                 await self.app(scope, receive, send)
                 return
         await self.cors(scope, receive, send)
+
+
+class OriginHeaders:
+    """What Starlette's CORSMiddleware adds to the answer of a request with an ``Origin``
+    that is not a preflight (the only kind a ``POST`` is), taken from that middleware's own
+    state once: its simple headers, and ``Access-Control-Allow-Origin`` as it decides it.
+    The hot routes add these instead of wrapping ``send`` in the middleware; ``Vary: Origin``
+    comes from the observing step on every answer, as it does after the middleware."""
+
+    def __init__(self, **options: Any) -> None:
+        cors = CORSMiddleware(_never_called, **options)
+        self._allowed = cors.is_allowed_origin
+        self._simple = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in cors.simple_headers.items()
+            if name != "Access-Control-Allow-Origin"
+        ]
+        self._any = cors.allow_all_origins
+        # Any origin without credentials: ``*``; with credentials, or an allowed one of a
+        # list: the origin itself.
+        self._star = cors.allow_all_origins and not cors.allow_credentials
+
+    def of(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        headers = self._simple.copy()
+        if self._star:
+            headers.append((b"access-control-allow-origin", b"*"))
+        elif self._any or self._allowed(origin.decode("latin-1")):
+            headers.append((b"access-control-allow-origin", origin))
+        return headers
+
+
+async def _never_called(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("OriginHeaders only reads the middleware's decisions")

@@ -1,36 +1,144 @@
-"""The generation routes served before Starlette's own layers.
+"""The generation routes served before Starlette's own layers, each in one frame.
 
-A request to a hot route (``POST`` to a path of ``hot``) goes straight into a chain of the
-app's middleware built once at start-up around its endpoint: Starlette's outer error layer,
-its exception layer and its router, which every request otherwise passes, are skipped. Every
-other request, a wrong method on a hot path included (a 405), is Starlette's as before.
+A ``POST`` to a hot path goes straight to its ``HotRoute``, which does in one frame what the
+app's layers do around every other route: observing (``Observer``: id, record, metrics, the
+access line), the CORS answer for a request with an ``Origin`` (``OriginHeaders``, decided as
+Starlette's middleware decides it), the guard, the endpoint, and the last line of error
+handling (every error rendered as our JSON error, a crash logged and answered with a bare
+500). A sized answer is sent with its headers added to the response itself: no layer wraps
+``send``. Every other request, a wrong method on a hot path included (a 405), is Starlette's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from proxy.access.guard import Guard
+from proxy.context import AppContext
+from proxy.observe.record import RequestRecord
+from proxy.web.cors import OriginHeaders
+from proxy.web.instrument import Observer
+from proxy.web.last_error import failure
+from proxy.web.operations import Operation
+from proxy.web.responses import render_error
+
+Respond = Callable[[Scope, Receive], Awaitable[Response]]
 
 
-def chain(endpoint: ASGIApp, middleware: Sequence[Middleware]) -> ASGIApp:
-    """``endpoint`` inside ``middleware``, the first one outermost, as Starlette stacks them."""
-    app = endpoint
-    for cls, args, kwargs in reversed(middleware):
-        app = cls(app, *args, **kwargs)
-    return app
+class HotRoute:
+    """One generation route's whole path: observed, CORS, guarded, answered, errors rendered.
+
+    ``respond`` reads the request and returns its response, or raises GatewayError (or
+    ClientDisconnect when the client left before its body came).
+    """
+
+    def __init__(
+        self,
+        respond: Respond,
+        operation: Operation,
+        *,
+        observer: Observer,
+        cors: OriginHeaders,
+    ) -> None:
+        self.respond = respond
+        self.operation = operation  # what the route documents (routes/openapi.py)
+        self.observer = observer
+        self.cors = cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        observer = self.observer
+        record = observer.begin(scope)
+        status = 499  # the client left before an answer
+        finished = False  # the whole body was sent
+        cache = upstream = b"-"
+        origin = None
+        for key, value in scope["headers"]:
+            if key == b"origin":
+                origin = value
+                break
+        try:
+            response = await self._response(scope, receive, record)
+            if response is None:
+                return
+            status = response.status_code
+            cache, upstream = self._head(response, origin, record)
+            started = True  # a sized answer: its start and body go out in one call
+            tracked = send
+            if isinstance(response, StreamingResponse):
+                started = False
+
+                async def tracking_send(message: Message) -> None:
+                    nonlocal started, finished
+                    if message["type"] == "http.response.body":
+                        finished = not message.get("more_body", False)
+                    else:
+                        started = record.responded = True
+                    await send(message)
+
+                tracked = tracking_send
+            try:
+                await response(scope, receive, tracked)
+                finished = finished or tracked is send
+                return
+            except Exception as exc:
+                error = failure(exc, _id(record))
+                if started:
+                    return  # too late for a status; the connection simply ends
+                # Rendered here, sent after the block: no local of this frame may keep the
+                # exception, whose traceback holds the frame (see last_error.py).
+                response = render_error(error, scope, _id(record))
+                del error
+            status = response.status_code
+            cache, upstream = self._head(response, origin, record)
+            await response(scope, receive, send)
+            finished = True
+        finally:
+            observer.end(scope, record, status, finished, cache, upstream)
+
+    async def _response(
+        self, scope: Scope, receive: Receive, record: RequestRecord
+    ) -> Response | None:
+        """The response to send: the endpoint's, or an error rendered; None when the client
+        left before its request was whole."""
+        ctx: AppContext = scope["state"]["ctx"]
+        guard: Guard = ctx.guard
+        try:
+            await guard.enter(scope, record, ctx.tracing)
+            return await self.respond(scope, receive)
+        except ClientDisconnect:
+            return None  # nobody is left to answer
+        except Exception as exc:
+            error = failure(exc, _id(record))
+            response = render_error(error, scope, _id(record))
+            del error
+        return response
+
+    def _head(
+        self, response: Response, origin: bytes | None, record: RequestRecord
+    ) -> tuple[bytes, bytes]:
+        headers = response.raw_headers
+        if origin is not None:
+            headers += self.cors.of(origin)
+        return self.observer.head(headers, record)
+
+
+def _id(record: RequestRecord) -> str:
+    return record.request_id.decode()
 
 
 class GatewayApp(Starlette):
     """Starlette, with a few ``POST`` routes dispatched by path before its middleware stack."""
 
-    hot: dict[str, ASGIApp] = {}
+    hot: Mapping[str, HotRoute] = {}
 
-    def serve_hot(self, endpoints: Mapping[str, ASGIApp], middleware: Sequence[Middleware]) -> None:
-        """Serve a ``POST`` to each path of ``endpoints`` through ``middleware`` around it."""
-        self.hot = {path: chain(endpoint, middleware) for path, endpoint in endpoints.items()}
+    def serve_hot(self, routes: Mapping[str, HotRoute]) -> None:
+        """Serve a ``POST`` to each path of ``routes`` with its route."""
+        self.hot = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

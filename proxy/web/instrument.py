@@ -1,5 +1,6 @@
 """Observing every request: its id, ``Vary: Origin``, ``Server-Timing``, metrics and the
-access-log line.
+access-log line. ``Observer`` holds the steps; ``ObserveMiddleware`` takes them around the
+routes Starlette serves, the hot routes (web/dispatch.py) in their own frame.
 
 Pure ASGI (no BaseHTTPMiddleware) so that streamed responses pass through untouched.
 """
@@ -53,19 +54,19 @@ def route_label(path: str) -> str:
     return ROUTES.get(path) or ("/static" if path.startswith("/static/") else "other")
 
 
-class ObserveMiddleware:
-    """Every request: an id (a valid incoming ``X-Request-ID`` is kept) on the response,
-    ``Vary: Origin`` so shared caches never mix CORS answers, ``Server-Timing`` with the
-    gateway's and the upstream's time, Prometheus metrics and one access-log line.
+class Observer:
+    """Observing one request, in three steps: ``begin`` (its id, its record, the in-flight
+    gauge, its span), ``head`` (the headers its response's start gets) and ``end`` (metrics
+    and the access line). ObserveMiddleware takes them around every route through Starlette;
+    the hot routes (web/dispatch.py) take them in their own frame.
 
     The access log names the route, status, cache status, upstream and durations: never
     the prompt, the reply, a header value or a key.
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, access_log: bool, tracing: Tracing | None = None
+        self, metrics: Metrics, *, access_log: bool, tracing: Tracing | None = None
     ) -> None:
-        self.app = app
         self.metrics = metrics
         self.tracing = tracing
         self.access_log = access_log and access_logger.isEnabledFor(logging.INFO)
@@ -79,10 +80,9 @@ class ObserveMiddleware:
         self._histograms: dict[str, Histogram] = {}
         self._counter = itertools.count(1)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def begin(self, scope: Scope) -> RequestRecord:
+        """The record of a request that starts now (a valid incoming ``X-Request-ID`` is
+        kept), made current for everything the request does."""
         started = time.perf_counter()
         request_id = None
         for key, value in scope["headers"]:
@@ -93,11 +93,99 @@ class ObserveMiddleware:
         if request_id is None:
             request_id = f"{self._prefix}{next(self._counter):08x}".encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode()
-        record = RequestRecord(route_label(scope["path"]), started)
+        record = RequestRecord(route_label(scope["path"]), started, request_id)
         begin(record)
+        if self.tracing is not None:  # off: nothing of OpenTelemetry is even imported
+            record.span = self.tracing.request_started(scope, record.route)
+        self.metrics.in_flight.inc()
+        return record
+
+    @staticmethod
+    def head(headers: list[tuple[bytes, bytes]], record: RequestRecord) -> tuple[bytes, bytes]:
+        """Adds to a response's start headers what the record holds for it (the guard's
+        ``RateLimit-*``), ``X-Request-ID``, ``Server-Timing`` and ``Vary: Origin``; returns
+        the response's ``X-Cache`` and ``X-Upstream`` (``-`` where it has none)."""
+        if record.headers:
+            headers += record.headers
+        cache = upstream = b"-"
+        for key, value in headers:
+            if key == b"x-cache":
+                cache = value
+            elif key == b"x-upstream":
+                upstream = value
+        headers.append((b"x-request-id", record.request_id))
+        headers.append((b"server-timing", _server_timing(record)))
+        _add_vary_origin(headers)
+        return cache, upstream
+
+    def end(
+        self,
+        scope: Scope,
+        record: RequestRecord,
+        status: int,
+        finished: bool,
+        cache: bytes,
+        upstream: bytes,
+    ) -> None:
+        """The span, metrics and access line of a request answered with ``status``; unless
+        the whole body was sent (``finished``), metrics and the log say 499, the client left
+        before the answer was whole (nginx's code)."""
         tracing = self.tracing
-        if tracing is not None:  # off: nothing of OpenTelemetry is even imported
-            span, token = tracing.request_started(scope, record.route)
+        span = record.span
+        if span is not None:
+            tracing.request_ended(span[0], span[1], status, record)  # type: ignore[union-attr]
+        if not finished:
+            status = 499
+        metrics = self.metrics
+        metrics.in_flight.dec()
+        elapsed = time.perf_counter() - record.started
+        upstream_seconds = record.upstream_seconds
+        method = scope["method"]
+        if method not in METHODS:
+            method = "other"
+        counter = self._counters.get((record.route, method, status))
+        if counter is None:
+            counter = metrics.requests.labels(record.route, method, status)
+            self._counters[(record.route, method, status)] = counter
+        counter.inc()
+        histogram = self._histograms.get(record.route)
+        if histogram is None:
+            histogram = self._histograms[record.route] = metrics.request_seconds.labels(
+                record.route
+            )
+        histogram.observe(elapsed)
+        if upstream_seconds is not None:
+            metrics.overhead_seconds.observe(max(0.0, elapsed - upstream_seconds))
+        if self.access_log:
+            self._access.write(
+                record.request_id.decode(),
+                scope["method"],
+                record.route,
+                status,
+                elapsed,
+                record.cache or cache.decode(),
+                ", ".join(record.upstreams) if record.upstreams else upstream.decode(),
+                tracing.trace_id(span[0]) if span is not None else None,  # type: ignore[union-attr]
+                upstream_seconds,
+            )
+
+
+class ObserveMiddleware:
+    """Every request through Starlette observed (``Observer``): an id on the response,
+    ``Vary: Origin`` so shared caches never mix CORS answers, ``Server-Timing`` with the
+    gateway's and the upstream's time, Prometheus metrics and one access-log line.
+    """
+
+    def __init__(self, app: ASGIApp, *, observer: Observer) -> None:
+        self.app = app
+        self.observer = observer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        observer = self.observer
+        record = observer.begin(scope)
         status = 499  # the client left before an answer
         cache = upstream = b"-"
         finished = False  # the whole body was sent
@@ -110,59 +198,14 @@ class ObserveMiddleware:
                 status = message["status"]
                 record.responded = True
                 headers = list(message.get("headers", ()))
-                if record.headers:
-                    headers += record.headers
-                for key, value in headers:
-                    if key == b"x-cache":
-                        cache = value
-                    elif key == b"x-upstream":
-                        upstream = value
-                headers.append((b"x-request-id", request_id))
-                headers.append((b"server-timing", _server_timing(record)))
-                _add_vary_origin(headers)
+                cache, upstream = observer.head(headers, record)
                 message["headers"] = headers
             await send(message)
 
-        metrics = self.metrics
-        metrics.in_flight.inc()
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            if tracing is not None:
-                tracing.request_ended(span, token, status, record)
-            metrics.in_flight.dec()
-            if not finished:
-                status = 499  # the client left before the answer was whole (nginx's code)
-            elapsed = time.perf_counter() - started
-            upstream_seconds = record.upstream_seconds
-            method = scope["method"]
-            if method not in METHODS:
-                method = "other"
-            counter = self._counters.get((record.route, method, status))
-            if counter is None:
-                counter = metrics.requests.labels(record.route, method, status)
-                self._counters[(record.route, method, status)] = counter
-            counter.inc()
-            histogram = self._histograms.get(record.route)
-            if histogram is None:
-                histogram = self._histograms[record.route] = metrics.request_seconds.labels(
-                    record.route
-                )
-            histogram.observe(elapsed)
-            if upstream_seconds is not None:
-                metrics.overhead_seconds.observe(max(0.0, elapsed - upstream_seconds))
-            if self.access_log:
-                self._access.write(
-                    request_id.decode(),
-                    scope["method"],
-                    record.route,
-                    status,
-                    elapsed,
-                    record.cache or cache.decode(),
-                    ", ".join(record.upstreams) if record.upstreams else upstream.decode(),
-                    tracing.trace_id(span) if tracing is not None else None,
-                    upstream_seconds,
-                )
+            observer.end(scope, record, status, finished, cache, upstream)
 
 
 def _server_timing(record: RequestRecord) -> bytes:

@@ -48,6 +48,16 @@ async def http_error(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {GatewayError: gateway_error, HTTPException: http_error}
 
 
+def failure(exc: Exception, request_id: str | None) -> GatewayError:
+    """The error a request that raised ``exc`` is answered with: a GatewayError as it is;
+    anything else is logged with the request id and becomes a generic 500 that reveals
+    nothing."""
+    if isinstance(exc, GatewayError):
+        return exc
+    logger.exception("unhandled error in request %s", request_id)
+    return GatewayError("internal error; the request id is in the logs")
+
+
 class LastErrorMiddleware:
     """Renders any error that escaped the routes as our JSON error, inside the CORS layer.
 
@@ -82,18 +92,12 @@ class LastErrorMiddleware:
             if record is not None:
                 started = record.responded
             request_id = request_id_of(scope)
-            if not isinstance(exc, GatewayError):
-                logger.exception("unhandled error in request %s", request_id)
+            error = failure(exc, request_id)
             if started:
                 return  # too late for a status; the connection simply ends
             # Rendered here, sent after the block: no local of this frame, which is in the
             # exception's traceback, may keep the exception (a cycle that would hold every
             # frame of the failed call, and what they read, until the collector runs).
-            response = render_error(
-                exc
-                if isinstance(exc, GatewayError)
-                else GatewayError("internal error; the request id is in the logs"),
-                scope,
-                request_id,
-            )
+            response = render_error(error, scope, request_id)
+            del error
         await response(scope, receive, send)

@@ -111,3 +111,34 @@ async def test_unexpected_error_is_generic_500_inside_cors(
     assert response.json()["code"] == "internal_error"
     assert "secret internal detail" not in response.text
     assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def cors_headers(response: httpx.Response) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in response.headers.items()
+        if name.startswith("access-control-") or name == "vary"
+    }
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"allowed_origins": "https://app.example.com"},
+        {"allowed_origins": "https://app.example.com", "cors_allow_credentials": True},
+        {"allowed_origins": "*"},
+    ],
+)
+async def test_generation_routes_answer_cors_as_starlettes_middleware_does(
+    settings: dict[str, object],
+) -> None:
+    # The generation routes add CORS headers in their own frame (web/dispatch.py); every other
+    # route passes Starlette's CORSMiddleware. For each origin both must answer alike.
+    origins = ["http://localhost:5173", "https://app.example.com", "https://evil.example"]
+    async with gateway_client(**settings) as client:
+        for origin in origins:
+            hot = await client.post("/api/chat", json={"inputs": "x"}, headers={"Origin": origin})
+            other = await client.get("/api/models", headers={"Origin": origin})
+            assert cors_headers(hot) == cors_headers(other), origin
+            assert "access-control-expose-headers" in cors_headers(hot)
