@@ -16,6 +16,9 @@ body, forever. ``EdgeProtocol`` (passed to uvicorn as its ``http`` class) adds, 
   new connection gets ``503``;
 - optionally at most ``MAX_CONNECTIONS_PER_ADDRESS`` from one client address (``503``).
 
+A ``431`` or ``408`` is a lingering close: the write side is shut after the answer, and what
+the client still sends is dropped for up to ``LINGER_SECONDS`` before the connection closes.
+
 ``server.py`` calls ``configure`` with the settings before uvicorn starts; a worker process
 reads its settings when its first connection arrives.
 """
@@ -36,6 +39,9 @@ from proxy.serving.cycle import EdgeCycle
 
 logger = logging.getLogger("proxy.edge")
 
+# How long a refused connection's incoming bytes are still read (and dropped) before it
+# closes, so that its answer is not lost to a reset.
+LINGER_SECONDS = 2.0
 # Descriptors the process needs beside client connections and the upstream pool: the
 # listening socket, logs, Redis, the JWKS, the interpreter's own files.
 SPARE_FILES = 64
@@ -165,18 +171,20 @@ class EdgeProtocol(HttpToolsProtocol):
         self.in_head = True  # waiting for (the rest of) a request head
         self.head_bytes = 0
         self.too_many_headers = False
+        self.lingering = False  # refused: what still comes is dropped until the close
 
     # Connections
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Refused at once, without lingering: a slot is what is short.
         if len(self.connections) > self.limits.max_connections and not self._make_room():
-            self._refuse(TOO_MANY_CONNECTIONS)
+            self._refuse(TOO_MANY_CONNECTIONS, linger=False)
             return
         if self.limits.max_connections_per_address and self._from_same_address() > (
             self.limits.max_connections_per_address
         ):
-            self._refuse(TOO_MANY_CONNECTIONS)
+            self._refuse(TOO_MANY_CONNECTIONS, linger=False)
             return
         if not EdgeProtocol.sweeping:
             EdgeProtocol.sweeping = True
@@ -252,10 +260,24 @@ class EdgeProtocol(HttpToolsProtocol):
             oldest.transport.close()
         return True
 
-    def _refuse(self, reply: bytes) -> None:
-        if not self.transport.is_closing():
-            self.transport.write(reply)
-            self.transport.close()
+    def _refuse(self, reply: bytes, *, linger: bool = True) -> None:
+        """Answer ``reply`` and close. With ``linger``, the write side is shut first and
+        what the client still sends is read and dropped for up to ``LINGER_SECONDS`` (as
+        nginx's lingering close): closing with its bytes unread would reset the connection,
+        and a client still sending (an oversized head) would lose the answer."""
+        transport = self.transport
+        if self.lingering:  # refused already: now it goes
+            transport.close()
+            return
+        if transport.is_closing():
+            return
+        transport.write(reply)
+        if not linger or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.lingering = True
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def _head_expired(self) -> None:
         if self.head_bytes:
@@ -277,6 +299,8 @@ class EdgeProtocol(HttpToolsProtocol):
     # Parsing
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         if not self.in_head:
             if self.cycle.more_body:  # the body of the current request
                 self.body_active_at = time.monotonic()
@@ -293,7 +317,7 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         # Only what fits the limit is parsed, and the rest only if the head ended within it.
         super().data_received(data[:room])
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.lingering:
             return
         if self.in_head:
             self._refuse(HEAD_TOO_LARGE)

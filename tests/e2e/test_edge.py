@@ -70,6 +70,21 @@ def test_an_oversized_head_is_431_and_closed(gateway: Gateway) -> None:
     assert b'"code": "headers_too_large"' in reply
 
 
+def test_a_client_still_sending_after_its_431_gets_the_answer_and_no_reset(
+    gateway: Gateway,
+) -> None:
+    # The gateway refuses the head once it passes the limit, then reads and drops what keeps
+    # coming (a lingering close): closing with those bytes unread would reset the
+    # connection, and a client still sending would lose the 431 it was sent.
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000)
+        first = sock.recv(65536)
+        assert status_of(first) == 431
+        sock.sendall(b"a" * 1_000_000)  # no BrokenPipeError or ConnectionResetError
+        reply = first + read_all(sock)
+    assert reply.endswith(b'"code": "headers_too_large"}')
+
+
 def test_too_many_headers_is_431_and_a_hundred_is_fine(gateway: Gateway) -> None:
     with connect(gateway) as sock:
         sock.sendall(head("/healthz", *(f"X-H{i}: v" for i in range(101))))
