@@ -56,7 +56,7 @@ class RateLimits:
 
     async def hit(self, client: str) -> Headers:
         """Count one request of ``client``: its RateLimit headers, or RateLimited."""
-        count = await self._count(client)
+        count = self.local.hit(client) if self.shared is None else await self._count(client)
         limit = count.shown
         reset = max(0, math.ceil(count.reset))
         fixed = self._fixed.get(limit)

@@ -202,6 +202,10 @@ class MemoryCache:
         return len(self._entries)
 
     async def get(self, key: str) -> CachedGeneration | None:
+        return self.peek(key)
+
+    def peek(self, key: str) -> CachedGeneration | None:
+        """``get`` without an await: an in-process read has nothing to wait for."""
         item = self._entries.get(key)
         if item is None:
             return None

@@ -22,6 +22,7 @@ from proxy.core.cache import (
     CachedGeneration,
     CachePolicy,
     CacheUnavailable,
+    MemoryCache,
     SharedCache,
     cache_key,
 )
@@ -90,6 +91,9 @@ class Gateway:
         self._secret_reach = max(map(len, self._secrets.secrets)) if self._secrets else 0
         self.fallback = fallback
         self.cache = cache
+        # An in-process cache read without a span is looked up in the caller's own step (a
+        # hit has nothing to wait for); anything else takes the whole path.
+        self._memory = cache if isinstance(cache, MemoryCache) and tracing is None else None
         self.metrics = metrics
         self._lock_timeout = lock_timeout
         self._flight_timeout = flight_timeout
@@ -151,17 +155,34 @@ class Gateway:
     ) -> Served:
         """The reply for ``req`` (whose cache key is ``key`` when given); raises GatewayError
         subclasses on upstream trouble."""
-        try:
-            served = await self._serve(req, policy, key)
-        except GatewayError as exc:
-            if self.fallback is None or not exc.unavailable:
-                raise
-            generation = await self.fallback.generate(req)
-            served = Served(replace(generation, upstream=FALLBACK_LABEL), "BYPASS")
+        served = self._memory_hit(req, policy, key) if self._memory is not None else None
+        if served is None:
+            try:
+                served = await self._serve(req, policy, key)
+            except GatewayError as exc:
+                if self.fallback is None or not exc.unavailable:
+                    raise
+                generation = await self.fallback.generate(req)
+                served = Served(replace(generation, upstream=FALLBACK_LABEL), "BYPASS")
         self._count(served.cache)
         if req.stop:
             served = Served(stop_generation(served.generation, req.stop), served.cache, served.age)
         return served
+
+    def _memory_hit(
+        self, req: GenerationRequest, policy: CachePolicy, key: str | None
+    ) -> Served | None:
+        """A hit from the in-process cache, as ``_serve`` would answer it, or None."""
+        if not (policy.read and policy.write):
+            return None
+        assert self._memory is not None
+        entry = self._memory.peek(key or cache_key(req, self.upstream.identity))
+        if entry is None:
+            return None
+        age = entry.age()
+        if policy.max_age is not None and age > policy.max_age:
+            return None
+        return Served(entry.generation(), "HIT", age)
 
     async def _consult(
         self, req: GenerationRequest, policy: CachePolicy, key: str | None

@@ -6,13 +6,14 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
-from msgspec import Struct
+import orjson
+from msgspec import Struct, field
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from proxy.context import AppContext
 from proxy.core.cache import parse_cache_control
-from proxy.core.generation import Chunk, GenerationRequest
+from proxy.core.generation import Chunk, Generation, GenerationRequest
 from proxy.errors import GatewayError
 from proxy.observe.record import served_by, served_model
 from proxy.routes.bodies import ChatRequest, parse_chat_request
@@ -140,12 +141,26 @@ def prefers_events(accept: str) -> bool:
     return events > 0 and events > json
 
 
+class LastHit(Struct):
+    """The last cache hit a plan answered: the generation and the reply's bytes. A hit of
+    the same entry (an equal generation) is answered with the same bytes, not rendered again."""
+
+    generation: Generation | None = None
+    body: bytes = b""
+
+
+# Hits with longer replies are rendered each time: the plans stay small.
+MAX_KEPT_REPLY_BYTES = 8192
+
+
 class ChatPlan(Struct, frozen=True):
-    """What a body came to: the normalised request, whether it is streamed, its cache key."""
+    """What a body came to: the normalised request, whether it is streamed, its cache key
+    (and the last hit it answered)."""
 
     req: GenerationRequest
     stream: bool
     key: str | None
+    last: LastHit = field(default_factory=LastHit)
 
 
 def plan_chat(body: bytes, accept: str, cache_scope: str, ctx: AppContext) -> ChatPlan:
@@ -174,17 +189,21 @@ async def chat(scope: Scope, receive: Receive, plans: Plans[ChatPlan]) -> Respon
             served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
         )
         events = _events(served_stream.chunks, req, request_id_of(scope), served_stream.upstream)
-        return EventStream(
-            events, media_type="text/event-stream", headers={**SSE_HEADERS, **cache_headers}
-        )
+        response = EventStream(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        response.raw_headers += cache_headers
+        return response
     served = await ctx.gateway.generate(req, policy, key=plan.key)
     generation = served.generation
+    answer = cache_headers_of(generation.upstream, served.cache, served.age, show=show_cache)
+    last = plan.last
+    if served.cache == "HIT" and generation == last.generation:
+        return JSONResponse.of(last.body, answer)
     reply: ChatReply = {
         "generated_text": generation.text,
         "model": generation.model,
         "usage": usage_of(req, generation.text, generation.usage),
     }
-    return JSONResponse(
-        reply,
-        headers=cache_headers_of(generation.upstream, served.cache, served.age, show=show_cache),
-    )
+    body = orjson.dumps(reply)
+    if served.cache == "HIT" and len(body) <= MAX_KEPT_REPLY_BYTES:
+        last.generation, last.body = generation, body
+    return JSONResponse.of(body, answer)

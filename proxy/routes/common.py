@@ -88,18 +88,18 @@ def cache_view(scope: Scope, ctx: AppContext) -> tuple[str, bool]:
 
 def cache_headers_of(
     upstream: str, cache: str, age: int | None, *, show: bool = True
-) -> dict[str, str]:
+) -> list[tuple[bytes, bytes]]:
     """X-Upstream (and X-Upstream-Ignored when the upstream could not take some of the
-    request's fields), and when ``show``, X-Cache and Age."""
-    headers = {"X-Upstream": upstream}
+    request's fields), and when ``show``, X-Cache and Age, as a response's raw headers."""
+    headers = [(b"x-upstream", upstream.encode("latin-1"))]
     record = current_record()
     if record is not None and record.ignored:
-        headers["X-Upstream-Ignored"] = ", ".join(record.ignored)
+        headers.append((b"x-upstream-ignored", ", ".join(record.ignored).encode("latin-1")))
     if not show:
         return headers
-    headers["X-Cache"] = cache
+    headers.append((b"x-cache", cache.encode("latin-1")))
     if age is not None:
-        headers["Age"] = str(age)
+        headers.append((b"age", b"%d" % age))
     return headers
 
 

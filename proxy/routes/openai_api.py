@@ -240,9 +240,9 @@ class CompletionsEndpoint:
             cache = cache_headers_of(
                 served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
             )
-            return EventStream(
-                frames, media_type="text/event-stream", headers={**SSE_HEADERS, **cache}
-            )
+            response = EventStream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+            response.raw_headers += cache
+            return response
         served = await ctx.gateway.generate(req, policy, key=plan.key)
         generation = served.generation
         completion: ChatCompletion = {
@@ -260,11 +260,9 @@ class CompletionsEndpoint:
             ],
             "usage": usage_of(req, generation.text, generation.usage),
         }
-        return JSONResponse(
-            completion,
-            headers=cache_headers_of(
-                generation.upstream, served.cache, served.age, show=show_cache
-            ),
+        return JSONResponse.of(
+            orjson.dumps(completion),
+            cache_headers_of(generation.upstream, served.cache, served.age, show=show_cache),
         )
 
 

@@ -108,14 +108,20 @@ class Observer:
         if record.headers:
             headers += record.headers
         cache = upstream = b"-"
-        for key, value in headers:
+        vary = None
+        for index, (key, value) in enumerate(headers):
             if key == b"x-cache":
                 cache = value
             elif key == b"x-upstream":
                 upstream = value
+            elif key == b"vary" and vary is None:
+                vary = index
         headers.append((b"x-request-id", record.request_id))
         headers.append((b"server-timing", _server_timing(record)))
-        _add_vary_origin(headers)
+        if vary is None:
+            headers.append(_VARY_ORIGIN)
+        elif b"origin" not in (value := headers[vary][1]).lower():
+            headers[vary] = (b"vary", value + b", Origin")
         return cache, upstream
 
     def end(
@@ -224,10 +230,4 @@ def _server_timing(record: RequestRecord) -> bytes:
     return timing.encode()
 
 
-def _add_vary_origin(headers: list[tuple[bytes, bytes]]) -> None:
-    for index, (key, value) in enumerate(headers):
-        if key.lower() == b"vary":
-            if b"origin" not in value.lower():
-                headers[index] = (key, value + b", Origin")
-            return
-    headers.append((b"vary", b"Origin"))
+_VARY_ORIGIN = (b"vary", b"Origin")

@@ -71,6 +71,19 @@ class JSONResponse(_JSONResponse):
                 raw.append(_JSON_TYPE)
         self.raw_headers = raw
 
+    @classmethod
+    def of(cls, body: bytes, headers: list[tuple[bytes, bytes]]) -> JSONResponse:
+        """A 200 of JSON already rendered, with these raw headers: the response Starlette's
+        constructor would make of them, without its steps."""
+        response = cls.__new__(cls)
+        response.status_code = 200
+        response.background = None
+        response.body = body
+        headers.append((b"content-length", b"%d" % len(body)))
+        headers.append(_JSON_TYPE)
+        response.raw_headers = headers
+        return response
+
 
 _JSON_TYPE = (b"content-type", b"application/json")
 

@@ -71,3 +71,31 @@ async def test_each_caller_has_its_own_plan_with_cache_scope_caller() -> None:
         assert (await client.post("/api/chat", content=BODY, headers=two)).headers[
             "x-cache"
         ] == "HIT"
+
+
+async def test_a_hit_answers_its_entry_as_it_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan keeps the bytes of the last hit it answered; once the entry is replaced (here
+    by a ``no-cache`` request that generates again), hits answer the new entry."""
+    from proxy.core.generation import Generation, GenerationRequest
+    from proxy.upstreams.mock import MockUpstream
+
+    made = []
+
+    async def numbered(self: MockUpstream, req: GenerationRequest) -> Generation:
+        made.append(req)
+        return Generation(f"answer {len(made)}", req.model.name, self.name, "stop")
+
+    monkeypatch.setattr(MockUpstream, "generate", numbered)
+    async with gateway_client() as client:
+        texts = []
+        for headers in (JSON, JSON, JSON, {**JSON, "Cache-Control": "no-cache"}, JSON, JSON):
+            response = await client.post("/api/chat", content=BODY, headers=headers)
+            texts.append((response.headers["x-cache"], response.json()["generated_text"]))
+    assert texts == [
+        ("MISS", "answer 1"),
+        ("HIT", "answer 1"),
+        ("HIT", "answer 1"),
+        ("MISS", "answer 2"),
+        ("HIT", "answer 2"),
+        ("HIT", "answer 2"),
+    ]
