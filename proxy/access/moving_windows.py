@@ -105,6 +105,13 @@ class MovingWindows:
         if now >= self._sweep_at:
             self._sweep(now)
         self._touch(key)
+        if len(self.limits) == 1:  # the usual RATE_LIMIT: the same count in fewer steps
+            limit = self.limits[0]
+            events = self._window(0, key, now)
+            if len(events) >= limit.amount:
+                return Count(limit, limit, 0, events[0] + limit.seconds - now)
+            events.append(now)
+            return Count(None, limit, limit.amount - len(events), events[0] + limit.seconds - now)
         exceeded = None
         windows = []
         for index, limit in enumerate(self.limits):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from msgspec import Struct
 from msgspec.structs import replace
@@ -95,6 +95,9 @@ class Gateway:
         # hit has nothing to wait for); anything else takes the whole path.
         self._memory = cache if isinstance(cache, MemoryCache) and tracing is None else None
         self.metrics = metrics
+        self._results = {
+            status: metrics.cache_result[status.lower()] for status in get_args(CacheStatus)
+        }
         self._lock_timeout = lock_timeout
         self._flight_timeout = flight_timeout
         self._tracing = tracing
@@ -115,7 +118,7 @@ class Gateway:
             logger.warning("cache unavailable, serving uncached: %s", exc)
 
     def _count(self, status: CacheStatus) -> None:
-        self.metrics.cache_result[status.lower()].inc()
+        self._results[status].inc()
         record = current_record()
         if record is not None:
             record.cache = status

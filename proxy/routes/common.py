@@ -33,7 +33,9 @@ async def read_json_body(headers: dict[bytes, str], receive: Receive, limit: int
 
     Raises ClientDisconnect when the client leaves before the body arrived.
     """
-    media_type = headers.get(b"content-type", "").split(";")[0].strip().lower()
+    media_type = headers.get(b"content-type", "")
+    if media_type != "application/json":  # else parsed: parameters, case, +json types
+        media_type = media_type.split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"send the body as JSON with Content-Type: application/json "

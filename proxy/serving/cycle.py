@@ -76,19 +76,15 @@ class EdgeCycle(RequestResponseCycle):
         ):
             return False
         headers = [*self.default_headers, *message.get("headers", ())]
-        length = None
-        for name, value in headers:
-            if name == b"content-length" and length is None:
-                length = value
-            elif name in _FRAMING or name == b"content-length":
-                return False
-        if length is None:
-            return False
-        if b"".join([name for name, _ in headers]).translate(None, _NAME_BYTES):
+        names = [name for name, _ in headers]
+        if names.count(b"content-length") != 1 or not _FRAMING.isdisjoint(names):
+            return False  # no length, two, or framing uvicorn decides
+        if b"".join(names).translate(None, _NAME_BYTES):
             return False  # upper case, which uvicorn lowers, or a name it refuses
-        if b"".join([value for _, value in headers]).translate(None, _VALUE_BYTES):
+        values = [value for _, value in headers]
+        if b"".join(values).translate(None, _VALUE_BYTES):
             return False  # uvicorn refuses it
-        expected = int(length)
+        expected = int(values[names.index(b"content-length")])
         end = b"\r\n\r\n" if self.keep_alive else b"\r\nconnection: close\r\n\r\n"
         self.head = b"".join(
             (STATUS_LINE[message["status"]], b"\r\n".join(map(b": ".join, headers)), end)

@@ -51,6 +51,22 @@ def test_at_most_n_in_any_window_not_per_calendar_minute() -> None:
     assert windows.hit("b").remaining == 2  # keys are counted apart
 
 
+def test_one_limit_counts_as_it_does_beside_a_limit_that_never_binds() -> None:
+    # One limit takes a shorter path; a second limit that never binds takes the general one.
+    clock = Clock()
+    one = MovingWindows(parse_limits("3/second"), clock=clock)
+    two = MovingWindows(parse_limits("3/second;1000000/year"), clock=clock)
+    for step in (0.0, 0.2, 0.2, 0.3, 0.1, 0.5, 1.2, 0.0, 0.0, 0.0, 0.9, 0.05):
+        clock.now += step
+        alone, beside = one.hit("a"), two.hit("a")
+        assert (alone.exceeded, alone.shown, alone.remaining) == (
+            beside.exceeded,
+            beside.shown,
+            beside.remaining,
+        )
+        assert alone.reset == pytest.approx(beside.reset)
+
+
 def test_the_header_shows_the_limit_with_the_least_share_left() -> None:
     clock = Clock()
     windows = MovingWindows(parse_limits("10/minute;12/day"), clock=clock)
