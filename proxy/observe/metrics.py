@@ -65,6 +65,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",  # the workers alive now, added up
         )
+        # Requests being served now by this process. In one process the gauge reads it when
+        # scraped (no locked update per request); workers share theirs through the gauge.
+        self.serving = 0
+        self.serving_shared = multiprocess_dir is not None
+        if not self.serving_shared:
+            self.in_flight.set_function(lambda: self.serving)
         self.cache_requests = Counter(
             "proxy_cache_requests",
             "Generation requests by cache outcome.",

@@ -97,7 +97,10 @@ class Observer:
         begin(record)
         if self.tracing is not None:  # off: nothing of OpenTelemetry is even imported
             record.span = self.tracing.request_started(scope, record.route)
-        self.metrics.in_flight.inc()
+        metrics = self.metrics
+        metrics.serving += 1
+        if metrics.serving_shared:
+            metrics.in_flight.inc()
         return record
 
     @staticmethod
@@ -143,7 +146,9 @@ class Observer:
         if not finished:
             status = 499
         metrics = self.metrics
-        metrics.in_flight.dec()
+        metrics.serving -= 1
+        if metrics.serving_shared:
+            metrics.in_flight.dec()
         elapsed = time.perf_counter() - record.started
         upstream_seconds = record.upstream_seconds
         method = scope["method"]
