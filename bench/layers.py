@@ -66,7 +66,7 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
     (
         "cache lookup and store",
         "/proxy/core/gateway.py",
-        frozenset({"_lookup", "_consult", "_replay", "_count"}),
+        frozenset({"_lookup", "_consult", "_replay", "_count", "_memory_hit"}),
     ),  # fmt: skip
     ("upstream exchange", "/proxy/upstreams/", None),
     ("upstream exchange", "/proxy/routing/", None),
