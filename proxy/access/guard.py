@@ -15,11 +15,11 @@ from starlette.types import Scope
 
 from proxy.access.auth_failures import AuthFailures
 from proxy.access.clients import ClientAddresses
+from proxy.access.origins import origin_matcher
 from proxy.access.rate_limits import RateLimits
 from proxy.config.settings import Settings
 from proxy.errors import Forbidden, GatewayError, InvalidRequest, Unauthorized
 from proxy.observe.record import RequestRecord
-from proxy.web.cors import origin_matcher
 
 if TYPE_CHECKING:  # PyJWT is imported only when user tokens are configured
     from proxy.access.user_tokens import UserTokens

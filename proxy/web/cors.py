@@ -3,11 +3,12 @@ for the hot routes, the headers it would add to an answer, decided from its own 
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proxy.access.origins import origin_matcher
 
 if TYPE_CHECKING:
     from proxy.config.settings import Settings
@@ -17,19 +18,6 @@ EXPOSED_HEADERS = [
     "X-Request-ID", "X-Cache", "X-Upstream", "Retry-After", "Age", "Server-Timing",
     "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy",
 ]  # fmt: skip
-
-
-def origin_matcher(origins: tuple[str, ...]) -> re.Pattern[str] | None:
-    """A pattern for the allowed origins (``host:*`` is any port), or None for ``*``."""
-    if "*" in origins:
-        return None
-    parts = []
-    for origin in origins:
-        if origin.endswith(":*"):
-            parts.append(re.escape(origin.removesuffix(":*")) + r"(?::\d{1,5})?")
-        else:
-            parts.append(re.escape(origin))
-    return re.compile("|".join(parts))
 
 
 def cors_options(settings: Settings) -> dict[str, Any]:
