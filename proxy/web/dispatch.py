@@ -22,10 +22,9 @@ from proxy.access.guard import Guard
 from proxy.context import AppContext
 from proxy.observe.record import RequestRecord
 from proxy.web.cors import OriginHeaders
-from proxy.web.instrument import Observer
-from proxy.web.last_error import failure
+from proxy.web.instrument import Observer, request_id_of
+from proxy.web.last_error import failure_response
 from proxy.web.operations import Operation
-from proxy.web.responses import render_error
 
 Respond = Callable[[Scope, Receive], Awaitable[Response]]
 
@@ -77,7 +76,7 @@ class HotRoute:
                     if message["type"] == "http.response.body":
                         finished = not message.get("more_body", False)
                     else:
-                        started = record.responded = True
+                        started = True
                     await send(message)
 
                 tracked = tracking_send
@@ -86,13 +85,10 @@ class HotRoute:
                 finished = finished or tracked is send
                 return
             except Exception as exc:
-                error = failure(exc, _id(record))
+                # Rendered here, sent after the block (see last_error.py).
+                response = failure_response(exc, scope, request_id_of(scope))
                 if started:
                     return  # too late for a status; the connection simply ends
-                # Rendered here, sent after the block: no local of this frame may keep the
-                # exception, whose traceback holds the frame (see last_error.py).
-                response = render_error(error, scope, _id(record))
-                del error
             status = response.status_code
             cache, upstream = self._head(response, origin, record)
             await response(scope, receive, send)
@@ -113,9 +109,7 @@ class HotRoute:
         except ClientDisconnect:
             return None  # nobody is left to answer
         except Exception as exc:
-            error = failure(exc, _id(record))
-            response = render_error(error, scope, _id(record))
-            del error
+            response = failure_response(exc, scope, request_id_of(scope))
         return response
 
     def _head(
@@ -125,10 +119,6 @@ class HotRoute:
         if origin is not None:
             headers += self.cors.of(origin)
         return self.observer.head(headers, record)
-
-
-def _id(record: RequestRecord) -> str:
-    return record.request_id.decode()
 
 
 class GatewayApp(Starlette):

@@ -48,14 +48,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {GatewayError: gateway_error, HTTPException: http_error}
 
 
-def failure(exc: Exception, request_id: str | None) -> GatewayError:
-    """The error a request that raised ``exc`` is answered with: a GatewayError as it is;
-    anything else is logged with the request id and becomes a generic 500 that reveals
-    nothing."""
-    if isinstance(exc, GatewayError):
-        return exc
-    logger.exception("unhandled error in request %s", request_id)
-    return GatewayError("internal error; the request id is in the logs")
+def failure_response(exc: Exception, scope: Scope, request_id: str | None) -> Response:
+    """What a request that raised ``exc`` is answered with: a GatewayError rendered as it is;
+    anything else logged with the request id and answered with a generic 500 that reveals
+    nothing. The response keeps no reference to ``exc`` (whose traceback holds the frames of
+    the failed call)."""
+    if not isinstance(exc, GatewayError):
+        logger.exception("unhandled error in request %s", request_id)
+        exc = GatewayError("internal error; the request id is in the logs")
+    return render_error(exc, scope, request_id)
 
 
 class LastErrorMiddleware:
@@ -91,13 +92,10 @@ class LastErrorMiddleware:
         except Exception as exc:
             if record is not None:
                 started = record.responded
-            request_id = request_id_of(scope)
-            error = failure(exc, request_id)
-            if started:
-                return  # too late for a status; the connection simply ends
             # Rendered here, sent after the block: no local of this frame, which is in the
             # exception's traceback, may keep the exception (a cycle that would hold every
             # frame of the failed call, and what they read, until the collector runs).
-            response = render_error(error, scope, request_id)
-            del error
+            response = failure_response(exc, scope, request_id_of(scope))
+            if started:
+                return  # too late for a status; the connection simply ends
         await response(scope, receive, send)
