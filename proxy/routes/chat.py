@@ -18,10 +18,10 @@ from proxy.errors import GatewayError
 from proxy.observe.record import served_by, served_model
 from proxy.routes.bodies import ChatRequest, parse_chat_request
 from proxy.routes.common import (
-    SSE_HEADERS,
     StreamSoFar,
     cache_headers_of,
     cache_view,
+    event_stream,
     generation_request,
     read_json_body,
     usage_of,
@@ -29,7 +29,6 @@ from proxy.routes.common import (
 )
 from proxy.routes.plans import Plans
 from proxy.routes.replies import ChatReply, DoneEvent
-from proxy.web.event_stream import EventStream
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply
 from proxy.web.responses import JSONResponse, error_body
@@ -189,9 +188,7 @@ async def chat(scope: Scope, receive: Receive, plans: Plans[ChatPlan]) -> Respon
             served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
         )
         events = _events(served_stream.chunks, req, request_id_of(scope), served_stream.upstream)
-        response = EventStream(events, media_type="text/event-stream", headers=SSE_HEADERS)
-        response.raw_headers += cache_headers
-        return response
+        return event_stream(events, cache_headers)
     served = await ctx.gateway.generate(req, policy, key=plan.key)
     generation = served.generation
     answer = cache_headers_of(generation.upstream, served.cache, served.age, show=show_cache)

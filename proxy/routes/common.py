@@ -4,6 +4,8 @@ stream into its text and usage."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from msgspec import Struct
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
@@ -15,8 +17,19 @@ from proxy.errors import PayloadTooLarge, UnsupportedMediaType
 from proxy.observe.record import current_record
 from proxy.routes.bodies import ChatRequest, to_generation_request
 from proxy.routes.replies import CompletionUsage
+from proxy.web.event_stream import EventStream
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def event_stream(
+    frames: AsyncIterator[bytes], cache_headers: list[tuple[bytes, bytes]]
+) -> EventStream:
+    """A stream of Server-Sent Events, unbuffered and uncached on the way, with the cache's
+    headers (``cache_headers_of``)."""
+    response = EventStream(frames, media_type="text/event-stream", headers=_SSE_HEADERS)
+    response.raw_headers += cache_headers
+    return response
 
 
 # The request headers the generation routes read, found in one pass over the raw list: Starlette's

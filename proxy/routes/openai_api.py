@@ -29,10 +29,10 @@ from proxy.observe.record import served_model
 from proxy.routes.bodies import ChatMessage, ChatRequest, Parameters
 from proxy.routes.body_errors import rejected_body
 from proxy.routes.common import (
-    SSE_HEADERS,
     StreamSoFar,
     cache_headers_of,
     cache_view,
+    event_stream,
     generation_request,
     read_json_body,
     usage_of,
@@ -40,7 +40,6 @@ from proxy.routes.common import (
 )
 from proxy.routes.plans import Plans
 from proxy.routes.replies import ChatCompletion, OpenAIModel, OpenAIModelList
-from proxy.web.event_stream import EventStream
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply, documented
 from proxy.web.responses import JSONResponse, openai_error_body
@@ -240,9 +239,7 @@ class CompletionsEndpoint:
             cache = cache_headers_of(
                 served_stream.upstream, served_stream.cache, served_stream.age, show=show_cache
             )
-            response = EventStream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-            response.raw_headers += cache
-            return response
+            return event_stream(frames, cache)
         served = await ctx.gateway.generate(req, policy, key=plan.key)
         generation = served.generation
         completion: ChatCompletion = {
