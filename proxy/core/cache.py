@@ -37,6 +37,10 @@ class CachePolicy(Struct, frozen=True):
     write: bool = True
     max_age: int | None = None
 
+    def allows(self, age: int) -> bool:
+        """Whether an entry ``age`` seconds old may be read (``max-age``)."""
+        return self.max_age is None or age <= self.max_age
+
 
 _MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)")
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Literal, cast, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
-from msgspec import Struct
 from msgspec.structs import replace
 
 from proxy.core.budget import bound_generation, bound_stream, budget_chars
@@ -28,6 +27,7 @@ from proxy.core.cache import (
 )
 from proxy.core.flights import Flights
 from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest
+from proxy.core.served import CacheStatus, Served, ServedStream
 from proxy.core.shared_flights import shared_source
 from proxy.core.shared_locks import entry_of_other, lock_kept
 from proxy.core.stops import stop_generation, stop_stream
@@ -44,28 +44,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("proxy.gateway")
 
-# JOINED: served by an identical generation already in flight (here or on another instance).
-CacheStatus = Literal["HIT", "MISS", "BYPASS", "JOINED"]
 # Cache trouble is logged at most this often, however many requests it affects.
 WARN_INTERVAL = 30.0
 FALLBACK_LABEL = "mock-fallback"
-
-
-class Served(Struct, frozen=True):
-    """A reply and where it came from."""
-
-    generation: Generation
-    cache: CacheStatus
-    age: int | None = None
-
-
-class ServedStream(Struct):
-    """A reply as chunks, and where it comes from (known before the first chunk)."""
-
-    chunks: AsyncGenerator[Chunk, None]
-    cache: CacheStatus
-    age: int | None = None
-    upstream: str = ""
 
 
 class Gateway:
@@ -145,7 +126,7 @@ class Gateway:
     async def _usable(self, key: str, policy: CachePolicy) -> CachedGeneration | None:
         assert self.cache is not None
         entry = await self.cache.get(key)
-        if entry is None or (policy.max_age is not None and entry.age() > policy.max_age):
+        if entry is None or not policy.allows(entry.age()):
             return None
         return entry
 
@@ -183,7 +164,7 @@ class Gateway:
         if entry is None:
             return None
         age = entry.age()
-        if policy.max_age is not None and age > policy.max_age:
+        if not policy.allows(age):
             return None
         return Served(entry.generation(), "HIT", age)
 
