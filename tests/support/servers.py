@@ -3,19 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+# Ports are drawn below the kernel's ephemeral range: a port there is never the local end of
+# an outbound connection, which would take it between the draw and the server's bind.
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing is bound to, never handed out before in this session.
+
+    ``bind(0)`` can give the same port twice in a row: two servers of one test then share
+    it, the second fails to bind, and the first answers for both (a CI run saw a second
+    gateway's requests rate limited by the first).
+    """
+    floor = _ephemeral_floor()
+    for _ in range(10_000):
+        port = random.randrange(floor // 2, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # bound by someone, or lingering after a close
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port below {floor}")
 
 
 def _poll(condition: Callable[[], Any], deadline: float, timeout: float, what: str) -> Any:
