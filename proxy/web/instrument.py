@@ -14,10 +14,10 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.observe.access_log import NAME as ACCESS_LOGGER, AccessLog
+from proxy.observe.local_metrics import Increments, Observes
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import RequestRecord, begin
 
@@ -76,8 +76,8 @@ class Observer:
         self._prefix = os.urandom(8).hex()
         # Label children by their labels: .labels() costs more than the update. Routes,
         # methods and statuses are bounded sets, so these stay small.
-        self._counters: dict[tuple[str, str, int], Counter] = {}
-        self._histograms: dict[str, Histogram] = {}
+        self._counters: dict[tuple[str, str, int], Increments] = {}
+        self._histograms: dict[str, Observes] = {}
         self._counter = itertools.count(1)
 
     def begin(self, scope: Scope) -> RequestRecord:
