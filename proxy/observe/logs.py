@@ -80,9 +80,10 @@ class LineHandler(logging.StreamHandler[TextIO]):
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self.pending: list[str] = []
+        # Lines, or objects that render theirs when written (the access log's batches).
+        self.pending: list[object] = []
 
-    def write_soon(self, line: str) -> None:
+    def write_soon(self, line: object) -> None:
         pending = self.pending
         pending.append(line)
         if len(pending) == 1:
@@ -99,7 +100,7 @@ class LineHandler(logging.StreamHandler[TextIO]):
         try:
             lines, self.pending = self.pending, []
             lines.append("")  # the last line's terminator
-            self.stream.write(self.terminator.join(lines))
+            self.stream.write(self.terminator.join(map(str, lines)))
             self.stream.flush()
         except Exception:  # as StreamHandler.emit: a broken stderr fails no request
             pass

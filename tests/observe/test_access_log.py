@@ -134,3 +134,33 @@ async def test_one_turn_of_lines_is_one_write_in_order(
     AccessLog().write("r5", *ARGS[1:])
     logs.installed.flush()  # as logging.shutdown does at exit
     assert stream.getvalue().splitlines()[-1].split(": ")[1].startswith("r5 POST")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_lines_of_a_turn_keep_the_time_they_were_written(
+    install: Install, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """A turn's lines are written together, each with its own request's time and fields."""
+    stderr = install("info", fmt)
+    times = iter([NOW, NOW + 0.25, NOW + 1.5])
+    monkeypatch.setattr(access_log.time, "time", lambda: next(times))
+    for request_id in ("r1", "r2", "r3"):
+        AccessLog().write(request_id, *ARGS[1:])
+    await asyncio.sleep(0)
+    lines = stderr.getvalue().splitlines()
+    formatter = logs.installed.formatter if logs.installed is not None else None
+    assert isinstance(formatter, logs.Formatter)
+    if fmt == "json":
+        entries = [json.loads(line) for line in lines]
+        assert [e["request_id"] for e in entries] == ["r1", "r2", "r3"]
+        assert [e["time"] for e in entries] == [
+            formatter.stamp(t, "%Y-%m-%dT%H:%M:%S") for t in (NOW, NOW + 0.25, NOW + 1.5)
+        ]
+        assert {e["duration_ms"] for e in entries} == {12.34}
+    else:
+        assert [line.split(" INFO ")[0] for line in lines] == [
+            formatter.stamp(t) for t in (NOW, NOW + 0.25, NOW + 1.5)
+        ]
+        assert [line.split(": ")[1] for line in lines] == [
+            f"{request_id} POST /api/chat 200 12.3ms HIT" for request_id in ("r1", "r2", "r3")
+        ]
