@@ -243,6 +243,10 @@ class HTTPUpstream:
         """``resp``'s whole body, refused past ``limit`` bytes (UpstreamBadResponse,
         ``upstream_too_large``) without holding more than that."""
         declared = resp.content_length
+        if declared is not None and declared <= limit and "Content-Encoding" not in resp.headers:
+            # A declared length within the limit, not compressed (a compressed answer is
+            # counted as it inflates): read in one step, the parser stops at that length.
+            return await resp.read()
         size = 0
         chunks: list[bytes] = []
         if declared is None or declared <= limit:

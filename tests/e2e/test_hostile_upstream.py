@@ -1,12 +1,15 @@
 """A hostile or broken upstream, written here, behind ``python -m proxy``: a stream without
-end, an event without end, an answer of 150 MiB. Each costs the gateway a bounded amount of
+end, an event without end, an answer of 150 MiB, a small compressed answer that inflates to
+150 MiB. Each costs the gateway a bounded amount of
 memory, sends the client a bounded reply, and ends with a specific answer."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -25,6 +28,17 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "hf_HostileUpstreamToken0123456789"
 PIECE = "flood " * 2000  # 12 KB of content per event
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """A JSON answer of 150 MiB, gzipped to a few hundred KB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # the gzip format
+    parts = [packer.compress(b'{"choices": [{"index": 0, "message": {"content": "')]
+    piece = b"y" * 65536
+    parts += [packer.compress(piece) for _ in range(150 * 16)]
+    parts += [packer.compress(b'"}, "finish_reason": "stop"}]}'), packer.flush()]
+    return b"".join(parts)
 
 
 async def completions(request: Request) -> Response:
@@ -68,6 +82,9 @@ async def completions(request: Request) -> Response:
         return StreamingResponse(no_boundary(), media_type="text/event-stream")
     if "HUGE" in prompt:
         return StreamingResponse(huge(), media_type="application/json")
+    if "GZIPBOMB" in prompt:  # with its Content-Length: the compressed size, well in bounds
+        return Response(gzip_bomb(), headers={"Content-Encoding": "gzip"},
+                        media_type="application/json")  # fmt: skip
     return StreamingResponse(endless(), media_type="text/event-stream")
 
 
@@ -112,8 +129,12 @@ def test_an_endless_stream_stops_at_the_budget(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "stream", "code"),
-    [("NOBOUNDARY", True, "upstream_event_too_large"), ("HUGE", False, "upstream_too_large")],
-    ids=["an event without end", "an answer of 150 MiB"],
+    [
+        ("NOBOUNDARY", True, "upstream_event_too_large"),
+        ("HUGE", False, "upstream_too_large"),
+        ("GZIPBOMB", False, "upstream_too_large"),
+    ],
+    ids=["an event without end", "an answer of 150 MiB", "a compressed answer of 150 MiB"],
 )
 def test_an_unbounded_answer_is_a_502_without_being_held(
     gateway: Gateway, prompt: str, stream: bool, code: str
