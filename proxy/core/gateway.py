@@ -150,7 +150,9 @@ class Gateway:
                 served = Served(replace(generation, upstream=FALLBACK_LABEL), "BYPASS")
         self._count(served.cache)
         if req.stop:
-            served = Served(stop_generation(served.generation, req.stop), served.cache, served.age)
+            served = Served(
+                stop_generation(served.generation, req.stop), served.cache, served.age, served.entry
+            )
         return served
 
     def _memory_hit(
@@ -166,7 +168,21 @@ class Gateway:
         age = entry.age()
         if not policy.allows(age):
             return None
-        return Served(entry.generation(), "HIT", age)
+        return Served(entry.generation(), "HIT", age, entry)
+
+    def kept_hit(self, key: str | None, policy: CachePolicy, entry: CachedGeneration) -> int | None:
+        """The age of ``entry`` when it is still the in-process cache's usable entry for
+        ``key``, counted as a hit (a caller that kept its answer sends that again); else
+        None, and nothing counted."""
+        if key is None or self._memory is None or not (policy.read and policy.write):
+            return None
+        if self._memory.peek(key) is not entry:
+            return None
+        age = entry.age()
+        if not policy.allows(age):
+            return None
+        self._count("HIT")
+        return age
 
     async def _consult(
         self, req: GenerationRequest, policy: CachePolicy, key: str | None

@@ -7,6 +7,7 @@ from typing import Literal
 
 from msgspec import Struct
 
+from proxy.core.cache import CachedGeneration
 from proxy.core.generation import Chunk, Generation
 
 # JOINED: served by an identical generation already in flight (here or on another instance).
@@ -14,11 +15,12 @@ CacheStatus = Literal["HIT", "MISS", "BYPASS", "JOINED"]
 
 
 class Served(Struct, frozen=True):
-    """A reply and where it came from."""
+    """A reply and where it came from (for a hit of the in-process cache, its entry)."""
 
     generation: Generation
     cache: CacheStatus
     age: int | None = None
+    entry: CachedGeneration | None = None
 
 
 class ServedStream(Struct):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -72,28 +72,12 @@ class HistogramValue:
         self.counts[bisect_left(self.bounds, amount)] += 1
 
 
-class _Family:
-    """A metric's name, help, label names and series, registered as a collector."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
-    ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        registry.register(self)  # type: ignore[arg-type]
-
-    def _series_labels(self, values: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self.labelnames, values, strict=True))
-
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+S = TypeVar("S", CounterValue, HistogramValue)
 
 
-class LocalCounter(_Family):
-    """A counter: ``labels(...)`` gives a series to ``inc``; without label names the counter
-    is its own one series."""
+class _Family(Generic[S]):
+    """A metric's name, help, label names and series (one, unlabelled, without label names),
+    registered as a collector; ``labels(...)`` gives the series of those label values."""
 
     def __init__(
         self,
@@ -103,18 +87,34 @@ class LocalCounter(_Family):
         *,
         registry: CollectorRegistry,
     ) -> None:
-        self._series: dict[tuple[str, ...], CounterValue] = {}
-        if not labelnames:
-            self._series[()] = CounterValue()
-        super().__init__(name, documentation, labelnames, registry)
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], S] = {} if labelnames else {(): self._new()}
+        registry.register(self)  # type: ignore[arg-type]
 
-    def labels(self, *values: object) -> CounterValue:
+    def _new(self) -> S:
+        raise NotImplementedError
+
+    def labels(self, *values: object) -> S:
         key = tuple(str(value) for value in values)
         series = self._series.get(key)
         if series is None:
-            self._check(key)
-            series = self._series[key] = CounterValue()
+            if len(key) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key}")
+            series = self._series[key] = self._new()
         return series
+
+    def _series_labels(self, values: tuple[str, ...]) -> dict[str, str]:
+        return dict(zip(self.labelnames, values, strict=True))
+
+
+class LocalCounter(_Family[CounterValue]):
+    """A counter: ``labels(...)`` gives a series to ``inc``; without label names the counter
+    is its own one series."""
+
+    def _new(self) -> CounterValue:
+        return CounterValue()
 
     def inc(self, amount: float = 1) -> None:
         self._series[()].inc(amount)
@@ -127,7 +127,7 @@ class LocalCounter(_Family):
         yield family
 
 
-class LocalHistogram(_Family):
+class LocalHistogram(_Family[HistogramValue]):
     """A histogram over ``buckets`` (a last ``+Inf`` bucket is added): ``labels(...)`` gives a
     series to ``observe``; without label names the histogram is its own one series."""
 
@@ -142,18 +142,10 @@ class LocalHistogram(_Family):
     ) -> None:
         bounds = tuple(float(bound) for bound in buckets)
         self.bounds = bounds if bounds[-1] == float("inf") else (*bounds, float("inf"))
-        self._series: dict[tuple[str, ...], HistogramValue] = {}
-        if not labelnames:
-            self._series[()] = HistogramValue(self.bounds)
-        super().__init__(name, documentation, labelnames, registry)
+        super().__init__(name, documentation, labelnames, registry=registry)
 
-    def labels(self, *values: object) -> HistogramValue:
-        key = tuple(str(value) for value in values)
-        series = self._series.get(key)
-        if series is None:
-            self._check(key)
-            series = self._series[key] = HistogramValue(self.bounds)
-        return series
+    def _new(self) -> HistogramValue:
+        return HistogramValue(self.bounds)
 
     def observe(self, amount: float) -> None:
         self._series[()].observe(amount)

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from proxy.context import AppContext
-from proxy.core.cache import parse_cache_control
-from proxy.core.generation import Chunk, Generation, GenerationRequest
+from proxy.core.cache import CachedGeneration, parse_cache_control
+from proxy.core.generation import Chunk, GenerationRequest
 from proxy.errors import GatewayError
 from proxy.observe.record import served_by, served_model
 from proxy.routes.bodies import ChatRequest, parse_chat_request
@@ -141,10 +141,12 @@ def prefers_events(accept: str) -> bool:
 
 
 class LastHit(Struct):
-    """The last cache hit a plan answered: the generation and the reply's bytes. A hit of
-    the same entry (an equal generation) is answered with the same bytes, not rendered again."""
+    """The last cache hit a plan answered: the in-process cache's entry, its upstream and the
+    reply's bytes. While that entry is the one cached, a hit is answered with the same bytes,
+    not rendered again; a hit of another entry is rendered and kept instead."""
 
-    generation: Generation | None = None
+    entry: CachedGeneration | None = None
+    upstream: str = ""
     body: bytes = b""
 
 
@@ -182,6 +184,12 @@ async def chat(scope: Scope, receive: Receive, plans: Plans[ChatPlan]) -> Respon
         plans.keep(memo, plan)
     req = plan.req
     policy = parse_cache_control(headers.get(b"cache-control", ""))
+    last = plan.last
+    if last.entry is not None:
+        age = ctx.gateway.kept_hit(plan.key, policy, last.entry)
+        if age is not None:
+            kept = cache_headers_of(last.upstream, "HIT", age, show=show_cache)
+            return JSONResponse.of(last.body, kept)
     if plan.stream:
         served_stream = await ctx.gateway.stream(req, policy, key=plan.key)
         cache_headers = cache_headers_of(
@@ -192,15 +200,12 @@ async def chat(scope: Scope, receive: Receive, plans: Plans[ChatPlan]) -> Respon
     served = await ctx.gateway.generate(req, policy, key=plan.key)
     generation = served.generation
     answer = cache_headers_of(generation.upstream, served.cache, served.age, show=show_cache)
-    last = plan.last
-    if served.cache == "HIT" and generation == last.generation:
-        return JSONResponse.of(last.body, answer)
     reply: ChatReply = {
         "generated_text": generation.text,
         "model": generation.model,
         "usage": usage_of(req, generation.text, generation.usage),
     }
     body = orjson.dumps(reply)
-    if served.cache == "HIT" and len(body) <= MAX_KEPT_REPLY_BYTES:
-        last.generation, last.body = generation, body
+    if served.entry is not None and len(body) <= MAX_KEPT_REPLY_BYTES:
+        last.entry, last.upstream, last.body = served.entry, generation.upstream, body
     return JSONResponse.of(body, answer)

@@ -99,3 +99,26 @@ async def test_a_hit_answers_its_entry_as_it_is_now(monkeypatch: pytest.MonkeyPa
         ("HIT", "answer 2"),
         ("HIT", "answer 2"),
     ]
+
+
+async def test_a_kept_answer_tells_its_age_and_counts_as_a_hit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hit answered with the plan's kept bytes still says how old its entry is, is counted
+    as a hit, and a request that may not read the cache (``no-cache``) is not given it."""
+    from proxy.core import cache
+
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(cache.time, "time", lambda: now[0])
+    async with gateway_client() as client:
+        seen = []
+        for step, headers in enumerate(
+            (JSON, JSON, JSON, JSON, {**JSON, "Cache-Control": "max-age=5"})
+        ):
+            now[0] += 4 if step else 0
+            response = await client.post("/api/chat", content=BODY, headers=headers)
+            seen.append((response.headers["x-cache"], response.headers.get("age")))
+        metrics = (await client.get("/metrics")).text
+    # The entry is made at the first answer; each later one is 4 s older.
+    assert seen == [("MISS", None), ("HIT", "4"), ("HIT", "8"), ("HIT", "12"), ("MISS", None)]
+    assert 'proxy_cache_requests_total{result="hit"} 3.0' in metrics
