@@ -67,9 +67,12 @@ async def read_json_body(headers: dict[bytes, str], receive: Receive, limit: int
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
-        chunks.append(chunk)
         if not message.get("more_body", False):
+            if not chunks:
+                return chunk  # the usual body: whole in one message
+            chunks.append(chunk)
             return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def generation_request(
