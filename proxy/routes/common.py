@@ -63,7 +63,7 @@ async def read_json_body(headers: dict[bytes, str], receive: Receive, limit: int
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the request body is over the {limit}-byte limit")
