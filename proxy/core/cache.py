@@ -218,6 +218,14 @@ class MemoryCache:
             return None
         return item[0]
 
+    def usable(self, key: str, policy: CachePolicy) -> tuple[CachedGeneration, int] | None:
+        """``key``'s entry and its age, when ``policy`` may read and fill the cache and
+        accepts that age; else None."""
+        if not (policy.read and policy.write) or (entry := self.peek(key)) is None:
+            return None
+        age = entry.age()
+        return (entry, age) if policy.allows(age) else None
+
     async def set(self, key: str, entry: CachedGeneration) -> None:
         if _entry_size(entry) > self._entries.maxsize:
             return  # larger than the whole cache: never stored

@@ -159,30 +159,21 @@ class Gateway:
         self, req: GenerationRequest, policy: CachePolicy, key: str | None
     ) -> Served | None:
         """A hit from the in-process cache, as ``_serve`` would answer it, or None."""
-        if not (policy.read and policy.write):
-            return None
         assert self._memory is not None
-        entry = self._memory.peek(key or cache_key(req, self.upstream.identity))
-        if entry is None:
-            return None
-        age = entry.age()
-        if not policy.allows(age):
-            return None
-        return Served(entry.generation(), "HIT", age, entry)
+        found = self._memory.usable(key or cache_key(req, self.upstream.identity), policy)
+        return None if found is None else Served(found[0].generation(), "HIT", found[1], found[0])
 
     def kept_hit(self, key: str | None, policy: CachePolicy, entry: CachedGeneration) -> int | None:
         """The age of ``entry`` when it is still the in-process cache's usable entry for
         ``key``, counted as a hit (a caller that kept its answer sends that again); else
         None, and nothing counted."""
-        if key is None or self._memory is None or not (policy.read and policy.write):
+        if key is None or self._memory is None:
             return None
-        if self._memory.peek(key) is not entry:
-            return None
-        age = entry.age()
-        if not policy.allows(age):
+        found = self._memory.usable(key, policy)
+        if found is None or found[0] is not entry:
             return None
         self._count("HIT")
-        return age
+        return found[1]
 
     async def _consult(
         self, req: GenerationRequest, policy: CachePolicy, key: str | None
