@@ -27,6 +27,7 @@ from proxy.core.cache import (
 )
 from proxy.core.flights import Flights
 from proxy.core.generation import Chunk, FinishReason, Generation, GenerationRequest
+from proxy.core.leaks import LeakCheck
 from proxy.core.served import CacheStatus, Served, ServedStream
 from proxy.core.shared_flights import shared_source
 from proxy.core.shared_locks import entry_of_other, lock_kept
@@ -34,7 +35,7 @@ from proxy.core.stops import stop_generation, stop_stream
 from proxy.core.stream_flights import StreamFlight, StreamFlights, rebuilt
 from proxy.core.streams import primed, replayed
 from proxy.core.upstream import Readiness, Upstream
-from proxy.errors import GatewayError, UpstreamBadResponse
+from proxy.errors import GatewayError
 from proxy.observe.metrics import Metrics
 from proxy.observe.record import current_record, note_served_model, served_by, served_model
 from proxy.observe.redaction import Redactor
@@ -65,11 +66,8 @@ class Gateway:
         tracing: Tracing | None = None,
     ) -> None:
         self.upstream = upstream
-        # The gateway's own secrets: a reply that carries one is refused, never returned or
-        # cached (a Space that echoes its headers would otherwise hand out the HF token).
-        self._secrets = secrets if secrets is not None and secrets.secrets else None
-        # How far back in a stream a secret could start: its longest encoding.
-        self._secret_reach = max(map(len, self._secrets.secrets)) if self._secrets else 0
+        # A reply that carries one of the gateway's own secrets is refused (leaks.py).
+        self._leaks = LeakCheck.of(secrets)
         self.fallback = fallback
         self.cache = cache
         # An in-process cache read without a span is looked up in the caller's own step (a
@@ -352,13 +350,12 @@ class Gateway:
         text = ""
         finish: FinishReason = "stop"
         chunks = bound_stream(self.upstream.stream(req), budget_chars(req))
-        secrets, reach = self._secrets, self._secret_reach
+        leaks = self._leaks
         try:
             async for chunk in chunks:
                 text = chunk.text if chunk.replace else text + chunk.text
-                # The text a secret could end in: this chunk and what came just before it.
-                if secrets is not None and secrets.found_in(text[-(len(chunk.text) + reach) :]):
-                    raise _leaked()
+                if leaks is not None:
+                    leaks.tail(text, len(chunk.text))
                 finish = chunk.finish_reason or finish
                 yield chunk
         finally:
@@ -376,8 +373,8 @@ class Gateway:
         """The upstream's reply, within the gateway's bound on every reply (budget.py), and
         refused if it carries one of the gateway's secrets."""
         generation = bound_generation(await self.upstream.generate(req), budget_chars(req))
-        if self._secrets is not None and self._secrets.found_in(generation.text):
-            raise _leaked()
+        if self._leaks is not None:
+            self._leaks.whole(generation.text)
         return generation
 
     async def clear_cache(self) -> int:
@@ -395,11 +392,3 @@ class Gateway:
         await self.upstream.aclose()
         if self.cache is not None:
             await self.cache.aclose()
-
-
-def _leaked() -> UpstreamBadResponse:
-    logger.warning("an upstream reply carried one of the gateway's secrets: refused")
-    return UpstreamBadResponse(
-        "the upstream's reply carried a secret of the gateway's; it was not returned",
-        code="upstream_leaked_secret",
-    )
