@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncGenerator
+from functools import lru_cache
 
 from proxy.core.generation import CHARS_PER_TOKEN, Chunk, Generation, GenerationRequest
 from proxy.core.upstream import Readiness
-from proxy.upstreams.mock_replies import DISCLAIMER, emergency_guidance, match_topic
+from proxy.upstreams.mock_replies import DISCLAIMER, Topic, emergency_guidance, match_topic
 
 # Below this room for topical text, the disclaimer and emergency lines give way to it.
 MIN_TOPICAL_CHARS = 40
@@ -25,19 +26,37 @@ def compose_reply(req: GenerationRequest) -> tuple[str, bool]:
     text = req.last_user_text
     digest = hashlib.sha256(f"{req.model.name}\0{text}".encode()).digest()
     topic = match_topic(text)
-    urgent = emergency_guidance(text)
+    # Larger models give a fuller answer; the opener and the tip order vary with the input.
+    return _composed(
+        topic,
+        digest[0] % len(topic.openers),
+        digest[1] % len(topic.tips),
+        4 if "13b" in req.model.name else 3,
+        req.model.chat,
+        emergency_guidance(text),
+        req.max_new_tokens,
+    )
 
-    opener = topic.openers[digest[0] % len(topic.openers)]
-    # Larger models give a fuller answer; the tip order varies with the input.
-    count = 4 if "13b" in req.model.name else 3
-    start = digest[1] % len(topic.tips)
+
+@lru_cache(maxsize=4096)
+def _composed(
+    topic: Topic,
+    opener: int,
+    start: int,
+    count: int,
+    chat: bool,
+    urgent: str | None,
+    max_new_tokens: int,
+) -> tuple[str, bool]:
+    """A reply from its parts: few enough (topics, openers, tip orders, budgets) that each is
+    composed once."""
     tips = [topic.tips[(start + i) % len(topic.tips)] for i in range(count)]
-    if req.model.chat:
-        body = [opener, "Here are a few things that help:"] + [f"- {tip}" for tip in tips]
+    if chat:
+        body = [topic.openers[opener], "Here are a few things that help:"]
+        body += [f"- {tip}" for tip in tips]
     else:
-        body = [opener, *tips]
-
-    return fit_to_budget("\n".join(body), urgent, req.max_new_tokens)
+        body = [topic.openers[opener], *tips]
+    return fit_to_budget("\n".join(body), urgent, max_new_tokens)
 
 
 def _cut(text: str, chars: int) -> str:
