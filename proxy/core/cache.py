@@ -1,9 +1,9 @@
 """The response cache: its key, the request's Cache-Control policy, and two backends.
 
 The key is a SHA-256 of canonical JSON, so no prompt text ever appears in a key, a log line or
-a Redis key name. ``MemoryCache`` (cachetools, bounded by entries and bytes, with a TTL) serves
-one process; ``RedisCache`` (proxy/core/redis_cache.py, imported only with REDIS_URL) lets several
-instances share entries and a single-flight lock.
+a Redis key name. ``MemoryCache`` (least recently used out first, bounded by entries and
+bytes, with a TTL) serves one process; ``RedisCache`` (proxy/core/redis_cache.py, imported
+only with REDIS_URL) lets several instances share entries and a single-flight lock.
 Backend failures raise ``CacheUnavailable``; the gateway then serves uncached.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-import cachetools
 import orjson
 from msgspec import Struct
 
@@ -170,14 +170,21 @@ class SharedCache(CacheBackend, Protocol):
 
 
 def _entry_size(entry: CachedGeneration) -> int:
-    return len(entry.text.encode()) + ENTRY_OVERHEAD_BYTES
+    text = entry.text
+    return (len(text) if text.isascii() else len(text.encode())) + ENTRY_OVERHEAD_BYTES
+
+
+class _Slot(NamedTuple):
+    entry: CachedGeneration
+    expires: float
+    size: int
 
 
 class MemoryCache:
     """One process's cache: least recently used out first, bounded by entries and by bytes.
 
-    Each entry keeps its expiry time, checked when it is read: cachetools' LRUCache with that
-    check costs a fraction of its TTLCache, which updates a timer and a list on every call.
+    An ``OrderedDict`` keeps the order of use; each slot keeps its entry's expiry time,
+    checked when it is read, and its size.
     """
 
     name = "memory"
@@ -192,31 +199,33 @@ class MemoryCache:
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
         self._ttl = ttl
         self._timer = timer
-        self._entries: cachetools.LRUCache[str, tuple[CachedGeneration, float]] = (
-            cachetools.LRUCache(maxsize=max_bytes, getsizeof=lambda item: _entry_size(item[0]))
-        )
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._bytes = 0
 
     @property
     def size_bytes(self) -> int:
-        return int(self._entries.currsize)
+        return self._bytes
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._slots)
 
     async def get(self, key: str) -> CachedGeneration | None:
         return self.peek(key)
 
     def peek(self, key: str) -> CachedGeneration | None:
         """``get`` without an await: an in-process read has nothing to wait for."""
-        item = self._entries.get(key)
-        if item is None:
+        slot = self._slots.get(key)
+        if slot is None:
             return None
-        if self._timer() >= item[1]:
-            del self._entries[key]
+        if self._timer() >= slot.expires:
+            del self._slots[key]
+            self._bytes -= slot.size
             return None
-        return item[0]
+        self._slots.move_to_end(key)
+        return slot.entry
 
     def usable(self, key: str, policy: CachePolicy) -> tuple[CachedGeneration, int] | None:
         """``key``'s entry and its age, when ``policy`` may read and fill the cache and
@@ -227,16 +236,22 @@ class MemoryCache:
         return (entry, age) if policy.allows(age) else None
 
     async def set(self, key: str, entry: CachedGeneration) -> None:
-        if _entry_size(entry) > self._entries.maxsize:
+        size = _entry_size(entry)
+        if size > self._max_bytes:
             return  # larger than the whole cache: never stored
-        self._entries.pop(key, None)
-        while len(self._entries) >= self._max_entries:
-            self._entries.popitem()  # least recently used first
-        self._entries[key] = (entry, self._timer() + self._ttl)
+        slots = self._slots
+        old = slots.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
+        while slots and (len(slots) >= self._max_entries or self._bytes + size > self._max_bytes):
+            self._bytes -= slots.popitem(last=False)[1].size  # least recently used first
+        slots[key] = _Slot(entry, self._timer() + self._ttl, size)
+        self._bytes += size
 
     async def clear(self) -> int:
-        count = len(self._entries)
-        self._entries.clear()
+        count = len(self._slots)
+        self._slots.clear()
+        self._bytes = 0
         return count
 
     # Within one process the gateway's own single-flight already coalesces calls.

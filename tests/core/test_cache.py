@@ -139,6 +139,25 @@ async def test_memory_entries_expire_after_ttl() -> None:
     assert await cache.get("a") is None
 
 
+async def test_memory_counts_the_bytes_of_what_it_holds() -> None:
+    now = [1000.0]
+    cache = MemoryCache(max_entries=10, max_bytes=4000, ttl=60, timer=lambda: now[0])
+    await cache.set("a", entry("a" * 700))
+    await cache.set("a", entry("é" * 700))  # replaced: two bytes a character now
+    assert cache.size_bytes == 1400 + 256
+    now[0] += 30
+    await cache.set("b", entry("b" * 700))
+    now[0] += 31
+    assert await cache.get("a") is None  # expired: its bytes are free again
+    assert cache.size_bytes == 700 + 256
+    for name in "cde":
+        await cache.set(name, entry(name * 700))
+    assert cache.size_bytes <= 4000
+    assert len(cache) == 4  # b, c, d and e: the expired one took no room
+    await cache.clear()
+    assert cache.size_bytes == 0
+
+
 async def test_clear_counts_entries() -> None:
     cache = MemoryCache(max_entries=10, max_bytes=10**6, ttl=60)
     for name in "ab":
