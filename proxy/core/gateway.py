@@ -137,10 +137,11 @@ class Gateway:
     ) -> Served:
         """The reply for ``req`` (whose cache key is ``key`` when given); raises GatewayError
         subclasses on upstream trouble."""
-        served = self._memory_hit(req, policy, key) if self._memory is not None else None
+        looked = self._memory is not None
+        served = self._memory_hit(req, policy, key) if looked else None
         if served is None:
             try:
-                served = await self._serve(req, policy, key)
+                served = await self._serve(req, policy, key, looked=looked)
             except GatewayError as exc:
                 if self.fallback is None or not exc.unavailable:
                     raise
@@ -174,14 +175,15 @@ class Gateway:
         return found[1]
 
     async def _consult(
-        self, req: GenerationRequest, policy: CachePolicy, key: str | None
+        self, req: GenerationRequest, policy: CachePolicy, key: str | None, looked: bool = False
     ) -> tuple[str | None, CachedGeneration | None]:
-        """The cache key to fill (None: bypass the cache) and a usable entry, if any."""
+        """The cache key to fill (None: bypass the cache) and a usable entry, if any (none
+        when the caller ``looked`` in the in-process cache already)."""
         if self.cache is None or not policy.write:
             return None, None
         if key is None:
             key = cache_key(req, self.upstream.identity)
-        if not policy.read:
+        if not policy.read or looked:
             return key, None
         try:
             return key, await self._lookup(key, policy)
@@ -190,9 +192,9 @@ class Gateway:
             return None, None
 
     async def _serve(
-        self, req: GenerationRequest, policy: CachePolicy, known: str | None
+        self, req: GenerationRequest, policy: CachePolicy, known: str | None, looked: bool
     ) -> Served:
-        key, entry = await self._consult(req, policy, known)
+        key, entry = await self._consult(req, policy, known, looked)
         if entry is not None:
             return Served(entry.generation(), "HIT", entry.age())
         if key is None:
