@@ -46,6 +46,9 @@ class AppAPI(Struct, frozen=True):
     values: Mapping[int, Any] | None = None
     mode: str = ""
     events: int = 0
+    # The config's connect_heartbeat: the app keeps something per session (gr.State, an
+    # unload event), so its page holds a heartbeat open for it.
+    heartbeat: bool = False
 
     @classmethod
     def of(cls, info: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> AppAPI:
@@ -64,7 +67,9 @@ class AppAPI(Struct, frozen=True):
                 components[component["id"]] = str(component.get("type", "")).lower()
                 props = component.get("props")
                 values[component["id"]] = props.get("value") if isinstance(props, dict) else None
-        return cls(endpoints, deps, components, values, str(config.get("mode") or ""), len(deps))
+        mode = str(config.get("mode") or "")
+        heartbeat = config.get("connect_heartbeat") is True
+        return cls(endpoints, deps, components, values, mode, len(deps), heartbeat)
 
     def dependency(self, api_name: str) -> Mapping[str, Any] | None:
         name = api_name.lstrip("/")
@@ -102,6 +107,15 @@ def is_chat_interface(app: AppAPI, api_name: str) -> bool:
         and bool(outputs)
         and app.component(outputs[-1]) == "state"
     )
+
+
+def keeps_nothing(app: AppAPI, dep: Mapping[str, Any] | None) -> bool:
+    """Whether the event ``dep`` can share a session with other calls: the app keeps nothing
+    per session and the event has no state among its inputs and outputs."""
+    if dep is None or app.heartbeat or not isinstance(dep.get("id"), int):
+        return False
+    ids = [*(dep.get("inputs") or ()), *(dep.get("outputs") or ())]
+    return all(app.component(i) not in ("state", "") for i in ids)
 
 
 def answer_output(app: AppAPI, outputs: Sequence[Any], returns: Sequence[Any]) -> int:

@@ -28,6 +28,7 @@ from proxy.upstreams.gradio_app import (
     follow_up,
     history_format,
     is_chat_interface,
+    keeps_nothing,
     kind_of,
     mapping,
     no_api,
@@ -139,6 +140,8 @@ class EndpointPlan(Struct, frozen=True):
     follow: FollowUp | None = None
     # The event's index in the app (Gradio's fn_index): what POST {prefix}/cancel names.
     fn_index: int | None = None
+    # The event keeps nothing in its session: its calls share one (gradio_session.py).
+    shares_session: bool = False
     # What follows from the fields, worked out once (each call asks); never given.
     taken: frozenset[Source] = frozenset()
     not_taken: tuple[Source, ...] = ()
@@ -392,4 +395,5 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
         multimodal=multimodal,
         follow=follow,
         fn_index=dep.get("id") if dep is not None and isinstance(dep.get("id"), int) else None,
+        shares_session=follow is None and keeps_nothing(app, dep),
     )

@@ -2,8 +2,10 @@
 
 ``POST {prefix}/call/{api}`` with ``{"data": [...]}`` returns an event id; ``GET
 {prefix}/call/{api}/{id}`` streams ``generating`` / ``complete`` / ``error`` / ``heartbeat``
-events. A chain (``user`` then ``.then(bot)``) runs its first event to its end in the same
-Gradio session; an answer cut at its budget is stopped with ``POST {prefix}/cancel``.
+events. A call that keeps nothing in its session shares one session with the others and
+reads its events from the session's one stream instead (``gradio_session.py``): one request
+per generation. A chain (``user`` then ``.then(bot)``) runs its first event to its end in the
+same Gradio session; an answer cut at its budget is stopped with ``POST {prefix}/cancel``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import orjson
 from msgspec import Struct
 
 from proxy.errors import UpstreamBadResponse, UpstreamDisconnected
-from proxy.upstreams.body_reads import BodyReader
+from proxy.upstreams.body_reads import BodyReader, ReadExpired
 from proxy.upstreams.gradio_data import follow_data
 from proxy.upstreams.gradio_errors import app_error
 from proxy.upstreams.gradio_plan import EndpointPlan
+from proxy.upstreams.gradio_session import Event, NoSessionStream, SessionCall, SessionStream
 from proxy.upstreams.http import HTTPUpstream, status_error
 from proxy.upstreams.retries import before_output, with_retries
 from proxy.upstreams.sse import SSEDecoder
@@ -39,16 +42,110 @@ CANCEL_TIMEOUT = 2.0
 
 
 class CallState(Struct):
-    """One call at the Space: its session and event (what a cancel names), and whether it
-    completed."""
+    """One call at the Space: its session and event (what a cancel names), whether it
+    completed, and whether a cancel was sent for it already."""
 
     session: str = ""
     event_id: str = ""
     completed: bool = False
+    cancelled: bool = False
+
+
+class CallResults:
+    """A call's own result stream, ``GET {path}/{id}``: closing it cancels the call."""
+
+    def __init__(self, queue: GradioQueue, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self._queue = queue
+        self._reader = BodyReader(resp)
+        self._decoder = SSEDecoder()
+
+    async def events(self, wait_until: float | None, deadline: float | None) -> list[Event]:
+        """The output events of the stream's next chunk (maybe none); raises at its end."""
+        pairs = await self._queue._output_events(self._reader, self._decoder, wait_until, deadline)
+        return [(event, self._queue._parse(raw)) for event, raw in pairs]
+
+    def release(self) -> None:
+        # Back to the pool when fully read; aiohttp closes it when it is not, which is also
+        # how an abandoned stream is cancelled at the Space.
+        self._reader.release()
+
+
+class SessionResults:
+    """A call's events on its session's shared stream: leaving early cancels it at the
+    Space, since the stream stays open for the session's other calls."""
+
+    def __init__(
+        self,
+        queue: GradioQueue,
+        stream: SessionStream,
+        call: SessionCall,
+        plan: EndpointPlan,
+        state: CallState,
+    ) -> None:
+        self._queue, self._stream, self._call = queue, stream, call
+        self._plan, self._state = plan, state
+        self._left = False
+
+    async def events(self, wait_until: float | None, deadline: float | None) -> list[Event]:
+        try:
+            return await self._call.events(wait_until)
+        except ReadExpired:
+            raise self._queue.expired(wait_until, deadline) from None
+
+    def release(self) -> None:
+        if not self._left:
+            self.forget()
+            if not self._state.completed:
+                self._queue._cancel_later(self._plan, self._state)
+
+    def forget(self) -> None:
+        """Stop reading the call here, and let it go on at the Space."""
+        self._left = True
+        self._stream.drop(self._call)
+
+
+Results = CallResults | SessionResults
 
 
 class GradioQueue(HTTPUpstream):
     """The queue API's calls, for ``GradioUpstream``; the two hooks say what a call learnt."""
+
+    # The session streams by API prefix, made on first use; none once the upstream showed
+    # it has no session stream (then each call reads its own).
+    _sessions: dict[str, SessionStream] | None = None
+    _no_sessions = False
+    _cancels: set[asyncio.Task[None]] | None = None
+
+    def _session_for(self, plan: EndpointPlan) -> SessionStream | None:
+        if not plan.shares_session or self._no_sessions:
+            return None
+        sessions = self._sessions
+        if sessions is None:
+            sessions = self._sessions = {}
+        stream = sessions.get(plan.prefix)
+        if stream is None:
+            stream = sessions[plan.prefix] = SessionStream(
+                lambda path: self.session.get(self.base_url + path),
+                self._translate,
+                prefix=plan.prefix,
+            )
+        return stream
+
+    def _cancel_later(self, plan: EndpointPlan, call: CallState) -> None:
+        """Cancel ``call`` at the Space in a task of its own (its caller is leaving)."""
+        if self._cancels is None:
+            self._cancels = set()
+        task = asyncio.get_running_loop().create_task(self._stop(plan, call))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    async def aclose(self) -> None:
+        for stream in (self._sessions or {}).values():
+            await stream.aclose()
+        if self._cancels:
+            await asyncio.gather(*self._cancels, return_exceptions=True)
+        await super().aclose()
 
     def _app_changed(self) -> None:
         """A submit was answered 404 or 500: the app may have changed."""
@@ -83,11 +180,15 @@ class GradioQueue(HTTPUpstream):
                 f"the upstream's answer to POST {path} has no event_id"
             ) from None
 
-    def _payload(self, event: str, raw: str) -> Any:
+    @staticmethod
+    def _parse(raw: str) -> Any:
         try:
-            payload = orjson.loads(raw) if raw else None
+            return orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             raise UpstreamBadResponse("the upstream sent an event that is not JSON") from None
+
+    def _payload(self, event: str, payload: Any) -> Any:
+        """An event's data, or the Space's error it carries, raised."""
         if event == "error":
             raise app_error(payload, self.redact)
         return payload
@@ -127,7 +228,7 @@ class GradioQueue(HTTPUpstream):
                 while True:
                     events = await self._output_events(reader, decoder, wait_until, deadline)
                     for event, raw in events:
-                        payload = self._payload(event, raw)
+                        payload = self._payload(event, self._parse(raw))
                         if event == "complete":
                             return payload
             finally:
@@ -137,8 +238,9 @@ class GradioQueue(HTTPUpstream):
         """After an answer cut at its budget, ask the Space to stop the generation still
         running: Gradio's own ``POST {prefix}/cancel``, bounded, failures ignored."""
         fn_index = plan.answer_fn_index
-        if call.completed or not call.session or fn_index is None:
+        if call.completed or call.cancelled or not call.session or fn_index is None:
             return
+        call.cancelled = True
         body = {"session_hash": call.session, "fn_index": fn_index, "event_id": call.event_id}
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT):
@@ -174,52 +276,41 @@ class GradioQueue(HTTPUpstream):
             min(start + self._first_token_timeout, retry_deadline) if streaming else deadline
         )
         path = plan.answer_path
-        result_path = f"GET {path}/<id>"
 
-        async def open_once() -> tuple[BodyReader, SSEDecoder, list[tuple[str, str]]]:
+        async def open_once() -> tuple[Results, list[Event]]:
             """Submit, open the result stream and read it to its first event: everything up
             to there may be retried, since the Space has produced nothing yet (a full queue
             or a busy GPU said in an error event included)."""
             try:
-                # A session of our own: the state a chain keeps between its two events,
-                # and what a cancel names.
-                call.session = secrets.token_hex(8)
-                body = data
-                if plan.follow is not None:
-                    first = await self._run_first(
-                        plan, data, call.session, wait_until=first_deadline, deadline=deadline
-                    )
-                    body = follow_data(plan.follow, first)
-                call.event_id = await self._submit(path, body, call.session)
-                resp = await self.session.get(
-                    f"{self.base_url}{path}/{quote(call.event_id, safe='')}"
-                )
+                results = await self._open(plan, data, call, first_deadline, deadline)
             except Exception as exc:
                 raise before_output(self._translate(exc)) from None
-            reader = BodyReader(resp)
             try:
-                if resp.status != 200:
-                    raise status_error(resp.status, resp.headers, result_path)
-                if resp.content_type != "text/event-stream":
-                    raise UpstreamBadResponse("the upstream's result is not an event stream")
-                decoder = SSEDecoder()
-                while not (
-                    found := await self._output_events(reader, decoder, first_deadline, deadline)
-                ):
-                    pass  # heartbeats and other events: no output yet
+                while True:
+                    try:
+                        found = await results.events(first_deadline, deadline)
+                    except NoSessionStream:  # this upstream serves each call's own stream
+                        self._no_sessions = True
+                        assert isinstance(results, SessionResults)
+                        results.forget()
+                        results = await self._own_results(path, call)
+                        continue
+                    if found:
+                        break  # else heartbeats and other events: no output yet
                 if found[0][0] == "error":
+                    call.completed = True  # over at the Space: nothing to cancel
                     self._payload(*found[0])  # raises the Space's error
-                return reader, decoder, found
+                return results, found
             except Exception as exc:
-                reader.release()
+                results.release()
                 raise before_output(self._translate(exc)) from None
             except BaseException:  # cancelled (the client left, a deadline): release it too
-                reader.release()
+                results.release()
                 raise
 
         with self.translated():
             async with asyncio.timeout_at(deadline):
-                reader, decoder, first = await with_retries(
+                results, first = await with_retries(
                     open_once,
                     retries=self._retries,
                     deadline=retry_deadline,
@@ -229,8 +320,10 @@ class GradioQueue(HTTPUpstream):
             try:
                 pending = first
                 while True:
-                    for event, raw in pending:
-                        payload = self._payload(event, raw)
+                    for event, payload in pending:
+                        if event == "error":
+                            call.completed = True  # over at the Space: nothing to cancel
+                        payload = self._payload(event, payload)
                         if event == "complete":
                             # Before the yield: a caller may close us right after it.
                             self._call_completed()
@@ -238,8 +331,45 @@ class GradioQueue(HTTPUpstream):
                             yield event, payload
                             return
                         yield event, payload
-                    pending = await self._output_events(reader, decoder, deadline, deadline)
+                    pending = await results.events(deadline, deadline)
             finally:
-                # Back to the pool when fully read; aiohttp closes it when it is not, which
-                # is also how an abandoned stream is cancelled at the Space.
-                reader.release()
+                results.release()
+
+    async def _open(
+        self,
+        plan: EndpointPlan,
+        data: list[Any],
+        call: CallState,
+        first_deadline: float | None,
+        deadline: float | None,
+    ) -> Results:
+        """Submit the call and open where its events come from: its session's shared
+        stream when it keeps nothing in the session, else a stream of its own."""
+        stream = self._session_for(plan)
+        if stream is not None:
+            call.session = stream.session
+            with stream.joining():
+                call.event_id = await self._submit(plan.answer_path, data, call.session)
+                return SessionResults(self, stream, stream.add(call.event_id), plan, call)
+        # A session of our own: the state a chain keeps between its two events, and what a
+        # cancel names.
+        call.session = secrets.token_hex(8)
+        body = data
+        if plan.follow is not None:
+            first = await self._run_first(
+                plan, data, call.session, wait_until=first_deadline, deadline=deadline
+            )
+            body = follow_data(plan.follow, first)
+        call.event_id = await self._submit(plan.answer_path, body, call.session)
+        return await self._own_results(plan.answer_path, call)
+
+    async def _own_results(self, path: str, call: CallState) -> CallResults:
+        """The call's own result stream, ``GET {path}/{id}``, checked to be one."""
+        resp = await self.session.get(f"{self.base_url}{path}/{quote(call.event_id, safe='')}")
+        results = CallResults(self, resp)
+        if resp.status != 200 or resp.content_type != "text/event-stream":
+            results.release()
+            if resp.status != 200:
+                raise status_error(resp.status, resp.headers, f"GET {path}/<id>")
+            raise UpstreamBadResponse("the upstream's result is not an event stream")
+        return results

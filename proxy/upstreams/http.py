@@ -323,12 +323,17 @@ class HTTPUpstream:
         try:
             return await reader.read(wait_until)
         except ReadExpired:
-            if wait_until == deadline:
-                raise TimeoutError from None
-            raise UpstreamTimeout(
-                f"no first token from the upstream within {self._first_token_timeout:g} s",
-                code="upstream_first_token_timeout",
-            ) from None
+            raise self.expired(wait_until, deadline) from None
+
+    def expired(self, wait_until: float | None, deadline: float | None) -> Exception:
+        """What a wait that ran past ``wait_until`` raises: the call's own TimeoutError at
+        its ``deadline``, else ``upstream_first_token_timeout``."""
+        if wait_until == deadline:
+            return TimeoutError()
+        return UpstreamTimeout(
+            f"no first token from the upstream within {self._first_token_timeout:g} s",
+            code="upstream_first_token_timeout",
+        )
 
     def _note_failure(self, error: GatewayError) -> None:
         """A call failed with ``error``; adapters that report it in ``ready()`` keep it."""
