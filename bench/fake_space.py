@@ -231,7 +231,8 @@ class SpaceProtocol(asyncio.Protocol):
         key = json.loads(body)["session_hash"]
         # The most recently used last; the oldest go (a call with a session of its own
         # reads its own stream, and nothing reads the session's).
-        session = SESSIONS[key] = SESSIONS.pop(key, None) or Session()
+        session = SESSIONS.pop(key) if key in SESSIONS else Session()
+        SESSIONS[key] = session
         if len(SESSIONS) > MAX_SESSIONS:
             del SESSIONS[next(iter(SESSIONS))]
         session.pending.add(event_id)

@@ -35,6 +35,10 @@ class Variables(Record):
     space_stream_api_name: str | None = field(
         None, description="Gradio streaming endpoint; /predict_stream when the Space has it."
     )
+    space_shared_session: bool = field(
+        True,
+        description="Calls to a Space event that keeps nothing per session share one session.",
+    )
     upstreams_file: str | None = field(
         None, description="TOML file of several upstreams (see the README); not with UPSTREAM_URL."
     )

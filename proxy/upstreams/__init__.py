@@ -51,6 +51,7 @@ def _gradio(settings: Settings) -> Upstream:
         http_options(settings),
         api_name=settings.space_api_name,
         stream_api_name=settings.space_stream_api_name,
+        shared_session=settings.space_shared_session,
     )
 
 

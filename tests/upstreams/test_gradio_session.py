@@ -39,10 +39,14 @@ def answer(tag: str) -> str:
 
 
 @asynccontextmanager
-async def adapter(space: SessionSpace) -> AsyncIterator[Upstream]:
+async def adapter(space: SessionSpace, **settings: Any) -> AsyncIterator[Upstream]:
     upstream = build_upstream(
         Settings(
-            upstream_url=space.url, upstream_retries=0, upstream_timeout=8, upstream_read_timeout=8
+            upstream_url=space.url,
+            upstream_retries=0,
+            upstream_timeout=8,
+            upstream_read_timeout=8,
+            **settings,
         )
     )
     await upstream.start()
@@ -136,6 +140,14 @@ async def test_an_upstream_without_a_session_stream_serves_each_call_its_own() -
     assert [r.text for r in replies] == [answer("own")] * 2
     assert space.hits[STREAM] == 1  # asked once, then never again
     assert space.hits["GET /gradio_api/call/predict/ev1"] == 1
+
+
+async def test_with_shared_sessions_off_each_call_has_its_own() -> None:
+    with SessionSpace() as space:
+        async with adapter(space, space_shared_session=False) as upstream:
+            replies = await asyncio.gather(*(upstream.generate(request(f"o{i}")) for i in range(3)))
+    assert [r.text for r in replies] == [answer("own")] * 3
+    assert space.hits[STREAM] == 0 and len(space.sessions) == 3
 
 
 def _plan(config: dict[str, Any]) -> bool:
