@@ -33,6 +33,12 @@ class GradioServer:
         lines = self.headers_log.read_text().splitlines()
         return [json.loads(line) for line in lines if line]
 
+    def stopped(self) -> list[dict[str, Any]]:
+        """The streams the apps were stopped in before their end (app and prompt tail)."""
+        log = self.headers_log.with_name(self.headers_log.name + ".stopped")
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [json.loads(line) for line in lines if line]
+
 
 def _up(url: str) -> bool:
     try:

@@ -117,11 +117,18 @@ def full_app(label: str = "full") -> gr.Blocks:
         # after [/INST] (what a greedy model continuing a broken answer would do).
         written = inputs.rsplit("[/INST]", 1)[-1].strip() if "[/INST]" in inputs else ""
         rest = ANSWER[len(written) :] if written and ANSWER.startswith(written) else ANSWER
+        if "LONG" in inputs:  # ten seconds of words, for a client that leaves early
+            rest = " word" * 200
         out = ""
-        for piece in re.findall(r"\s*\S+", rest)[: int(max_new_tokens)]:
-            time.sleep(0.05)
-            out += piece
-            yield out
+        try:
+            for piece in re.findall(r"\s*\S+", rest)[: int(max_new_tokens)]:
+                time.sleep(0.05)
+                out += piece
+                yield out
+        except GeneratorExit:  # stopped before its end: a cancel, or the stream was closed
+            with open(HEADERS_LOG + ".stopped", "a", encoding="utf-8") as log:
+                log.write(json.dumps({"app": label, "tail": inputs[-80:]}) + "\n")
+            raise
 
     def slow(inputs: str) -> str:
         time.sleep(2)
