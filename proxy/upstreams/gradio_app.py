@@ -112,7 +112,7 @@ def is_chat_interface(app: AppAPI, api_name: str) -> bool:
 def keeps_nothing(app: AppAPI, dep: Mapping[str, Any] | None) -> bool:
     """Whether the event ``dep`` can share a session with other calls: the app keeps nothing
     per session and the event has no state among its inputs and outputs."""
-    if dep is None or app.heartbeat or not isinstance(dep.get("id"), int):
+    if dep is None or app.heartbeat:
         return False
     ids = [*(dep.get("inputs") or ()), *(dep.get("outputs") or ())]
     return all(app.component(i) not in ("state", "") for i in ids)

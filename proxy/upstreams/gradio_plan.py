@@ -384,6 +384,7 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
     dep = app.dependency(api_name)
     returns = app.endpoints[api_name].get("returns") or []
     output = answer_output(app, (dep or {}).get("outputs") or [], returns)
+    fn_index = dep.get("id") if dep is not None and isinstance(dep.get("id"), int) else None
     return EndpointPlan(
         prefix=prefix,
         api_name=api_name,
@@ -394,6 +395,7 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
         history_format=form,
         multimodal=multimodal,
         follow=follow,
-        fn_index=dep.get("id") if dep is not None and isinstance(dep.get("id"), int) else None,
-        shares_session=follow is None and keeps_nothing(app, dep),
+        fn_index=fn_index,
+        # Shared only where an abandoned call can be cancelled (POST /cancel names fn_index).
+        shares_session=follow is None and fn_index is not None and keeps_nothing(app, dep),
     )

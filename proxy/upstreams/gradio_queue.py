@@ -27,7 +27,7 @@ from proxy.upstreams.gradio_data import follow_data
 from proxy.upstreams.gradio_errors import app_error
 from proxy.upstreams.gradio_plan import EndpointPlan
 from proxy.upstreams.gradio_session import Event, NoSessionStream, SessionCall, SessionStream
-from proxy.upstreams.http import HTTPUpstream, status_error
+from proxy.upstreams.http import HTTPOptions, HTTPUpstream, status_error
 from proxy.upstreams.retries import before_output, with_retries
 from proxy.upstreams.sse import SSEDecoder
 
@@ -55,7 +55,6 @@ class CallResults:
     """A call's own result stream, ``GET {path}/{id}``: closing it cancels the call."""
 
     def __init__(self, queue: GradioQueue, resp: aiohttp.ClientResponse) -> None:
-        self.resp = resp
         self._queue = queue
         self._reader = BodyReader(resp)
         self._decoder = SSEDecoder()
@@ -111,21 +110,21 @@ Results = CallResults | SessionResults
 class GradioQueue(HTTPUpstream):
     """The queue API's calls, for ``GradioUpstream``; the two hooks say what a call learnt."""
 
-    # The session streams by API prefix, made on first use; none once the upstream showed
-    # it has no session stream (then each call reads its own).
-    _sessions: dict[str, SessionStream] | None = None
-    _no_sessions = False
-    _cancels: set[asyncio.Task[None]] | None = None
+    def __init__(self, base_url: str, options: HTTPOptions) -> None:
+        super().__init__(base_url, options)
+        # The session streams by API prefix, made on first use; none when sessions are not
+        # shared, or once the upstream showed it has no session stream (then each call
+        # reads its own).
+        self._sessions: dict[str, SessionStream] = {}
+        self._no_sessions = False
+        self._cancels: set[asyncio.Task[None]] = set()
 
     def _session_for(self, plan: EndpointPlan) -> SessionStream | None:
         if not plan.shares_session or self._no_sessions:
             return None
-        sessions = self._sessions
-        if sessions is None:
-            sessions = self._sessions = {}
-        stream = sessions.get(plan.prefix)
+        stream = self._sessions.get(plan.prefix)
         if stream is None:
-            stream = sessions[plan.prefix] = SessionStream(
+            stream = self._sessions[plan.prefix] = SessionStream(
                 lambda path: self.session.get(self.base_url + path),
                 self._translate,
                 prefix=plan.prefix,
@@ -134,14 +133,12 @@ class GradioQueue(HTTPUpstream):
 
     def _cancel_later(self, plan: EndpointPlan, call: CallState) -> None:
         """Cancel ``call`` at the Space in a task of its own (its caller is leaving)."""
-        if self._cancels is None:
-            self._cancels = set()
         task = asyncio.get_running_loop().create_task(self._stop(plan, call))
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
 
     async def aclose(self) -> None:
-        for stream in (self._sessions or {}).values():
+        for stream in self._sessions.values():
             await stream.aclose()
         if self._cancels:
             await asyncio.gather(*self._cancels, return_exceptions=True)

@@ -52,7 +52,7 @@ class SessionCall:
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
         self._events: list[Event] = []
-        self._failure: Callable[[], BaseException] | None = None
+        self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def _wake(self) -> None:
@@ -64,10 +64,11 @@ class SessionCall:
         self._events.append(event)
         self._wake()
 
-    def fail(self, failure: Callable[[], BaseException]) -> None:
-        """End the call with a fresh error from ``failure`` once its events are read."""
+    def fail(self, error: BaseException) -> None:
+        """End the call with ``error`` once its events are read (one error for every call of
+        a stream, as a flight's listeners share theirs)."""
         if self._failure is None:
-            self._failure = failure
+            self._failure = error
             self._wake()
 
     async def events(self, wait_until: float | None) -> list[Event]:
@@ -75,7 +76,7 @@ class SessionCall:
         None: unbounded here) for one; raises ReadExpired past it, or the stream's failure."""
         while not self._events:
             if self._failure is not None:
-                raise self._failure()
+                raise self._failure
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = None
@@ -149,9 +150,9 @@ class SessionStream:
         if self._calls.get(call.event_id) is call:
             del self._calls[call.event_id]
 
-    def _fail_all(self, failure: Callable[[], BaseException]) -> None:
+    def _fail_all(self, error: BaseException) -> None:
         for call in self._calls.values():
-            call.fail(failure)
+            call.fail(error)
         self._calls.clear()
         self._early.clear()
 
@@ -195,15 +196,12 @@ class SessionStream:
                 empty = empty + 1 if self._delivered == delivered else 0
                 if empty >= EMPTY_OPENS:
                     raise UpstreamDisconnected("the upstream's session stream has no result")
-        except NoSessionStream:
-            self._fail_all(NoSessionStream)
+        except NoSessionStream as exc:
+            self._fail_all(exc)
         except Exception as exc:
-            error = exc if isinstance(exc, GatewayError) else self._translate(exc)
-            self._fail_all(lambda: _copy(error))
+            self._fail_all(exc if isinstance(exc, GatewayError) else self._translate(exc))
         except asyncio.CancelledError:
-            self._fail_all(
-                lambda: UpstreamDisconnected("the gateway closed the upstream's session stream")
-            )
+            self._fail_all(UpstreamDisconnected("the gateway closed the upstream's session stream"))
             raise
 
     async def _read_once(self) -> bool:
@@ -253,11 +251,3 @@ class _Joining:
         stream._joining -= 1
         if not stream._joining:
             stream._early.clear()
-
-
-def _copy(error: GatewayError) -> GatewayError:
-    """A fresh error like ``error`` for each call it fails (one raised object per call)."""
-    fresh = type(error).__new__(type(error))
-    fresh.__dict__.update(error.__dict__)
-    fresh.args = error.args
-    return fresh
