@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 from tests.support.fake_llm_servers import continue_answer
-from tests.support.servers import stop_loop_server
+from tests.support.servers import LoopServer
 
 INFO = {
     "named_endpoints": {
@@ -84,10 +84,11 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-class FaultSpace:
+class FaultSpace(LoopServer):
     """Serves every scenario on one free loopback port, from a thread with its own loop."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.hits: Counter[str] = Counter()
         # When a slowstream client hung up (monotonic time), per event id.
         self.closed_at: dict[str, float] = {}
@@ -99,28 +100,6 @@ class FaultSpace:
         # Set by a test: ``cutmid`` holds its cut until the event is set (at most 10 s), so
         # that every listener the test sends has joined the stream before it breaks.
         self.cut_gate: threading.Event | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.base_events.Server | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> FaultSpace:
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
-        self._server = future.result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        stop_loop_server(self._server, self._loop, self._thread)
-
-    async def _start(self) -> asyncio.base_events.Server:
-        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

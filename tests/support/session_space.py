@@ -14,12 +14,11 @@ import json
 import re
 import socket
 import struct
-import threading
 from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.servers import stop_loop_server
+from tests.support.servers import LoopServer
 
 CONFIG = {
     "version": "6.31.0",
@@ -70,7 +69,7 @@ def _tag(prompt: str) -> str:
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
 
 
-class SessionSpace:
+class SessionSpace(LoopServer):
     """Serves one app on a free loopback port from a thread with its own loop.
 
     ``mode``: ``ok``; ``cut`` (the stream is reset after ``cut_after`` generating messages,
@@ -81,6 +80,7 @@ class SessionSpace:
     ``nostream`` (no session stream: each call's own ``GET /gradio_api/call/predict/{id}``)."""
 
     def __init__(self, mode: str = "ok", *, gap: float = 0.02, cut_after: int = 6) -> None:
+        super().__init__()
         self.mode = mode
         self.gap = gap
         self.cut_after = cut_after
@@ -93,27 +93,6 @@ class SessionSpace:
         self._written: dict[str, asyncio.Event] = {}
         self._ids = 0
         self._generated = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> SessionSpace:
-        self._thread.start()
-        started = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop
-        )
-        self._server = started.result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        stop_loop_server(self._server, self._loop, self._thread)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
