@@ -161,6 +161,13 @@ class Settings(Variables):
         return self.upstream_kind or "gradio"
 
     @property
+    def reaches_upstreams(self) -> bool:
+        """Whether an upstream is reached over HTTP: any adapter but the mock."""
+        if self.upstream_entries:
+            return any(entry.kind != "mock" for entry in self.upstream_entries)
+        return self.effective_upstream != "mock"
+
+    @property
     def upstream_entries(self) -> tuple[UpstreamEntry, ...]:
         """The upstreams of UPSTREAMS_FILE (none in test mode): the gateway routes between them."""
         return () if self.test_mode else self._upstreams

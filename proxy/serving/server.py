@@ -14,12 +14,14 @@ import os
 import shutil
 import signal
 import tempfile
-
-from starlette.applications import Starlette
+from typing import TYPE_CHECKING
 
 from proxy.config.settings import Settings
 from proxy.observe.logs import configure_logging
-from proxy.serving.startup import collector_paused
+from proxy.serving.startup import collector_paused, preload_http_client
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 logger = logging.getLogger("proxy.serving")
 
@@ -43,6 +45,8 @@ def app_from_environment() -> Starlette:
     """The app of one worker process or function instance, configured from the environment
     it inherited."""
     settings = Settings()
+    if settings.reaches_upstreams:
+        preload_http_client()
     configure_logging(settings.log_level, settings.log_format, settings.secrets)
     return _built(settings)
 
@@ -72,6 +76,10 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests get GRACEFUL_TIMEOUT to finish."""
+    configure_logging(settings.log_level, settings.log_format, settings.secrets)
+    workers = worker_count(settings)
+    if workers == 1 and settings.reaches_upstreams:
+        preload_http_client()  # while uvicorn and the app are imported (each worker does its own)
     with collector_paused():
         import uvicorn
 
@@ -80,9 +88,7 @@ def serve(settings: Settings) -> None:
     # uvicorn drains, restores the handler it found, then raises the signal again: with this
     # one, a drained shutdown exits 0, as a platform expects of a clean stop.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    configure_logging(settings.log_level, settings.log_format, settings.secrets)
     edge.configure(settings)
-    workers = worker_count(settings)
     options = {
         "host": settings.host,
         "port": settings.port,

@@ -68,6 +68,20 @@ def test_test_mode_forces_mock() -> None:
     assert Settings(upstream_url="https://x.hf.space", test_mode=True).effective_upstream == "mock"
 
 
+def test_only_an_upstream_reached_over_http_needs_the_http_client(tmp_path: Path) -> None:
+    assert not Settings().reaches_upstreams
+    assert not Settings(upstream_url="https://x.hf.space", test_mode=True).reaches_upstreams
+    assert Settings(upstream_url="https://x.hf.space").reaches_upstreams
+    listed = tmp_path / "upstreams.toml"
+    listed.write_text('[[upstreams]]\nname = "demo"\nkind = "mock"\n')
+    assert not Settings(upstreams_file=str(listed)).reaches_upstreams
+    listed.write_text(
+        '[[upstreams]]\nname = "demo"\nkind = "mock"\n\n'
+        '[[upstreams]]\nname = "space"\nkind = "gradio"\nurl = "https://x.hf.space"\n'
+    )
+    assert Settings(upstreams_file=str(listed)).reaches_upstreams
+
+
 @pytest.mark.parametrize(
     ("values", "words"),
     [
