@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import importlib
 import sys
 import threading
 import time
@@ -66,14 +65,14 @@ def preload_http_client() -> None:
     an import that fails here fails there again, where it matters."""
     if sys.modules.get("aiohttp") is not None:  # imported already (another app in this process)
         return
-    thread = threading.Thread(target=_import, args=("aiohttp",), name="preload", daemon=True)
+    thread = threading.Thread(target=_import_client, name="preload aiohttp", daemon=True)
     thread.start()
     while thread.is_alive() and not hasattr(sys.modules.get("aiohttp.connector"), _TLS_STEP):
         time.sleep(0.0005)
 
 
-def _import(module: str) -> None:
+def _import_client() -> None:
     try:
-        importlib.import_module(module)
+        import aiohttp  # noqa: F401  # for the process: whoever imports it next gets it
     except Exception:  # the next import reports it, where it matters
         return
