@@ -102,6 +102,7 @@ class SessionResults:
         """Stop reading the call here, and let it go on at the Space."""
         self._left = True
         self._stream.drop(self._call)
+        self._call.close()
 
 
 Results = CallResults | SessionResults

@@ -45,15 +45,22 @@ class NoSessionStream(Exception):
 
 
 class SessionCall:
-    """One call's events as they come from the session's stream, or the stream's failure."""
+    """One call's events as they come from the session's stream, or the stream's failure.
 
-    __slots__ = ("event_id", "_events", "_failure", "_waiter")
+    A wait for events is bounded by one timer per call, set again only when the bound changes
+    (a stream's first-token deadline, then its total one), not one per wait: a stream waits
+    once per chunk. ``close`` cancels it when the call ends."""
+
+    __slots__ = ("event_id", "_events", "_failure", "_waiter", "_timer", "_timer_at", "_expired")
 
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
         self._events: list[Event] = []
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None  # the bound the timer is set for
+        self._expired: float | None = None  # a bound whose timer fired
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -77,24 +84,37 @@ class SessionCall:
         while not self._events:
             if self._failure is not None:
                 raise self._failure
+            if wait_until is not None and self._expired == wait_until:
+                raise ReadExpired(wait_until)
             loop = asyncio.get_running_loop()
+            if wait_until != self._timer_at:
+                self._bound(loop, wait_until)
             waiter = self._waiter = loop.create_future()
-            timer = None
-            if wait_until is not None:
-                timer = loop.call_at(wait_until, _expire, waiter, wait_until)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         events, self._events = self._events, []
         return events
 
+    def _bound(self, loop: asyncio.AbstractEventLoop, when: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = None if when is None else loop.call_at(when, self._expire, when)
 
-def _expire(waiter: asyncio.Future[None], when: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(ReadExpired(when))
+    def _expire(self, when: float) -> None:
+        self._timer = None
+        self._expired = when
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ReadExpired(when))
+
+    def close(self) -> None:
+        """The call ended: its timer goes (it would keep the call until its deadline)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def call_event(message: dict[str, Any]) -> Event | None:

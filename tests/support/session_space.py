@@ -77,6 +77,8 @@ class SessionSpace(LoopServer):
     ``closing`` (the stream closes after each completed event, pending or not); ``early``
     (a submit is answered once its event's every message went out on an open stream, unless
     its prompt says ``answer with long``: such an event runs four times as many words);
+    in every mode an event for ``answer with stall`` sends no word, and one for ``answer with
+    halt`` one word, then nothing (until cancelled);
     ``nostream`` (no session stream: each call's own ``GET /gradio_api/call/predict/{id}``)."""
 
     def __init__(self, mode: str = "ok", *, gap: float = 0.02, cut_after: int = 6) -> None:
@@ -165,8 +167,12 @@ class SessionSpace(LoopServer):
         await queue.put({"msg": "estimation", "event_id": event_id, "rank": 0})
         await queue.put({"msg": "process_starts", "event_id": event_id})
         tag = _tag(prompt)
+        if tag == "stall":  # no first word (until the call is cancelled)
+            await asyncio.sleep(60)
         text = ""
         for index in range(WORDS * 4 if tag == "long" else WORDS):
+            if tag == "halt" and index == 1:  # a first word, then nothing
+                await asyncio.sleep(60)
             text = f"{text} {tag}{index}".strip()
             output = {"data": [text], "is_generating": True}
             await queue.put(

@@ -4,6 +4,8 @@ request to the Space per generation, and every fault still ends each call as bef
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
@@ -16,6 +18,7 @@ from proxy.routes.bodies import to_generation_request
 from proxy.upstreams import Upstream, build_upstream
 from proxy.upstreams.gradio_app import AppAPI
 from proxy.upstreams.gradio_plan import plan_endpoint
+from proxy.upstreams.gradio_session import SessionCall
 from tests.support.bodies import chat_body
 from tests.support.servers import wait_for
 from tests.support.session_space import CONFIG, INFO, WORDS, SessionSpace
@@ -40,15 +43,8 @@ def answer(tag: str) -> str:
 
 @asynccontextmanager
 async def adapter(space: SessionSpace, **settings: Any) -> AsyncIterator[Upstream]:
-    upstream = build_upstream(
-        Settings(
-            upstream_url=space.url,
-            upstream_retries=0,
-            upstream_timeout=8,
-            upstream_read_timeout=8,
-            **settings,
-        )
-    )
+    defaults = {"upstream_retries": 0, "upstream_timeout": 8, "upstream_read_timeout": 8}
+    upstream = build_upstream(Settings(upstream_url=space.url, **{**defaults, **settings}))
     await upstream.start()
     try:
         yield upstream
@@ -86,6 +82,39 @@ async def test_messages_that_come_before_the_submits_answer_are_kept() -> None:
                 rest = "".join([chunk.text async for chunk in long])
     assert [r.text for r in replies] == [answer(f"e{i}") for i in range(3)]
     assert rest.endswith("long19")
+
+
+async def test_a_wait_on_the_shared_stream_ends_at_its_bound_and_the_others_go_on() -> None:
+    with SessionSpace() as space:
+        async with adapter(
+            space, upstream_first_token_timeout=0.3, upstream_timeout=1.5, upstream_read_timeout=1.5
+        ) as upstream:
+            started = time.monotonic()
+            stalled, halted, fine = await asyncio.gather(
+                streamed(upstream, "stall"),
+                streamed(upstream, "halt"),
+                streamed(upstream, "fine"),
+                return_exceptions=True,
+            )
+            elapsed = time.monotonic() - started
+            # Each ended at its own bound: no first word by the first-token deadline, no next
+            # word by the call's deadline; the call beside them was answered.
+            assert isinstance(stalled, GatewayError)
+            assert stalled.code == "upstream_first_token_timeout"
+            assert isinstance(halted, GatewayError) and halted.code == "upstream_timeout"
+            assert fine == answer("fine")
+            assert 1.4 < elapsed < 5
+            # Both are stopped at the Space.
+            await wait_for(lambda: len(space.cancelled) == 2, timeout=5, what="the cancels")
+
+
+async def test_a_call_that_ended_is_not_kept_until_its_deadline() -> None:
+    with SessionSpace() as space:
+        async with adapter(space, upstream_timeout=60, upstream_read_timeout=60) as upstream:
+            assert await streamed(upstream, "kept") == answer("kept")
+            gc.collect()
+            # Its wait's timer (due in a minute) went with it.
+            assert not [o for o in gc.get_objects() if type(o) is SessionCall]
 
 
 async def test_a_stream_that_closes_while_calls_wait_is_opened_again() -> None:
