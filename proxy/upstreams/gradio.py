@@ -77,8 +77,7 @@ class GradioUpstream(GradioQueue):
         stream_api_name: str | None = None,
         shared_session: bool = True,
     ) -> None:
-        super().__init__(base_url, options)
-        self._no_sessions = not shared_session
+        super().__init__(base_url, options, shared_session=shared_session)
         self.identity = f"gradio {self.base_url} {api_name or 'auto'}"
         self._api_name = api_name
         self._stream_api_name = stream_api_name

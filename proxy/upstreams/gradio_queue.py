@@ -111,13 +111,13 @@ Results = CallResults | SessionResults
 class GradioQueue(HTTPUpstream):
     """The queue API's calls, for ``GradioUpstream``; the two hooks say what a call learnt."""
 
-    def __init__(self, base_url: str, options: HTTPOptions) -> None:
+    def __init__(self, base_url: str, options: HTTPOptions, *, shared_session: bool = True) -> None:
         super().__init__(base_url, options)
         # The session streams by API prefix, made on first use; none when sessions are not
         # shared, or once the upstream showed it has no session stream (then each call
         # reads its own).
         self._sessions: dict[str, SessionStream] = {}
-        self._no_sessions = False
+        self._no_sessions = not shared_session
         self._cancels: set[asyncio.Task[None]] = set()
 
     def _session_for(self, plan: EndpointPlan) -> SessionStream | None:
@@ -216,21 +216,15 @@ class GradioQueue(HTTPUpstream):
         """The first event of a chain (``user`` before ``.then(bot)``), run to its end in
         ``session``: its outputs, which the follow-up reads."""
         event_id = await self._submit(plan.call_path, data, session)
-        url = f"{self.base_url}{plan.call_path}/{quote(event_id, safe='')}"
-        async with self.session.get(url) as resp:
-            if resp.status != 200:
-                raise status_error(resp.status, resp.headers, f"GET {plan.call_path}/<id>")
-            reader = BodyReader(resp)
-            decoder = SSEDecoder()
-            try:
-                while True:
-                    events = await self._output_events(reader, decoder, wait_until, deadline)
-                    for event, raw in events:
-                        payload = self._payload(event, self._parse(raw))
-                        if event == "complete":
-                            return payload
-            finally:
-                reader.release()
+        results = await self._own_results(plan.call_path, event_id)
+        try:
+            while True:
+                for event, payload in await results.events(wait_until, deadline):
+                    payload = self._payload(event, payload)
+                    if event == "complete":
+                        return payload
+        finally:
+            results.release()
 
     async def _stop(self, plan: EndpointPlan, call: CallState) -> None:
         """After an answer cut at its budget, ask the Space to stop the generation still
@@ -291,7 +285,7 @@ class GradioQueue(HTTPUpstream):
                         self._no_sessions = True
                         assert isinstance(results, SessionResults)
                         results.forget()
-                        results = await self._own_results(path, call)
+                        results = await self._own_results(path, call.event_id)
                         continue
                     if found:
                         break  # else heartbeats and other events: no output yet
@@ -359,11 +353,11 @@ class GradioQueue(HTTPUpstream):
             )
             body = follow_data(plan.follow, first)
         call.event_id = await self._submit(plan.answer_path, body, call.session)
-        return await self._own_results(plan.answer_path, call)
+        return await self._own_results(plan.answer_path, call.event_id)
 
-    async def _own_results(self, path: str, call: CallState) -> CallResults:
-        """The call's own result stream, ``GET {path}/{id}``, checked to be one."""
-        resp = await self.session.get(f"{self.base_url}{path}/{quote(call.event_id, safe='')}")
+    async def _own_results(self, path: str, event_id: str) -> CallResults:
+        """An event's own result stream, ``GET {path}/{id}``, checked to be one."""
+        resp = await self.session.get(f"{self.base_url}{path}/{quote(event_id, safe='')}")
         results = CallResults(self, resp)
         if resp.status != 200 or resp.content_type != "text/event-stream":
             results.release()

@@ -51,7 +51,7 @@ class SessionCall:
     (a stream's first-token deadline, then its total one), not one per wait: a stream waits
     once per chunk. ``close`` cancels it when the call ends."""
 
-    __slots__ = ("event_id", "_events", "_failure", "_waiter", "_timer", "_timer_at", "_expired")
+    __slots__ = ("event_id", "_events", "_failure", "_waiter", "_timer", "_timer_at")
 
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
@@ -59,8 +59,8 @@ class SessionCall:
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None  # the bound the timer is set for
-        self._expired: float | None = None  # a bound whose timer fired
+        # The bound the timer is set for; with no timer left, that bound has passed.
+        self._timer_at: float | None = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -84,8 +84,8 @@ class SessionCall:
         while not self._events:
             if self._failure is not None:
                 raise self._failure
-            if wait_until is not None and self._expired == wait_until:
-                raise ReadExpired(wait_until)
+            if wait_until is not None and wait_until == self._timer_at and self._timer is None:
+                raise ReadExpired(wait_until)  # its timer fired while no one waited
             loop = asyncio.get_running_loop()
             if wait_until != self._timer_at:
                 self._bound(loop, wait_until)
@@ -105,7 +105,6 @@ class SessionCall:
 
     def _expire(self, when: float) -> None:
         self._timer = None
-        self._expired = when
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ReadExpired(when))
