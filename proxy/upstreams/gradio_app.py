@@ -162,8 +162,14 @@ def follow_up(app: AppAPI, api_name: str) -> FollowUp | None:
         sources=tuple(outputs.index(i) if i in outputs else None for i in inputs),
         defaults=tuple((app.values or {}).get(i) for i in inputs),
         output=answer_output(app, follower["outputs"], ()),
-        fn_index=follower.get("id") if isinstance(follower.get("id"), int) else None,
+        fn_index=fn_index_of(follower),
     )
+
+
+def fn_index_of(dep: Mapping[str, Any] | None) -> int | None:
+    """An event's index in the app (Gradio's fn_index), when its config gives one."""
+    index = dep.get("id") if dep is not None else None
+    return index if isinstance(index, int) else None
 
 
 def kind_of(app: AppAPI, api_name: str) -> tuple[Kind, str]:

@@ -4,7 +4,8 @@ Pure functions over Gradio's JSON, shared by the gradio upstream and ``python -m
 choose the endpoint and map our fields onto its parameters (by name, then label, then the
 app's defaults) according to its kind (a **chat** endpoint applies its own template and takes
 the message as plain text; a **prompt** endpoint takes the gateway's Llama 2 prompt).
-``gradio_app`` reads what the app says of its events (kind, answer, follow-up);
+``gradio_fields`` tells which parameter takes which of our fields; ``gradio_app`` reads what
+the app says of its events (kind, answer, follow-up);
 ``gradio_data`` builds the ``data`` lists from a plan and reads results back.
 """
 
@@ -12,85 +13,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from msgspec import Struct
 from msgspec.structs import force_setattr
 
 from proxy.errors import UpstreamBadResponse
 from proxy.upstreams.gradio_app import (
-    TEXT_COMPONENTS,
     AppAPI,
     FollowUp,
     HistoryFormat,
     Kind,
     answer_output,
+    fn_index_of,
     follow_up,
     history_format,
-    is_chat_interface,
     keeps_nothing,
     kind_of,
     mapping,
     no_api,
 )
+from proxy.upstreams.gradio_fields import GENERATION_FIELDS, Source, sources_of
 
-Source = Literal[
-    "prompt",
-    "system",
-    "history",
-    "model",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "do_sample",
-]
-
-# Our field -> the names Spaces commonly give the matching parameter, most specific first.
-SYNONYMS: dict[Source, tuple[str, ...]] = {
-    "prompt": (
-        "inputs",
-        "prompt",
-        "message",
-        "user_message",
-        "text",
-        "query",
-        "input",
-        "question",
-        "msg",
-    ),
-    "system": (
-        "system_prompt",
-        "system_message",
-        "system",
-        "system_instruction",
-        "system_instructions",
-        "system_msg",
-        "sys_prompt",
-        "sys_msg",
-    ),
-    "history": ("history", "chat_history", "chatbot"),
-    "model": ("model", "model_name"),
-    "max_new_tokens": ("max_new_tokens", "max_tokens", "max_length", "max_output_tokens"),
-    "temperature": ("temperature", "temp"),
-    "top_p": ("top_p",),
-    "top_k": ("top_k",),
-    "repetition_penalty": ("repetition_penalty", "rep_penalty", "repeat_penalty"),
-    "do_sample": ("do_sample",),
-}
-NUMERIC: frozenset[Source] = frozenset(
-    {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"}
-)
-# The generation fields a request carries, as the README's mapping table names them.
-GENERATION_FIELDS: tuple[Source, ...] = (
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "do_sample",
-)
 _RANGE = re.compile(r"between\s+(-?[\d.]+)\s+and\s+(-?[\d.]+)")
 
 
@@ -140,7 +84,8 @@ class EndpointPlan(Struct, frozen=True):
     follow: FollowUp | None = None
     # The event's index in the app (Gradio's fn_index): what POST {prefix}/cancel names.
     fn_index: int | None = None
-    # The event keeps nothing in its session: its calls share one (gradio_session.py).
+    # The event keeps nothing in its session, and an abandoned call can be cancelled (POST
+    # {prefix}/cancel names fn_index): its calls share one session (gradio_session.py).
     shares_session: bool = False
     # What follows from the fields, worked out once (each call asks); never given.
     taken: frozenset[Source] = frozenset()
@@ -205,10 +150,6 @@ class EndpointPlan(Struct, frozen=True):
         return lines
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
 def _existing(app: AppAPI, requested: str, variable: str) -> str:
     """``requested`` when the app has it; else an error naming the setting and the choices."""
     if not app.endpoints:
@@ -229,7 +170,7 @@ def choose_endpoint(app: AppAPI, requested: str | None) -> str:
         return _existing(app, requested, "SPACE_API_NAME")
     if not app.endpoints:
         raise no_api(app)
-    usable = [name for name in sorted(app.endpoints) if _sources(app, name)[0] is not None]
+    usable = [name for name in sorted(app.endpoints) if sources_of(app, name)[0] is not None]
     if "/predict" in usable:
         return "/predict"
     if len(usable) == 1:
@@ -260,83 +201,6 @@ def choose_stream_endpoint(app: AppAPI, requested: str | None, *, main: str) -> 
     return None
 
 
-def _type(param: Mapping[str, Any]) -> str:
-    kind = param.get("type")
-    return str(kind.get("type", "")) if isinstance(kind, dict) else ""
-
-
-def _fits(source: Source, param: Mapping[str, Any]) -> bool:
-    kind = _type(param)
-    if source in NUMERIC:
-        return kind in ("number", "integer")
-    if source == "do_sample":
-        return kind == "boolean"
-    if source == "history":
-        return kind == "array" or str(param.get("component", "")).lower() == "chatbot"
-    return kind in ("string", "")
-
-
-def _by_name(key: tuple[str, str], synonym: str) -> bool:
-    return key[0] == synonym
-
-
-def _by_label(key: tuple[str, str], synonym: str) -> bool:
-    return key[1] == synonym
-
-
-def _by_label_start(key: tuple[str, str], synonym: str) -> bool:
-    return key[1].startswith(synonym + "_")  # "Top-p (nucleus sampling)"
-
-
-_MATCHES = (_by_name, _by_label, _by_label_start)
-
-
-def _sources(app: AppAPI, api_name: str) -> list[Source | None]:
-    """The source of each parameter; the prompt's is None in the first place when no
-    parameter can be told to take it (the list then has a leading None)."""
-    params = app.params(api_name)
-    keys = [
-        (_normalise(str(p.get("parameter_name") or "")), _normalise(str(p.get("label") or "")))
-        for p in params
-    ]
-    sources: list[Source | None] = [None] * len(params)
-    if params and is_chat_interface(app, api_name):
-        sources[0] = "prompt"  # a ChatInterface's first API input is always the message
-    for i, p in enumerate(params):
-        if str(p.get("component", "")).lower() == "chatbot" and "history" not in sources:
-            sources[i] = "history"
-    for match in _MATCHES:
-        for source, names in SYNONYMS.items():
-            if source in sources:
-                continue
-            for synonym in names:
-                hit = next(
-                    (
-                        i
-                        for i, key in enumerate(keys)
-                        if not sources[i] and match(key, synonym) and _fits(source, params[i])
-                    ),
-                    None,
-                )
-                if hit is not None:
-                    sources[hit] = source
-                    break
-    if "prompt" not in sources:
-        # The only free text box left is the message (a Blocks chat's ``user(m, h)``).
-        texts = [
-            i
-            for i, p in enumerate(params)
-            if not sources[i]
-            and str(p.get("component", "")).lower() in TEXT_COMPONENTS
-            and _fits("prompt", p)
-        ]
-        if len(texts) == 1:
-            sources[texts[0]] = "prompt"
-    if "prompt" not in sources:
-        return [None, *sources]
-    return sources
-
-
 def _bounds(kind: Mapping[str, Any]) -> tuple[float, float] | None:
     if "minimum" in kind and "maximum" in kind:
         return float(kind["minimum"]), float(kind["maximum"])
@@ -348,7 +212,7 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
     """Map our fields onto the endpoint's parameters; raises if no parameter takes the
     prompt, or if its answer comes from a follow-up event that has no API."""
     raw_params = app.params(api_name)
-    sources = _sources(app, api_name)
+    sources = sources_of(app, api_name)
     if len(sources) > len(raw_params):
         names = ", ".join(str(p.get("parameter_name")) for p in raw_params) or "none"
         raise UpstreamBadResponse(
@@ -384,7 +248,7 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
     dep = app.dependency(api_name)
     returns = app.endpoints[api_name].get("returns") or []
     output = answer_output(app, (dep or {}).get("outputs") or [], returns)
-    fn_index = dep.get("id") if dep is not None and isinstance(dep.get("id"), int) else None
+    fn_index = fn_index_of(dep)
     return EndpointPlan(
         prefix=prefix,
         api_name=api_name,
@@ -396,6 +260,5 @@ def plan_endpoint(app: AppAPI, api_name: str, *, prefix: str) -> EndpointPlan:
         multimodal=multimodal,
         follow=follow,
         fn_index=fn_index,
-        # Shared only where an abandoned call can be cancelled (POST /cancel names fn_index).
         shares_session=follow is None and fn_index is not None and keeps_nothing(app, dep),
     )
