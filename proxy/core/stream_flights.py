@@ -53,14 +53,30 @@ class StreamFlight(Struct, eq=False):
     followed_elsewhere: Callable[[], Awaitable[bool]] | None = None
     # Set by the source when it follows another instance's flight instead of generating.
     remote: bool = False
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # One future per waiting listener, resolved at the next chunk or the end. Not an
+    # ``asyncio.Event`` made again per chunk: a new Event takes a lock on its first wait.
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _watcher: asyncio.Task[None] | None = None
     _on_end: Callable[[StreamFlight], None] | None = None
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _changed(self) -> None:
+        """Until the next chunk or the end."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():  # cancelled: a later notify must not count on it
+                waiter.cancel()
 
     def start(self, source: AsyncGenerator[Chunk, None]) -> None:
         """Run ``source`` in a task of the flight's own (once)."""
@@ -148,7 +164,6 @@ class StreamFlight(Struct, eq=False):
                 self._share_record(record)
                 yield Chunk(self.text, finish_reason=self.finish if self.done else None)
             while True:
-                changed = self._changed
                 while index < len(self.chunks):
                     chunk = self.chunks[index]
                     index += 1
@@ -157,7 +172,7 @@ class StreamFlight(Struct, eq=False):
                     yield chunk
                 if self.done:
                     break
-                await changed.wait()
+                await self._changed()
             self._share_record(record)
             if self.error is not None:
                 raise rebuilt(self.error)
@@ -169,7 +184,7 @@ class StreamFlight(Struct, eq=False):
         self.listeners += 1
         try:
             while not self.done:
-                await self._changed.wait()
+                await self._changed()
             self._share_record(current_record())
             return Outcome(self.text, self.finish, self.usage, self.error)
         finally:

@@ -103,6 +103,24 @@ async def test_the_generation_goes_on_while_anyone_listens_and_stops_when_nobody
     assert source.closed
 
 
+async def test_a_listener_cancelled_while_waiting_leaves_the_others_waiting() -> None:
+    source = Source()
+    flight = StreamFlights().begin("k", source.chunks())
+    leaving = asyncio.create_task(collect(flight.listen()))
+    staying = asyncio.create_task(collect(flight.listen()))
+    json_listener = asyncio.create_task(flight.outcome())
+    await settle()  # all three wait for the first chunk
+    leaving.cancel()  # the client left (its task is cancelled) while the others wait
+    await settle()
+    assert leaving.cancelled() and not staying.done() and not json_listener.done()
+    source.queue.put_nowait(Chunk("Sleep ", finish_reason=None))
+    source.queue.put_nowait(Chunk("early.", finish_reason="stop"))
+    source.queue.put_nowait(None)
+    assert [c.text for c in await staying] == ["Sleep ", "early."]
+    assert (await json_listener).text == "Sleep early."
+    assert not source.closed or flight.done
+
+
 async def test_a_json_listener_gets_the_whole_text() -> None:
     source = Source()
     flight = StreamFlights().begin("k", source.chunks())
