@@ -32,7 +32,7 @@ from proxy.routes.replies import ChatReply, DoneEvent
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply
 from proxy.web.responses import JSONResponse, error_body
-from proxy.web.sse import frame
+from proxy.web.sse import frame, last_frame
 
 logger = logging.getLogger("proxy.app")
 
@@ -56,11 +56,11 @@ async def _events(
                 elif chunk.text:
                     yield frame("token", {"text": chunk.text})
     except GatewayError as exc:
-        yield frame("error", error_body(exc, request_id))
+        yield last_frame("error", error_body(exc, request_id))
         return
     except Exception:
         logger.exception("stream failed in request %s", request_id)
-        yield frame("error", error_body(GatewayError("internal error"), request_id))
+        yield last_frame("error", error_body(GatewayError("internal error"), request_id))
         return
     done: DoneEvent = {
         "generated_text": so_far.text,
@@ -69,7 +69,7 @@ async def _events(
         "finish_reason": so_far.finish,
         "upstream": served_by(upstream),
     }
-    yield frame("done", done)
+    yield last_frame("done", done)
 
 
 def chat_operation(operation_id: str) -> Operation:

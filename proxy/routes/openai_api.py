@@ -43,6 +43,7 @@ from proxy.routes.replies import ChatCompletion, OpenAIModel, OpenAIModelList
 from proxy.web.instrument import request_id_of
 from proxy.web.operations import GENERATION_ERRORS, Operation, Reply, documented
 from proxy.web.responses import JSONResponse, openai_error_body
+from proxy.web.sse import LastFrame
 
 logger = logging.getLogger("proxy.app")
 
@@ -304,16 +305,17 @@ async def _stream_frames(
                 if delta:
                     yield chunk_frame({"content": delta}, None)
     except GatewayError as exc:
-        yield _data(openai_error_body(exc))
+        yield LastFrame(_data(openai_error_body(exc)))
         return
     except Exception:
         logger.exception("stream failed in completion %s", completion_id)
-        yield _data(openai_error_body(GatewayError("internal error")))
+        yield LastFrame(_data(openai_error_body(GatewayError("internal error"))))
         return
-    yield chunk_frame({}, so_far.finish)
+    # The finish chunk, the usage and [DONE] are ready together: one write.
+    end = chunk_frame({}, so_far.finish)
     if include_usage:
-        yield _data({**head, "choices": [], "usage": usage_of(req, so_far.text, so_far.usage)})
-    yield b"data: [DONE]\n\n"
+        end += _data({**head, "choices": [], "usage": usage_of(req, so_far.text, so_far.usage)})
+    yield LastFrame(end + b"data: [DONE]\n\n")
 
 
 @documented(

@@ -22,6 +22,7 @@ from proxy.access.guard import Guard
 from proxy.context import AppContext
 from proxy.observe.record import RequestRecord
 from proxy.web.cors import OriginHeaders
+from proxy.web.event_stream import EventStream
 from proxy.web.instrument import Observer, request_id_of
 from proxy.web.last_error import failure_response
 from proxy.web.operations import Operation
@@ -68,7 +69,9 @@ class HotRoute:
             cache, upstream = self._head(response, origin, record)
             started = True  # a sized answer: its start and body go out in one call
             tracked = send
-            if isinstance(response, StreamingResponse):
+            # An event stream says itself how far it got; another stream's sends are watched.
+            events = response if isinstance(response, EventStream) else None
+            if events is None and isinstance(response, StreamingResponse):
                 started = False
 
                 async def tracking_send(message: Message) -> None:
@@ -82,9 +85,11 @@ class HotRoute:
                 tracked = tracking_send
             try:
                 await response(scope, receive, tracked)
-                finished = finished or tracked is send
+                finished = events.ended if events is not None else finished or tracked is send
                 return
             except Exception as exc:
+                if events is not None:
+                    started, finished = events.started, events.ended
                 # Rendered here, sent after the block (see last_error.py).
                 response = failure_response(exc, scope, request_id_of(scope))
                 if started:

@@ -6,7 +6,9 @@ tasks and their cancel scopes. ``EventStream`` streams in the request's own task
 for the disconnect in one plain asyncio task; when the client leaves, the streaming task is
 cancelled, the body iterator closed at once (so the upstream call behind it ends now, not
 when the collector finds it), and the cancellation absorbed, as the task group would absorb
-it. Everything else (headers, frames, an ASGI 2.4 server's path) is Starlette's.
+it. A ``LastFrame`` from the body goes out with the end of the response (one write for the
+last frame and the chunked body's end). Everything else (headers, frames, an ASGI 2.4
+server's path) is Starlette's.
 """
 
 from __future__ import annotations
@@ -16,9 +18,32 @@ import asyncio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from proxy.web.sse import LastFrame
+
 
 class EventStream(StreamingResponse):
     """``StreamingResponse``, cancelled by its client's disconnect without a task group."""
+
+    started = False  # the response's start was sent: too late for another status
+    ended = False  # the end of the body was sent: a disconnect now is no departure
+
+    async def stream_response(self, send: Send) -> None:
+        headers = self.raw_headers
+        self.started = True
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        async for chunk in self.body_iterator:
+            if not isinstance(chunk, bytes | memoryview):
+                chunk = chunk.encode(self.charset)
+            if self.ended:
+                raise RuntimeError("an event stream went on after its last frame")
+            if type(chunk) is LastFrame:
+                self.ended = True
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            else:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not self.ended:
+            self.ended = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -34,7 +59,7 @@ class EventStream(StreamingResponse):
             nonlocal left
             while (await receive())["type"] != "http.disconnect":
                 pass
-            if not done:
+            if not done and not self.ended:
                 left = True
                 task.cancel()
 

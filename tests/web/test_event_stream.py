@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from proxy.web.event_stream import EventStream
+from proxy.web.sse import LastFrame
 
 SCOPE = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "headers": []}
 
@@ -45,6 +46,41 @@ async def test_every_frame_is_sent_and_nothing_is_left_cancelled() -> None:
     assert client.bodies() == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n", b""]
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
+
+
+async def test_a_last_frame_ends_the_response_with_it_and_the_body_still_runs_to_its_end() -> None:
+    client = Client()
+    finished: list[bool] = []
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"data: 0\n\n"
+        await asyncio.sleep(0)  # the client's end of the response wakes its listener here
+        yield LastFrame(b"event: done\ndata: {}\n\n")
+        await asyncio.sleep(0)  # and the body's own tail must not count as a departure
+        finished.append(True)
+
+    await EventStream(frames(), media_type="text/event-stream")(SCOPE, client.receive, client.send)
+    assert [(m["body"], m["more_body"]) for m in client.sent[1:]] == [
+        (b"data: 0\n\n", True),
+        (b"event: done\ndata: {}\n\n", False),
+    ]
+    assert finished == [True]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_frame_after_the_last_one_is_an_error_not_a_second_end() -> None:
+    client = Client()
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield LastFrame(b"data: [DONE]\n\n")
+        yield b"data: late\n\n"
+
+    with pytest.raises(RuntimeError, match="after its last frame"):
+        await EventStream(frames(), media_type="text/event-stream")(
+            SCOPE, client.receive, client.send
+        )
+    assert client.bodies() == [b"data: [DONE]\n\n"]
 
 
 async def test_a_client_that_leaves_stops_the_stream_and_closes_its_body() -> None:
