@@ -4,14 +4,19 @@ uvicorn's ``RequestResponseCycle.send`` checks each response header with two reg
 expressions in a Python loop, and writes a response's head and its body in two writes (two
 ``send`` calls to the kernel). ``EdgeCycle`` checks all the names in one pass and all the
 values in another (deleting the bytes uvicorn's expressions allow must leave nothing),
-builds the head with joins, and keeps a head with a ``Content-Length`` until the first body
-message: a whole body written with its head in one write. Everything else (a chunked or
-streamed body, ``HEAD``, a ``Connection`` or ``Transfer-Encoding`` header from the app,
-upper-case or refused names, uvicorn's own access log, a paused transport) is uvicorn's code,
-unchanged, so the bytes on the wire are the same.
+builds the head with joins, and keeps the head until the first body message: a whole body
+written with its head in one write. A streamed (chunked) head waits only until the end of the
+event-loop turn it was sent in: a stream whose first frame is ready (the generation routes
+send their head once it is) leaves with its head in one write, and any other stream's head
+goes out as soon as the turn ends, before its first frame is known. Everything else (``HEAD``
+without a length, ``Connection`` or ``Transfer-Encoding`` from the app, upper-case or
+refused names, uvicorn's own access log, a paused transport) is uvicorn's code, unchanged,
+so the bytes on the wire are the same.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import (
@@ -31,7 +36,7 @@ _VALUE_BYTES = b"".join(b for b in _BYTES if not HEADER_VALUE_RE.search(b))
 
 
 class EdgeCycle(RequestResponseCycle):
-    """uvicorn's cycle with the head of a sized response written together with its body."""
+    """uvicorn's cycle with a response's head written together with its first body."""
 
     head: bytes | None = None  # a head not written yet: it goes with the first body
 
@@ -44,20 +49,27 @@ class EdgeCycle(RequestResponseCycle):
             self.head = None
             if (
                 message["type"] == "http.response.body"
-                and not message.get("more_body", False)
                 and not self.disconnected
                 and not self.flow.write_paused
-                and len(body := message.get("body", b"")) == self.expected_content_length
-                and self.scope["method"] != "HEAD"
             ):
-                self.transport.write(head + body)
-                self.expected_content_length = 0
-                self.response_complete = True
-                self.message_event.set()
-                if not self.keep_alive:
-                    self.transport.close()
-                self.on_response()
-                return
+                body = message.get("body", b"")
+                more = message.get("more_body", False)
+                if self.chunked_encoding:
+                    # As uvicorn frames a chunk, and its end when nothing more comes.
+                    framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+                    self.transport.write(head + framed if more else head + framed + b"0\r\n\r\n")
+                    if not more:
+                        self._complete()
+                    return
+                if (
+                    not more
+                    and len(body) == self.expected_content_length
+                    and self.scope["method"] != "HEAD"
+                ):
+                    self.transport.write(head + body)
+                    self.expected_content_length = 0
+                    self._complete()
+                    return
             if not self.disconnected:
                 self.transport.write(head)
             await super().send(message)
@@ -65,9 +77,25 @@ class EdgeCycle(RequestResponseCycle):
         if not self._start(message):
             await super().send(message)
 
+    def _complete(self) -> None:
+        """The response was written whole: as uvicorn ends one."""
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+
+    def _flush_head(self) -> None:
+        """A streamed head still held at the end of its turn: written now."""
+        head = self.head
+        if head is not None:
+            self.head = None
+            if not self.disconnected:
+                self.transport.write(head)
+
     def _start(self, message: ASGISendEvent) -> bool:
-        """Take a response start with a ``Content-Length`` and nothing unusual: False leaves
-        it to uvicorn."""
+        """Take a response start with a ``Content-Length``, or a streamed one, and nothing
+        unusual: False leaves it to uvicorn."""
         if (
             message["type"] != "http.response.start"
             or self.access_log
@@ -77,20 +105,32 @@ class EdgeCycle(RequestResponseCycle):
             return False
         headers = [*self.default_headers, *message.get("headers", ())]
         names = [name for name, _ in headers]
-        if names.count(b"content-length") != 1 or not _FRAMING.isdisjoint(names):
-            return False  # no length, two, or framing uvicorn decides
+        lengths = names.count(b"content-length")
+        if lengths > 1 or not _FRAMING.isdisjoint(names):
+            return False  # two lengths, or framing uvicorn decides
+        status = message["status"]
+        streamed = not lengths
+        if streamed and (self.scope["method"] == "HEAD" or status in (204, 304)):
+            return False  # no body and no length: uvicorn's
         if b"".join(names).translate(None, _NAME_BYTES):
             return False  # upper case, which uvicorn lowers, or a name it refuses
         values = [value for _, value in headers]
         if b"".join(values).translate(None, _VALUE_BYTES):
             return False  # uvicorn refuses it
-        expected = int(values[names.index(b"content-length")])
-        end = b"\r\n\r\n" if self.keep_alive else b"\r\nconnection: close\r\n\r\n"
-        self.head = b"".join(
-            (STATUS_LINE[message["status"]], b"\r\n".join(map(b": ".join, headers)), end)
-        )
+        lines = [STATUS_LINE[status], *[name + b": " + value + b"\r\n" for name, value in headers]]
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+        if streamed:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        self.head = b"".join(lines)
         self.response_started = True
         self.waiting_for_100_continue = False
-        self.chunked_encoding = False
-        self.expected_content_length = expected
+        if streamed:
+            self.chunked_encoding = True
+            self.expected_content_length = 0
+            asyncio.get_running_loop().call_soon(self._flush_head)
+        else:
+            self.chunked_encoding = False
+            self.expected_content_length = int(values[names.index(b"content-length")])
         return True

@@ -1,4 +1,5 @@
-"""EdgeCycle writes the bytes uvicorn's own cycle writes, in one write for a sized body."""
+"""EdgeCycle writes the bytes uvicorn's own cycle writes: in one write for a sized body, and
+a streamed head with its first chunk when that chunk comes in the same event-loop turn."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from proxy.serving.cycle import EdgeCycle
 
 DEFAULT = [(b"server", b"uvicorn"), (b"date", b"Mon, 07 Dec 2026 02:00:00 GMT")]
 JSON = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
 class Transport(asyncio.Transport):
@@ -41,8 +43,8 @@ class Transport(asyncio.Transport):
 Cycle = tuple[RequestResponseCycle, Transport, list[int]]
 
 
-def cycle_of(cls: type[RequestResponseCycle], *, method: str = "POST",
-             keep_alive: bool = True) -> Cycle:  # fmt: skip
+def cycle_of(cls: type[RequestResponseCycle], *, method: str = "POST", keep_alive: bool = True,
+             default_headers: list[tuple[bytes, bytes]] = DEFAULT) -> Cycle:  # fmt: skip
     transport = Transport()
     completed: list[int] = []
     cycle = cls(
@@ -52,7 +54,7 @@ def cycle_of(cls: type[RequestResponseCycle], *, method: str = "POST",
         logger=logging.getLogger("test"),
         access_logger=logging.getLogger("test.access"),
         access_log=False,
-        default_headers=DEFAULT,
+        default_headers=default_headers,
         message_event=asyncio.Event(),
         expect_100_continue=False,
         keep_alive=keep_alive,
@@ -91,6 +93,19 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
     "a streamed reply": (
         [start([(b"content-type", b"text/event-stream")]), body(b"data: 1\n\n", True),
          body(b"")], {}),
+    "a streamed reply of three chunks, the last with its end": (
+        [start(SSE), body(b"data: 1\n\n", True), body(b"data: 2\n\n", True),
+         body(b"data: [DONE]\n\n")], {}),
+    "a streamed reply whose first body is empty": (
+        [start(SSE), body(b"", True), body(b"data: 1\n\n", True), body(b"")], {}),
+    "a streamed reply in one body": ([start(SSE), body(b"data: 1\n\n")], {}),
+    "a streamed reply, connection not kept alive": (
+        [start(SSE), body(b"data: 1\n\n", True), body(b"")], {"keep_alive": False}),
+    "a streamed reply without default headers": (
+        [start([]), body(b"data: 1\n\n", True), body(b"")], {"default_headers": []}),
+    "a streamed reply to HEAD": ([start(SSE), body(b"", True), body(b"")], {"method": "HEAD"}),
+    "a streamed 304": ([start(SSE, 304), body(b"")], {}),
+    "a streamed error status": ([start(SSE, 503), body(b"data: 1\n\n", True), body(b"")], {}),
     "no content": ([start([], 204), body(b"")], {}),
     "an upper-case name": ([start([(b"Content-Length", b"2")]), body(b"ok")], {}),
     "the app's own Connection header": (
@@ -118,10 +133,34 @@ async def test_a_sized_reply_is_one_write() -> None:
     assert writes[0].endswith(b"content-length: 11\r\n\r\n" + b"x" * 11)
 
 
-async def test_a_streamed_head_is_written_before_its_first_chunk() -> None:
+async def test_a_streamed_head_leaves_with_its_first_chunk_and_the_last_with_the_end() -> None:
+    messages = [start(SSE), body(b"data: 1\n\n", True), body(b"data: 2\n\n", True),
+                body(b"data: 3\n\n")]  # fmt: skip
+    writes, completed, closed, error = await written(EdgeCycle, messages)
+    theirs = await written(RequestResponseCycle, messages)
+    assert (len(writes), len(theirs[0])) == (3, 4)  # the head costs no write of its own
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert writes[0].endswith(b"transfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n")
+    assert writes[2] == b"9\r\ndata: 3\n\n\r\n0\r\n\r\n"
+    assert (completed, closed, error) == (True, False, None)
+
+
+async def test_a_streamed_head_is_written_when_its_turn_ends_without_a_chunk() -> None:
     cycle, transport, _ = cycle_of(EdgeCycle)
-    await cycle.send(start([(b"content-type", b"text/event-stream")]))  # type: ignore[arg-type]
-    assert transport.writes and transport.writes[0].startswith(b"HTTP/1.1 200 OK")
+    await cycle.send(start(SSE))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the turn ended with no chunk ready: the head goes alone
+    assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 200 OK")
+    assert transport.writes[0].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    await cycle.send(body(b"data: 1\n\n", True))  # type: ignore[arg-type]
+    assert transport.writes[1:] == [b"9\r\ndata: 1\n\n\r\n"]
+
+
+async def test_a_streamed_head_held_for_a_client_that_left_is_not_written() -> None:
+    cycle, transport, _ = cycle_of(EdgeCycle)
+    await cycle.send(start(SSE))  # type: ignore[arg-type]
+    cycle.disconnected = True
+    await asyncio.sleep(0)
+    assert transport.writes == []
 
 
 async def test_a_client_gone_before_the_body_gets_nothing_more() -> None:
