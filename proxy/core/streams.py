@@ -4,8 +4,8 @@ stored reply given back as the stream a live one would have been."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Coroutine
+from typing import Any
 
 from proxy.core.cache import CachedGeneration
 from proxy.core.generation import Chunk
@@ -24,15 +24,42 @@ async def primed(chunks: AsyncGenerator[Chunk, None]) -> AsyncGenerator[Chunk, N
     except BaseException:
         await chunks.aclose()
         raise
+    return Primed(first, chunks)
 
-    async def rest() -> AsyncGenerator[Chunk, None]:
-        async with aclosing(chunks):
-            if first is not None:
-                yield first
-            async for chunk in chunks:
-                yield chunk
 
-    return rest()
+class Primed(AsyncGenerator[Chunk, None]):
+    """A stream whose first chunk was taken already: that chunk, then the stream's own.
+
+    Past the first chunk every call goes straight to the stream: no generator frame of its
+    own between a chunk and its reader (a stream passes each chunk through several)."""
+
+    __slots__ = ("_first", "_chunks")
+
+    def __init__(self, first: Chunk | None, chunks: AsyncGenerator[Chunk, None]) -> None:
+        self._first = first
+        self._chunks = chunks
+
+    def __anext__(self) -> Coroutine[Any, Any, Chunk]:
+        first = self._first
+        if first is None:
+            return self._chunks.__anext__()
+        self._first = None
+        return _given(first)
+
+    def asend(self, value: None) -> Coroutine[Any, Any, Chunk]:
+        return self.__anext__() if value is None else self._chunks.asend(value)
+
+    def athrow(self, *args: Any) -> Coroutine[Any, Any, Chunk]:
+        self._first = None
+        return self._chunks.athrow(*args)
+
+    def aclose(self) -> Coroutine[Any, Any, None]:
+        self._first = None
+        return self._chunks.aclose()
+
+
+async def _given(chunk: Chunk) -> Chunk:
+    return chunk
 
 
 async def replayed(entry: CachedGeneration) -> AsyncGenerator[Chunk, None]:
