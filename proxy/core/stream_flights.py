@@ -57,6 +57,9 @@ class StreamFlight(Struct, eq=False):
     # ``asyncio.Event`` made again per chunk: a new Event takes a lock on its first wait.
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    # The loop it runs in, known once: asking for the running loop costs a system call
+    # (getpid) on Python 3.11, and a listener waits once per chunk.
+    _loop: asyncio.AbstractEventLoop | None = None
     _watcher: asyncio.Task[None] | None = None
     _on_end: Callable[[StreamFlight], None] | None = None
 
@@ -70,7 +73,7 @@ class StreamFlight(Struct, eq=False):
 
     async def _changed(self) -> None:
         """Until the next chunk or the end."""
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = (self._loop or asyncio.get_running_loop()).create_future()
         self._waiters.append(waiter)
         try:
             await waiter
@@ -82,7 +85,8 @@ class StreamFlight(Struct, eq=False):
         """Run ``source`` in a task of the flight's own (once)."""
         if self._task is None:
             self.origin = current_record()
-            self._task = asyncio.get_running_loop().create_task(self._run(source))
+            self._loop = loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(source))
 
     async def _run(self, source: AsyncGenerator[Chunk, None]) -> None:
         try:

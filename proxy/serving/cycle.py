@@ -39,6 +39,9 @@ class EdgeCycle(RequestResponseCycle):
     """uvicorn's cycle with a response's head written together with its first body."""
 
     head: bytes | None = None  # a head not written yet: it goes with the first body
+    # The connection's loop, given by its protocol: asking for the running loop costs a
+    # system call (getpid) on Python 3.11.
+    loop: asyncio.AbstractEventLoop | None = None
 
     async def send(self, message: ASGISendEvent) -> None:
         if self.response_started:
@@ -129,7 +132,7 @@ class EdgeCycle(RequestResponseCycle):
         if streamed:
             self.chunked_encoding = True
             self.expected_content_length = 0
-            asyncio.get_running_loop().call_soon(self._flush_head)
+            (self.loop or asyncio.get_running_loop()).call_soon(self._flush_head)
         else:
             self.chunked_encoding = False
             self.expected_content_length = int(values[names.index(b"content-length")])

@@ -336,6 +336,7 @@ class EdgeProtocol(HttpToolsProtocol):
             # uvicorn builds its own cycle class by name; its task looks up ``send`` only
             # when it first runs, so the cycle becomes one that writes in fewer steps.
             cycle.__class__ = EdgeCycle
+            cycle.loop = self.loop  # type: ignore[attr-defined]
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers a parser error with 400; a head refused above is a 431.

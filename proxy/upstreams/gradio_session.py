@@ -51,10 +51,13 @@ class SessionCall:
     (a stream's first-token deadline, then its total one), not one per wait: a stream waits
     once per chunk. ``close`` cancels it when the call ends."""
 
-    __slots__ = ("event_id", "_events", "_failure", "_waiter", "_timer", "_timer_at")
+    __slots__ = ("event_id", "_loop", "_events", "_failure", "_waiter", "_timer", "_timer_at")
 
-    def __init__(self, event_id: str) -> None:
+    def __init__(self, event_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.event_id = event_id
+        # Its stream's loop, known once: asking for the running loop costs a system call
+        # (getpid) on Python 3.11, and a call waits once per chunk.
+        self._loop = loop
         self._events: list[Event] = []
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -86,7 +89,7 @@ class SessionCall:
                 raise self._failure
             if wait_until is not None and wait_until == self._timer_at and self._timer is None:
                 raise ReadExpired(wait_until)  # its timer fired while no one waited
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             if wait_until != self._timer_at:
                 self._bound(loop, wait_until)
             waiter = self._waiter = loop.create_future()
@@ -156,13 +159,14 @@ class SessionStream:
 
     def add(self, event_id: str) -> SessionCall:
         """The call for ``event_id``, given what already came for it; reads the stream."""
-        call = SessionCall(event_id)
+        loop = asyncio.get_running_loop()
+        call = SessionCall(event_id, loop)
         early = self._early.pop(event_id, None)
         if early:
             call._events.extend(early)
         self._calls[event_id] = call
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
         return call
 
     def drop(self, call: SessionCall) -> None:
