@@ -43,10 +43,24 @@ class EdgeCycle(RequestResponseCycle):
     # system call (getpid) on Python 3.11.
     loop: asyncio.AbstractEventLoop | None = None
 
+    streamed = False  # a chunked body whose head this cycle built: its chunks are framed here
+
     async def send(self, message: ASGISendEvent) -> None:
         if self.response_started:
             head = self.head
             if head is None:
+                if (
+                    self.streamed
+                    and message["type"] == "http.response.body"
+                    and not self.response_complete
+                    and not self.disconnected
+                    and not self.flow.write_paused
+                ):
+                    more = message.get("more_body", False)
+                    self.transport.write(_chunk(message.get("body", b""), more))
+                    if not more:
+                        self._complete()
+                    return
                 await super().send(message)
                 return
             self.head = None
@@ -58,9 +72,7 @@ class EdgeCycle(RequestResponseCycle):
                 body = message.get("body", b"")
                 more = message.get("more_body", False)
                 if self.chunked_encoding:
-                    # As uvicorn frames a chunk, and its end when nothing more comes.
-                    framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-                    self.transport.write(head + framed if more else head + framed + b"0\r\n\r\n")
+                    self.transport.write(head + _chunk(body, more))
                     if not more:
                         self._complete()
                     return
@@ -130,10 +142,16 @@ class EdgeCycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         if streamed:
-            self.chunked_encoding = True
+            self.streamed = self.chunked_encoding = True
             self.expected_content_length = 0
             (self.loop or asyncio.get_running_loop()).call_soon(self._flush_head)
         else:
             self.chunked_encoding = False
             self.expected_content_length = int(values[names.index(b"content-length")])
         return True
+
+
+def _chunk(body: bytes, more: bool) -> bytes:
+    """``body`` as uvicorn frames a chunk, with the body's end when nothing more comes."""
+    framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+    return framed if more else framed + b"0\r\n\r\n"

@@ -105,6 +105,8 @@ CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
         [start([]), body(b"data: 1\n\n", True), body(b"")], {"default_headers": []}),
     "a streamed reply to HEAD": ([start(SSE), body(b"", True), body(b"")], {"method": "HEAD"}),
     "a streamed 304": ([start(SSE, 304), body(b"")], {}),
+    "a chunk after a stream's end": (
+        [start(SSE), body(b"data: 1\n\n", True), body(b""), body(b"late", True)], {}),
     "a streamed error status": ([start(SSE, 503), body(b"data: 1\n\n", True), body(b"")], {}),
     "no content": ([start([], 204), body(b"")], {}),
     "an upper-case name": ([start([(b"Content-Length", b"2")]), body(b"ok")], {}),
@@ -169,6 +171,16 @@ async def test_a_client_gone_before_the_body_gets_nothing_more() -> None:
     cycle.disconnected = True
     await cycle.send(body(b"x" * 11))  # type: ignore[arg-type]
     assert transport.writes == [] and not completed
+
+
+async def test_a_stream_whose_client_left_gets_no_more_chunks() -> None:
+    cycle, transport, completed = cycle_of(EdgeCycle)
+    await cycle.send(start(SSE))  # type: ignore[arg-type]
+    await cycle.send(body(b"data: 1\n\n", True))  # type: ignore[arg-type]
+    cycle.disconnected = True
+    await cycle.send(body(b"data: 2\n\n", True))  # type: ignore[arg-type]
+    await cycle.send(body(b""))  # type: ignore[arg-type]
+    assert len(transport.writes) == 1 and not completed
 
 
 async def test_every_byte_in_a_name_or_value_is_judged_as_uvicorn_judges_it() -> None:
