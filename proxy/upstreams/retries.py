@@ -49,7 +49,6 @@ async def with_retries(
     importing it: stamina and tenacity take 10 ms to import, a tenth of a cold start with an
     upstream.
     """
-    loop = asyncio.get_running_loop()
 
     def wait_for(exc: Exception) -> bool | float:
         """stamina's hook: False (give up), True (its backoff) or the seconds to wait."""
@@ -66,6 +65,8 @@ async def with_retries(
         return await attempt()
     except BeforeOutput as exc:
         first_failure = exc
+    # Asked for once the first attempt failed: on Python 3.11 asking makes a system call.
+    loop = asyncio.get_running_loop()
     # stamina's first backoff, then its loop continues the sequence (doubling from here).
     verdict = wait_for(first_failure)
     pause = WAIT_INITIAL + random.uniform(0, WAIT_JITTER) if verdict is True else verdict
