@@ -39,11 +39,10 @@ class EdgeCycle(RequestResponseCycle):
     """uvicorn's cycle with a response's head written together with its first body."""
 
     head: bytes | None = None  # a head not written yet: it goes with the first body
+    streamed = False  # a chunked body whose head this cycle built: its chunks are framed here
     # The connection's loop, given by its protocol: asking for the running loop costs a
     # system call (getpid) on Python 3.11.
     loop: asyncio.AbstractEventLoop | None = None
-
-    streamed = False  # a chunked body whose head this cycle built: its chunks are framed here
 
     async def send(self, message: ASGISendEvent) -> None:
         if self.response_started:
@@ -71,7 +70,7 @@ class EdgeCycle(RequestResponseCycle):
             ):
                 body = message.get("body", b"")
                 more = message.get("more_body", False)
-                if self.chunked_encoding:
+                if self.streamed:
                     self.transport.write(head + _chunk(body, more))
                     if not more:
                         self._complete()
