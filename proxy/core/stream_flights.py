@@ -72,14 +72,11 @@ class StreamFlight(Struct, eq=False):
                     waiter.set_result(None)
 
     async def _changed(self) -> None:
-        """Until the next chunk or the end."""
+        """Until the next chunk or the end. A listener cancelled meanwhile cancels its own
+        future with it (the task cancels what it waits on), which ``_notify`` passes over."""
         waiter = (self._loop or asyncio.get_running_loop()).create_future()
         self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if not waiter.done():  # cancelled: a later notify must not count on it
-                waiter.cancel()
+        await waiter
 
     def start(self, source: AsyncGenerator[Chunk, None]) -> None:
         """Run ``source`` in a task of the flight's own (once)."""
